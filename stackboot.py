@@ -1,0 +1,2681 @@
+#!/usr/bin/env python3
+"""stackboot: turn a bare Linux or FreeBSD host into a working storage node.
+
+One file, standard library only, Python 3.6 or newer. Plain JSON profiles say
+what a role needs (packages, users, directories, config files, builds,
+services); the engine turns them into ordered steps, shows what would change
+(`plan`) and converges the host (`install`). Every run is idempotent.
+
+    python3 stackboot.py list
+    python3 stackboot.py plan master
+    python3 stackboot.py install master --set method=packages
+
+The file reads top to bottom, general to specific: errors, utilities, the
+command runner, platform facts, profiles and parameters, step kinds, plan,
+apply, reporting, commands, and `main()` last.
+"""
+
+import errno
+import json
+import os
+import re
+import sys
+import time
+
+__version__ = "0.1.0"
+
+EXIT_OK = 0          # success, or nothing to change
+EXIT_FAILED = 1      # a step or a command failed
+EXIT_PENDING = 2     # plan --detailed-exitcode / check: changes are pending
+EXIT_BAD_INPUT = 64  # bad usage or bad input (sysexits EX_USAGE); nothing changed
+
+STATE_DIR = "/var/lib/stackboot"
+LOG_FILE = "/var/log/stackboot.log"
+CACHE_DIR = "/var/cache/stackboot"
+SYSTEM_PROFILE_DIR = "/etc/stackboot/profiles"
+SITE_FILE = "/etc/stackboot/site.json"
+# A sane PATH for children: cloud-init and rescue shells often start with a short one.
+CHILD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+# ---------------------------------------------------------------------------
+# Errors
+# ---------------------------------------------------------------------------
+
+class StackbootError(Exception):
+    """Every error stackboot expects. `main` prints it as one `error:` line."""
+
+    exit_code = EXIT_FAILED
+
+    def __init__(self, message, fix=None):
+        Exception.__init__(self, message)
+        self.message = message
+        self.fix = fix
+
+    def line(self):
+        text = self.message
+        if self.fix:
+            text += "; " + self.fix
+        return "error: " + text
+
+
+class BadInput(StackbootError):
+    """The user's input is wrong (command line, profile, parameter); nothing ran."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class CommandFailed(StackbootError):
+    """A command the runner ran exited non-zero."""
+
+    def __init__(self, result, fix=None):
+        detail = (result.err or result.out).strip().splitlines()
+        message = "%s exited %d" % (" ".join(result.argv), result.rc)
+        if detail:
+            message += ": " + detail[-1][:300]
+        StackbootError.__init__(self, message, fix)
+        self.result = result
+
+
+# ---------------------------------------------------------------------------
+# Utilities
+# ---------------------------------------------------------------------------
+
+TEMP_MARK = ".stackboot-tmp-"
+
+
+def sha256_bytes(data):
+    import hashlib
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path):
+    import hashlib
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_bytes(path):
+    """The file's bytes, or None when it does not exist."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except (IOError, OSError) as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            return None
+        raise
+
+
+def remove_stale_temps(directory, name):
+    """Drop temp files a killed run left beside `name` (they never replaced it)."""
+    prefix = "." + name + TEMP_MARK
+    try:
+        entries = os.listdir(directory)
+    except OSError:
+        return
+    for entry in entries:
+        if entry.startswith(prefix):
+            try:
+                os.unlink(os.path.join(directory, entry))
+            except OSError:
+                pass
+
+
+def atomic_write(path, data, mode=0o644, uid=-1, gid=-1):
+    """Write `data` so that `path` is either the old file or the new one, never half.
+
+    Owner and mode are set on the temp file before the rename, so a secret
+    never exists with wider permissions, even for an instant.
+    """
+    directory, name = os.path.split(path)
+    remove_stale_temps(directory, name)
+    temp = os.path.join(directory, "." + name + TEMP_MARK + str(os.getpid()))
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchown(fd, uid, gid)
+        os.fchmod(fd, mode)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        os.unlink(temp)
+        raise
+    os.close(fd)
+    os.rename(temp, path)
+    fsync_dir(directory)
+
+
+def fsync_dir(directory):
+    try:
+        fd = os.open(directory or ".", os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def unified_diff(old, new, path):
+    import difflib
+    return "".join(difflib.unified_diff(
+        old.splitlines(True), new.splitlines(True),
+        fromfile=path + " (now)", tofile=path + " (planned)"))
+
+
+def as_text(data):
+    return data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+
+
+def parse_mode(text):
+    """'0644' -> 0o644; anything else is a BadInput for the caller to locate."""
+    if isinstance(text, str) and re.match(r"^0?[0-7]{3,4}$", text):
+        return int(text, 8)
+    raise ValueError("expected an octal mode like \"0644\", got %s" % json.dumps(text))
+
+
+class Output:
+    """Terminal output: colour only on a terminal and never with NO_COLOR."""
+
+    COLORS = {"+": "32", "~": "33", "-": "31", "!": "31", "error": "31"}
+
+    def __init__(self, stream=None, quiet=False, verbose=False):
+        self.stream = stream or sys.stdout
+        self.quiet = quiet
+        self.verbose = verbose
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.color = self.tty and "NO_COLOR" not in os.environ
+
+    def paint(self, text, key):
+        code = self.COLORS.get(key)
+        if self.color and code:
+            return "\033[%sm%s\033[0m" % (code, text)
+        return text
+
+    def say(self, text=""):
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def info(self, text):
+        if not self.quiet:
+            self.say(text)
+
+    def debug(self, text):
+        if self.verbose:
+            sys.stderr.write(text + "\n")
+
+    def progress(self, text):
+        """One progress line; rewritten in place on a terminal, plain lines elsewhere."""
+        if self.quiet:
+            return
+        if self.tty:
+            self.stream.write("\r\033[K" + text)
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def progress_done(self):
+        if self.tty and not self.quiet:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+# ---------------------------------------------------------------------------
+# Runner: the one way stackboot starts a process
+# ---------------------------------------------------------------------------
+
+class Result:
+    def __init__(self, argv, rc, out="", err="", seconds=0.0):
+        self.argv, self.rc, self.out, self.err, self.seconds = argv, rc, out, err, seconds
+
+    @property
+    def ok(self):
+        return self.rc == 0
+
+
+class Runner:
+    """Runs argv lists (never shell strings), inside `root` when it is not "/".
+
+    Every command is either a probe (reads only) or a change. While planning,
+    changes are refused outright, so a plan cannot touch the host even by
+    mistake. Each command is appended to the JSON-lines log when one is open.
+    Tests replace this class with a recording or faking subclass.
+    """
+
+    def __init__(self, root="/"):
+        self.root = root
+        self.allow_changes = False
+        self.log = None
+        self.counts = {"probe": 0, "change": 0}
+        self.secrets = []   # parameter values never to be written to the log or an error
+
+    def display(self, argv):
+        shown = []
+        for part in argv:
+            for secret in self.secrets:
+                part = part.replace(secret, "***")
+            shown.append(part)
+        return (["chroot", self.root] if self.root != "/" else []) + shown
+
+    def run(self, argv, change=False, check=True, cwd=None, env=None, input=None,
+            timeout=None, stream=None):
+        argv = [str(part) for part in argv]
+        kind = "change" if change else "probe"
+        if change and not self.allow_changes:
+            raise StackbootError("internal: refused to run %s while only reading" % argv)
+        self.counts[kind] += 1
+        started = time.time()
+        result = self.spawn(argv, cwd, env, input, timeout, stream)
+        result.seconds = time.time() - started
+        self.write_log(result, kind)
+        if check and result.rc != 0:
+            raise CommandFailed(result)
+        return result
+
+    def spawn(self, argv, cwd, env, input, timeout, stream):
+        import subprocess
+        child_env = {"PATH": CHILD_PATH, "LC_ALL": "C", "HOME": "/root"}
+        for key in ("TERM", "http_proxy", "https_proxy", "no_proxy"):
+            if key in os.environ:
+                child_env[key] = os.environ[key]
+        child_env.update(env or {})
+        root = self.root
+
+        def enter_root():
+            if root != "/":
+                os.chroot(root)
+                os.chdir(cwd or "/")
+
+        try:
+            proc = subprocess.Popen(
+                argv, cwd=cwd if root == "/" else None, env=child_env,
+                preexec_fn=enter_root if root != "/" else None,
+                stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE if stream is None else subprocess.STDOUT,
+                universal_newlines=True)
+        except OSError as exc:
+            return Result(self.display(argv), 127, "", "%s: %s" % (argv[0], exc.strerror))
+        if stream is not None:
+            lines = []
+            for line in proc.stdout:
+                lines.append(line)
+                stream(line.rstrip("\n"))
+            proc.wait()
+            return Result(self.display(argv), proc.returncode, "".join(lines[-200:]), "")
+        try:
+            out, err = proc.communicate(input, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            return Result(self.display(argv), 124, out, err + "\ntimed out after %ss" % timeout)
+        return Result(self.display(argv), proc.returncode, out, err)
+
+    def write_log(self, result, kind):
+        if self.log is None:
+            return
+        record = {"time": round(time.time(), 3), "argv": result.argv, "rc": result.rc,
+                  "seconds": round(result.seconds, 3), "kind": kind}
+        self.log.write(json.dumps(record) + "\n")
+        self.log.flush()
+
+
+# ---------------------------------------------------------------------------
+# Host: paths under --root, file facts read once, users and groups
+# ---------------------------------------------------------------------------
+
+class Host:
+    """The machine being converged, seen through `root`.
+
+    Reads go straight to the filesystem (under root) and are cached for the
+    run; every write goes through `write_file` so the cache stays true.
+    """
+
+    def __init__(self, root="/", runner=None, facts=None):
+        self.root = os.path.abspath(root)
+        self.runner = runner or Runner(self.root)
+        self.facts = facts
+        self.cache = {}
+
+    def path(self, path):
+        """Where `path` (as the host sees it) lives from here."""
+        if self.root == "/":
+            return path
+        return os.path.join(self.root, path.lstrip("/"))
+
+    def read(self, path):
+        key = ("file", path)
+        if key not in self.cache:
+            self.cache[key] = read_bytes(self.path(path))
+        return self.cache[key]
+
+    def forget(self, *paths):
+        for path in paths:
+            self.cache.pop(("file", path), None)
+        self.cache.pop("passwd", None)
+        self.cache.pop("group", None)
+
+    def stat(self, path):
+        try:
+            return os.lstat(self.path(path))
+        except OSError:
+            return None
+
+    def exists(self, path):
+        return os.path.lexists(self.path(path))
+
+    def write_file(self, path, data, mode=0o644, uid=-1, gid=-1):
+        full = self.path(path)
+        parent = os.path.dirname(full)
+        if not os.path.isdir(parent):
+            os.makedirs(parent, 0o755)
+        atomic_write(full, data, mode, uid, gid)
+        self.cache[("file", path)] = data
+
+    def table(self, name):
+        """/etc/passwd or /etc/group as {name: fields}; read directly, no `getent`."""
+        if name not in self.cache:
+            rows = {}
+            for line in as_text(self.read("/etc/" + name) or b"").splitlines():
+                fields = line.split(":")
+                if len(fields) >= 4 and not line.startswith(("#", "+", "-")):
+                    rows[fields[0]] = fields
+            self.cache[name] = rows
+        return self.cache[name]
+
+    def uid(self, user):
+        if user is None:
+            return -1
+        if str(user).isdigit():
+            return int(user)
+        row = self.table("passwd").get(user)
+        return int(row[2]) if row else None
+
+    def gid(self, group):
+        if group is None:
+            return -1
+        if str(group).isdigit():
+            return int(group)
+        row = self.table("group").get(group)
+        return int(row[2]) if row else None
+
+    def which(self, name):
+        for directory in CHILD_PATH.split(":"):
+            candidate = os.path.join(directory, name)
+            if os.access(self.path(candidate), os.X_OK):
+                return candidate
+        return None
+
+
+# ---------------------------------------------------------------------------
+# Platform facts
+# ---------------------------------------------------------------------------
+
+ARCH_NAMES = {"amd64": "x86_64", "x64": "x86_64", "arm64": "aarch64", "i686": "i386"}
+
+# Which package manager a distribution family uses; the first binary found wins.
+PACKAGE_MANAGER_BY_FAMILY = [
+    (("debian", "ubuntu"), (("apt", "apt-get"),)),
+    (("rhel", "fedora", "centos", "rocky", "almalinux"), (("dnf", "dnf"), ("yum", "yum"))),
+    (("freebsd",), (("pkg", "pkg"),)),
+    (("alpine",), (("apk", "apk"),)),
+]
+
+
+def parse_os_release(text):
+    values = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+        values[key.strip()] = value
+    return values
+
+
+def detect_facts(host, uname=None):
+    """What this host is. Only reads files and stats binaries: no subprocess.
+
+    `uname` (sysname, machine) is injectable so tests can be any platform.
+    """
+    sysname, machine = uname or (os.uname()[0], os.uname()[4])
+    release = {}
+    for candidate in ("/etc/os-release", "/usr/lib/os-release", "/var/run/os-release"):
+        data = host.read(candidate)
+        if data is not None:
+            release = parse_os_release(as_text(data))
+            break
+    platform_name = sysname.lower()
+    distro = release.get("ID", platform_name).lower()
+    id_like = release.get("ID_LIKE", "").lower().split()
+    family = [distro] + id_like
+    package_manager = None
+    for names, managers in PACKAGE_MANAGER_BY_FAMILY:
+        if any(name in family for name in names):
+            for manager, binary in managers:
+                if host.which(binary):
+                    package_manager = manager
+                    break
+            package_manager = package_manager or managers[0][0]
+            break
+    if package_manager is None:
+        for manager in ("apt-get", "dnf", "yum", "pkg", "apk"):
+            if host.which(manager):
+                package_manager = manager.replace("apt-get", "apt")
+                break
+    if platform_name == "freebsd":
+        init = "rc"
+    elif os.path.isdir(host.path("/run/systemd/system")):
+        init = "systemd"   # the sd_booted() test: systemd is PID 1 in this root
+    else:
+        init = "none"
+    return {
+        "platform": platform_name,
+        "distro": distro,
+        "id_like": id_like,
+        "version": release.get("VERSION_ID", ""),
+        "codename": release.get("VERSION_CODENAME", ""),
+        "pretty_name": release.get("PRETTY_NAME", sysname),
+        "init": init,
+        "package_manager": package_manager or "none",
+        "arch": ARCH_NAMES.get(machine, machine),
+        "cores": os.cpu_count() or 1,
+        "python": "%d.%d.%d" % sys.version_info[:3],
+    }
+
+
+def os_matches(facts, selector):
+    """True when an OS selector ("freebsd", "debian", "rhel", "ubuntu-24.04") names this host."""
+    names = [facts["platform"], facts["distro"]] + facts["id_like"]
+    if selector in names:
+        return True
+    distro, _, version = selector.partition("-")
+    return bool(version) and distro == facts["distro"] and (
+        facts["version"] == version or facts["version"].startswith(version + "."))
+
+
+# ---------------------------------------------------------------------------
+# Profiles and parameters
+# ---------------------------------------------------------------------------
+
+TEMPLATE_REF = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)?)\s*\}\}")
+SHELL_META = set("`$;&|<>\\\"'(){}*?!#~")
+SIZE_RE = re.compile(r"^[0-9]+(\.[0-9]+)?([kMGTPE]|[KMGTPE]i)?B?$")
+HOST_RE = re.compile(r"^(\*|[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?"
+                     r"|[0-9]{1,3}(\.[0-9]{1,3}){3}|[0-9A-Fa-f:]*:[0-9A-Fa-f:.]*)$")
+NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+def plain(text, extra=""):
+    """Reject what could break out of a config line or a shell word."""
+    if not isinstance(text, str):
+        raise ValueError("expected text, got %s" % json.dumps(text))
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in text):
+        raise ValueError("must be one line without control characters")
+    bad = sorted(set(text) & (SHELL_META - set(extra)))
+    if bad:
+        raise ValueError("must not contain %s" % " ".join(repr(ch) for ch in bad))
+    return text
+
+
+def split_list(value):
+    if isinstance(value, list):
+        return value
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    raise ValueError("expected a list or comma-separated text, got %s" % json.dumps(value))
+
+
+def type_text(value, decl):
+    if not isinstance(value, str) or "\n" in value or "\r" in value or "\0" in value:
+        raise ValueError("must be one line of text")
+    return value
+
+
+def type_string(value, decl):
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = str(value)
+    return plain(value, extra=decl.get("allow", ""))
+
+
+def type_int(value, decl):
+    if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, str) and re.match(r"^-?[0-9]+$", value))):
+        raise ValueError("expected a whole number, got %s" % json.dumps(value))
+    number = int(value)
+    if "min" in decl and number < decl["min"] or "max" in decl and number > decl["max"]:
+        raise ValueError("must be between %s and %s" % (decl.get("min", "-inf"), decl.get("max", "inf")))
+    return number
+
+
+def type_port(value, decl):
+    return type_int(value, dict(decl, min=1, max=65535))
+
+
+def type_bool(value, decl):
+    if isinstance(value, bool):
+        return value
+    words = {"true": True, "yes": True, "on": True, "1": True,
+             "false": False, "no": False, "off": False, "0": False}
+    if isinstance(value, str) and value.lower() in words:
+        return words[value.lower()]
+    raise ValueError("expected true or false, got %s" % json.dumps(value))
+
+
+def type_size(value, decl):
+    if not isinstance(value, str) or not SIZE_RE.match(value):
+        raise ValueError("expected a size like 100GiB, 1.5TiB or 512M, got %s" % json.dumps(value))
+    return value
+
+
+def type_host(value, decl):
+    if not isinstance(value, str) or not HOST_RE.match(value) or len(value) > 253:
+        raise ValueError("expected a host name or address, got %s" % json.dumps(value))
+    return value
+
+
+def type_path(value, decl):
+    plain(value, extra="~")
+    if not value.startswith("/") or " " in value or "/../" in value + "/":
+        raise ValueError("expected an absolute path without spaces or '..', got %s" % json.dumps(value))
+    return os.path.normpath(value) if value != "/" else value
+
+
+def type_url(value, decl):
+    plain(value, extra="~&?#")
+    if not re.match(r"^(https?|file|git\+https?)://[^\s]+$", value):
+        raise ValueError("expected an http(s):// or file:// URL, got %s" % json.dumps(value))
+    return value
+
+
+def type_sha256(value, decl):
+    if not isinstance(value, str) or not re.match(r"^[0-9a-f]{64}$", value.lower()):
+        raise ValueError("expected 64 hexadecimal digits, got %s" % json.dumps(value))
+    return value.lower()
+
+
+def type_list(value, decl):
+    item_type = PARAM_TYPES[decl.get("items", "string")][1]
+    return [item_type(item, {"allow": decl.get("allow", "")}) for item in split_list(value)]
+
+
+def type_labels(value, decl):
+    labels = split_list(value)
+    for label in labels:
+        if not isinstance(label, str) or not re.match(r"^[A-Za-z]$", label):
+            raise ValueError("labels are single letters A-Z, got %s" % json.dumps(label))
+    return [label.upper() for label in labels]
+
+
+def type_settings(value, decl):
+    """KEY=VALUE pairs for config keys a profile does not model."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("{"):
+            try:
+                value = json.loads(text)
+            except ValueError:
+                raise ValueError("expected a JSON object or KEY=VALUE,KEY=VALUE")
+        else:
+            pairs = {}
+            for item in split_list(text):
+                key, sep, val = item.partition("=")
+                if not sep:
+                    raise ValueError("expected KEY=VALUE, got %s" % json.dumps(item))
+                pairs[key.strip()] = val.strip()
+            value = pairs
+    if not isinstance(value, dict):
+        raise ValueError("expected an object of settings, got %s" % json.dumps(value))
+    for key, val in value.items():
+        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
+            raise ValueError("setting name %s must be letters, digits and _" % json.dumps(key))
+        plain(str(val), extra="*:/,;~")
+    return value
+
+
+PARAM_TYPES = {
+    "string": ("plain text: one line, no shell or config metacharacters", type_string),
+    "text": ("any one line of text", type_text),
+    "int": ("a whole number", type_int),
+    "port": ("a TCP port 1-65535", type_port),
+    "bool": ("true or false", type_bool),
+    "size": ("a size like 100GiB", type_size),
+    "host": ("a host name or IP address", type_host),
+    "path": ("an absolute path", type_path),
+    "url": ("an http(s):// or file:// URL", type_url),
+    "sha256": ("a sha256 digest", type_sha256),
+    "list": ("a list (comma-separated on the command line)", type_list),
+    "labels": ("single-letter labels, comma-separated", type_labels),
+    "settings": ("KEY=VALUE pairs (comma-separated, or a JSON object)", type_settings),
+}
+
+PARAM_KEYS = {"type", "default", "help", "choices", "pattern", "secret", "items", "min", "max", "allow"}
+PROFILE_KEYS = {"description", "requires", "parameters", "overlays", "steps", "platforms"}
+STEP_COMMON_KEYS = {"kind", "id", "when", "comment"}
+
+
+class ProfileError(BadInput):
+    def __init__(self, origin, path, message):
+        BadInput.__init__(self, "%s: %s: %s" % (origin, path, message),
+                          "fix the profile and run again")
+
+
+class Profile:
+    def __init__(self, name, origin, data):
+        self.name = name
+        self.origin = origin
+        self.description = data.get("description", "")
+        self.requires = data.get("requires", [])
+        self.platforms = data.get("platforms")
+        self.parameters = data.get("parameters", {})
+        self.overlays = data.get("overlays", {})
+        self.steps = data.get("steps", [])
+
+
+def parse_profile_text(name, origin, text):
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        if hasattr(exc, "lineno"):
+            raise BadInput("%s: line %d column %d: invalid JSON: %s" % (origin, exc.lineno, exc.colno, exc.msg),
+                           "fix the profile and run again")
+        raise BadInput("%s: invalid JSON: %s" % (origin, exc), "fix the profile and run again")
+    validate_profile(origin, data)
+    return Profile(name, origin, data)
+
+
+def expect(origin, path, value, kinds, what):
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in (kinds if isinstance(kinds, tuple) else (kinds,))):
+        raise ProfileError(origin, path, "expected %s, got %s" % (what, json.dumps(value)))
+
+
+def validate_profile(origin, data):
+    """Shape checks that need no other profile: keys, types, kinds, references."""
+    expect(origin, "$", data, dict, "an object")
+    for key in data:
+        if key not in PROFILE_KEYS:
+            raise ProfileError(origin, "$." + key, "unknown key (known: %s)" % ", ".join(sorted(PROFILE_KEYS)))
+    expect(origin, "$.description", data.get("description", ""), str, "text")
+    requires = data.get("requires", [])
+    expect(origin, "$.requires", requires, list, "a list of profile names")
+    for index, item in enumerate(requires):
+        expect(origin, "$.requires[%d]" % index, item, str, "a profile name")
+    params = data.get("parameters", {})
+    expect(origin, "$.parameters", params, dict, "an object")
+    for pname, decl in params.items():
+        where = "$.parameters." + pname
+        if not NAME_RE.match(pname):
+            raise ProfileError(origin, where, "parameter names are lower_case_words")
+        expect(origin, where, decl, dict, "an object")
+        for key in decl:
+            if key not in PARAM_KEYS:
+                raise ProfileError(origin, where + "." + key, "unknown key (known: %s)" % ", ".join(sorted(PARAM_KEYS)))
+        ptype = decl.get("type", "string")
+        if ptype not in PARAM_TYPES:
+            raise ProfileError(origin, where + ".type", "unknown type %s (known: %s)" % (json.dumps(ptype), ", ".join(sorted(PARAM_TYPES))))
+        expect(origin, where + ".help", decl.get("help", ""), str, "text")
+        if "choices" in decl:
+            expect(origin, where + ".choices", decl["choices"], list, "a list")
+        if "pattern" in decl:
+            expect(origin, where + ".pattern", decl["pattern"], str, "a regular expression")
+            try:
+                re.compile(decl["pattern"])
+            except re.error as exc:
+                raise ProfileError(origin, where + ".pattern", "bad regular expression: %s" % exc)
+        if decl.get("default") is not None and not TEMPLATE_REF.search(str(decl["default"])):
+            try:
+                check_value(pname, decl, decl["default"])
+            except BadInput as exc:
+                raise ProfileError(origin, where + ".default", exc.message)
+    overlays = data.get("overlays", {})
+    expect(origin, "$.overlays", overlays, dict, "an object of OS selector -> parameter defaults")
+    for selector, values in overlays.items():
+        expect(origin, "$.overlays." + selector, values, dict, "an object of parameter values")
+    steps = data.get("steps", [])
+    expect(origin, "$.steps", steps, list, "a list of steps")
+    for index, step in enumerate(steps):
+        validate_step(origin, "$.steps[%d]" % index, step)
+
+
+def validate_step(origin, where, step):
+    expect(origin, where, step, dict, "an object")
+    kind = step.get("kind")
+    if kind not in STEP_KINDS:
+        raise ProfileError(origin, where + ".kind", "unknown step kind %s (known: %s)" % (
+            json.dumps(kind), ", ".join(sorted(STEP_KINDS))))
+    cls = STEP_KINDS[kind]
+    for key, value in step.items():
+        if key in STEP_COMMON_KEYS:
+            continue
+        field = cls.schema.get(key)
+        if field is None:
+            raise ProfileError(origin, "%s.%s" % (where, key), "unknown key for a %s step (known: %s)" % (
+                kind, ", ".join(sorted(set(cls.schema) | STEP_COMMON_KEYS))))
+        if not is_whole_ref(value):
+            problem = field.problem(value)
+            if problem:
+                raise ProfileError(origin, "%s.%s" % (where, key), problem)
+    for key, field in cls.schema.items():
+        if field.required and key not in step:
+            raise ProfileError(origin, where, "a %s step needs %s" % (kind, json.dumps(key)))
+    problem = cls.spec_problem(step)
+    if problem:
+        raise ProfileError(origin, where, problem)
+    if "id" in step:
+        expect(origin, where + ".id", step["id"], str, "text")
+    if "when" in step:
+        expect(origin, where + ".when", step["when"], dict, "an object of parameter -> value")
+
+
+def is_whole_ref(value):
+    return isinstance(value, str) and TEMPLATE_REF.fullmatch(value.strip()) is not None
+
+
+def template_refs(value):
+    """Every {{name}} used anywhere inside a JSON value."""
+    if isinstance(value, str):
+        return set(TEMPLATE_REF.findall(value))
+    if isinstance(value, list):
+        return set().union(*[template_refs(item) for item in value]) if value else set()
+    if isinstance(value, dict):
+        found = set()
+        for key, item in value.items():
+            found |= template_refs(key) | template_refs(item)
+        return found
+    return set()
+
+
+def check_value(name, decl, value, source=None):
+    """A parameter value, converted to its type; BadInput when it is not one."""
+    parse = PARAM_TYPES[decl.get("type", "string")][1]
+    where = "parameter %s" % name + (" (from %s)" % source if source else "")
+    if value is None:
+        return None
+    try:
+        value = parse(value, decl)
+        if "choices" in decl and value not in decl["choices"]:
+            raise ValueError("must be one of: %s" % ", ".join(str(choice) for choice in decl["choices"]))
+        if "pattern" in decl:
+            for item in (value if isinstance(value, list) else [value]):
+                if not re.fullmatch(decl["pattern"], str(item)):
+                    raise ValueError("%s does not match the pattern %s" % (json.dumps(item), decl["pattern"]))
+    except ValueError as exc:
+        raise BadInput("%s: %s" % (where, exc))
+    return value
+
+
+class Library:
+    """Every profile stackboot can see; the first source to define a name wins."""
+
+    def __init__(self):
+        self.profiles = {}
+
+    def add(self, profile):
+        self.profiles.setdefault(profile.name, profile)
+
+    def get(self, name):
+        if name not in self.profiles:
+            raise BadInput("unknown role %s" % json.dumps(name),
+                           "`stackboot list` shows the roles (known: %s)" % ", ".join(sorted(self.profiles)))
+        return self.profiles[name]
+
+    def closure(self, roles):
+        """The roles and everything they require, requirements first, each once."""
+        ordered, seen = [], set()
+
+        def visit(name, chain):
+            if name in chain:
+                raise BadInput("profile %s requires itself through %s" % (name, " -> ".join(chain + [name])))
+            if name in seen:
+                return
+            profile = self.get(name)
+            for needed in profile.requires:
+                if needed not in self.profiles:
+                    raise ProfileError(profile.origin, "$.requires", "unknown profile %s" % json.dumps(needed))
+                visit(needed, chain + [name])
+            seen.add(name)
+            ordered.append(profile)
+
+        for role in roles:
+            visit(role, [])
+        return ordered
+
+    def validate(self):
+        """Cross-profile checks: every {{ref}} is a declared parameter or a fact."""
+        for profile in self.profiles.values():
+            known = set()
+            for member in self.closure([profile.name]):
+                known |= set(member.parameters)
+            for where, value in [("$.steps", profile.steps), ("$.overlays", profile.overlays),
+                                 ("$.parameters", {k: v.get("default") for k, v in profile.parameters.items()})]:
+                for ref in template_refs(value):
+                    if ref not in known and not (ref.startswith("facts.") and ref[6:] in FACT_NAMES):
+                        raise ProfileError(profile.origin, where, "unknown parameter {{%s}}" % ref)
+            for selector, values in profile.overlays.items():
+                for pname in values:
+                    if pname not in known:
+                        raise ProfileError(profile.origin, "$.overlays.%s.%s" % (selector, pname), "unknown parameter")
+            for index, step in enumerate(profile.steps):
+                for pname in step.get("when", {}):
+                    if pname not in known and pname != "os":
+                        raise ProfileError(profile.origin, "$.steps[%d].when.%s" % (index, pname), "unknown parameter")
+
+
+FACT_NAMES = ("platform", "distro", "version", "codename", "init", "package_manager", "arch", "cores", "python")
+
+
+def load_library(extra_dirs, host):
+    """Profiles from --profiles, /etc/stackboot/profiles, the checkout, then the embedded copy."""
+    library = Library()
+    dirs = list(extra_dirs) + [host.path(SYSTEM_PROFILE_DIR)]
+    here = os.path.dirname(os.path.abspath(__file__)) if not __file__.startswith("<") else None
+    if here:
+        dirs.append(os.path.join(here, "profiles"))
+    for index, directory in enumerate(dirs):
+        if not os.path.isdir(directory):
+            if index < len(extra_dirs):
+                raise BadInput("--profiles %s: no such directory" % directory)
+            continue
+        for entry in sorted(os.listdir(directory)):
+            if entry.endswith(".json"):
+                origin = os.path.join(directory, entry)
+                with open(origin) as handle:
+                    library.add(parse_profile_text(entry[:-5], origin, handle.read()))
+    for name, text in sorted(EMBEDDED_PROFILES.items()):
+        library.add(parse_profile_text(name, "embedded profile %s.json" % name, text))
+    library.validate()
+    return library
+
+
+class Values:
+    """Resolved parameter values with where each came from."""
+
+    def __init__(self):
+        self.values, self.sources, self.decls, self.secrets = {}, {}, {}, set()
+
+    def set(self, name, value, source):
+        self.values[name] = value
+        self.sources[name] = source
+
+    def secret_texts(self):
+        return [str(self.values[name]) for name in self.secrets if self.values.get(name)]
+
+
+def declared_parameters(profiles):
+    decls, owner = {}, {}
+    for profile in profiles:
+        for name, decl in profile.parameters.items():
+            if name in decls and decls[name] != decl:
+                raise ProfileError(profile.origin, "$.parameters." + name,
+                                   "also declared differently by profile %s; declare it once in a shared profile" % owner[name])
+            decls[name], owner[name] = decl, profile.name
+    return decls, owner
+
+
+def resolve_parameters(library, profiles, facts, sets=(), site=None, env=None, remembered=None):
+    """Values in rising precedence: default, OS overlay, remembered, site, environment, --set."""
+    env = os.environ if env is None else env
+    decls, owner = declared_parameters(profiles)
+    values = Values()
+    values.decls = decls
+    for name, decl in decls.items():
+        values.set(name, decl.get("default"), "default")
+        if decl.get("secret"):
+            values.secrets.add(name)
+    for profile in profiles:
+        for selector, overlay in profile.overlays.items():
+            if os_matches(facts, selector):
+                for name, value in overlay.items():
+                    values.set(name, value, "os overlay (%s)" % selector)
+
+    def known(name, source):
+        if name in decls:
+            return True
+        others = [p.name for p in library.profiles.values() if name in p.parameters]
+        if source in ("--set",) or not others:
+            hint = ("it belongs to %s" % ", ".join(others)) if others else \
+                "`stackboot show ROLE` lists the parameters"
+            raise BadInput("%s: unknown parameter %s for %s" % (source, json.dumps(name), ", ".join(p.name for p in profiles)), hint)
+        return False
+
+    for name, value in sorted((remembered or {}).items()):
+        if name in decls:
+            values.set(name, value, "remembered")
+    if site:
+        path, data = site
+        for name, value in data.items():
+            if known(name, "site file " + path):
+                values.set(name, value, "site file " + path)
+    for name in decls:
+        key = "STACKBOOT_" + name.upper()
+        if key in env:
+            values.set(name, env[key], "environment " + key)
+    for item in sets:
+        name, sep, value = item.partition("=")
+        if not sep or not NAME_RE.match(name.strip()):
+            raise BadInput("--set %s: expected NAME=VALUE" % json.dumps(item))
+        if known(name.strip(), "--set"):
+            values.set(name.strip(), value, "--set")
+    # Profile-written defaults may refer to facts or to other plain parameters
+    # ("{{facts.cores}}"); values a user typed are never expanded.
+    context = dict(("facts." + key, facts[key]) for key in FACT_NAMES)
+    context.update((name, value) for name, value in values.values.items() if not template_refs(value))
+    for name, decl in decls.items():
+        raw = values.values[name]
+        if template_refs(raw) and values.sources[name] == "default" or values.sources[name].startswith("os overlay"):
+            raw = substitute(raw, context)
+        values.values[name] = check_value(name, decl, raw, values.sources[name])
+    for name, decl in decls.items():
+        if values.values[name] is None and "default" not in decl:
+            raise BadInput("parameter %s (role %s) needs a value" % (name, owner[name]),
+                           "pass --set %s=VALUE or put it in the site file" % name)
+    return values
+
+
+def substitute(value, context):
+    """Fill {{name}} references. A field that is only a reference keeps the value's type."""
+    if isinstance(value, str):
+        whole = TEMPLATE_REF.fullmatch(value.strip())
+        if whole:
+            return context[whole.group(1)]
+        return TEMPLATE_REF.sub(lambda match: render_scalar(context[match.group(1)]), value)
+    if isinstance(value, list):
+        return [substitute(item, context) for item in value]
+    if isinstance(value, dict):
+        return dict((substitute(key, context), substitute(item, context)) for key, item in value.items())
+    return value
+
+
+def render_scalar(value):
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ",".join(render_scalar(item) for item in value)
+    return str(value)
+
+
+def condition_holds(when, values, facts):
+    """`when`: every key must match; a list means any of its values."""
+    for key, wanted in when.items():
+        options = wanted if isinstance(wanted, list) else [wanted]
+        if key == "os":
+            if not any(os_matches(facts, option) for option in options):
+                return False
+        elif values.values.get(key) not in options:
+            return False
+    return True
+
+
+# ---------------------------------------------------------------------------
+# Platform tables: package managers, user tools, service managers
+# ---------------------------------------------------------------------------
+# Each is chosen once from the facts; step kinds call them and never test the
+# platform themselves.
+
+class PackageManager:
+    name = ""
+    install_env = {}
+
+    def query(self, run, names):
+        """{name: installed version or None} for all names, in one probe."""
+        raise NotImplementedError
+
+    def install(self, run, names):
+        run.runner.run(self.install_argv(names), change=True, env=self.install_env)
+
+
+class Apt(PackageManager):
+    name = "apt"
+    install_env = {"DEBIAN_FRONTEND": "noninteractive"}
+
+    def query(self, run, names):
+        result = run.runner.run(["dpkg-query", "-W", "-f=${Package}\\t${db:Status-Abbrev}\\t${Version}\\n"] + names,
+                                check=False)
+        versions = dict.fromkeys(names)
+        for line in result.out.splitlines():
+            fields = line.split("\t")
+            if len(fields) == 3 and fields[1].startswith("ii"):
+                versions[fields[0].split(":")[0]] = fields[2]
+        return versions
+
+    def lists_empty(self, run):
+        try:
+            return not any("Packages" in entry for entry in os.listdir(run.host.path("/var/lib/apt/lists")))
+        except OSError:
+            return True
+
+    def install(self, run, names):
+        if run.refresh_packages or self.lists_empty(run):
+            run.runner.run(["apt-get", "update", "-q"], change=True, env=self.install_env)
+            run.refresh_packages = False
+        argv = ["apt-get", "install", "-y", "-q", "--no-install-recommends"] + names
+        result = run.runner.run(argv, change=True, env=self.install_env, check=False)
+        if result.rc != 0 and "Unable to locate package" in result.err:
+            run.runner.run(["apt-get", "update", "-q"], change=True, env=self.install_env)
+            result = run.runner.run(argv, change=True, env=self.install_env, check=False)
+        if result.rc != 0:
+            raise CommandFailed(result, "check the package names and the host's package sources")
+
+
+class Rpm(PackageManager):
+    def query(self, run, names):
+        result = run.runner.run(["rpm", "-q", "--qf", "%{NAME}\\t%{VERSION}-%{RELEASE}\\n"] + names, check=False)
+        versions = dict.fromkeys(names)
+        for line in result.out.splitlines():
+            fields = line.split("\t")
+            if len(fields) == 2 and fields[0] in versions:
+                versions[fields[0]] = fields[1]
+        return versions
+
+    def install_argv(self, names):
+        return [self.name, "install", "-y"] + names
+
+
+class Dnf(Rpm):
+    name = "dnf"
+
+
+class Yum(Rpm):
+    name = "yum"
+
+
+class Pkg(PackageManager):
+    name = "pkg"
+    install_env = {"ASSUME_ALWAYS_YES": "yes"}
+
+    def query(self, run, names):
+        result = run.runner.run(["pkg", "query", "%n\\t%v"] + names, check=False)
+        versions = dict.fromkeys(names)
+        for line in result.out.splitlines():
+            fields = line.split("\t")
+            if len(fields) == 2 and fields[0] in versions:
+                versions[fields[0]] = fields[1]
+        return versions
+
+    def install_argv(self, names):
+        return ["pkg", "install", "-y"] + names
+
+
+class Apk(PackageManager):
+    name = "apk"
+
+    def query(self, run, names):
+        result = run.runner.run(["apk", "info", "-e"] + names, check=False)
+        found = set(result.out.split())
+        return dict((name, "installed" if name in found else None) for name in names)
+
+    def install_argv(self, names):
+        return ["apk", "add"] + names
+
+
+class NoPackageManager(PackageManager):
+    def query(self, run, names):
+        raise StackbootError("no package manager found on this host",
+                             "install the packages by hand, or run on a supported platform")
+
+
+PACKAGE_MANAGERS = {"apt": Apt, "dnf": Dnf, "yum": Yum, "pkg": Pkg, "apk": Apk, "none": NoPackageManager}
+
+
+class ShadowUsers:
+    """Linux: groupadd/useradd/usermod from shadow-utils."""
+
+    def add_group(self, name, gid, system):
+        return ["groupadd"] + (["--system"] if system else []) + (["-g", str(gid)] if gid is not None else []) + [name]
+
+    def add_user(self, name, fields, system):
+        argv = ["useradd"] + (["--system"] if system else []) + ["--no-create-home"]
+        return argv + self.user_flags(fields) + [name]
+
+    def modify_user(self, name, fields):
+        return ["usermod"] + self.user_flags(fields) + [name]
+
+    def user_flags(self, fields):
+        flags = {"uid": "-u", "group": "-g", "home": "-d", "shell": "-s", "comment": "-c"}
+        argv = []
+        for key in ("uid", "group", "home", "shell", "comment"):
+            if fields.get(key) is not None:
+                argv += [flags[key], str(fields[key])]
+        return argv
+
+
+class PwUsers(ShadowUsers):
+    """FreeBSD: pw(8)."""
+
+    def add_group(self, name, gid, system):
+        return ["pw", "groupadd", name] + (["-g", str(gid)] if gid is not None else [])
+
+    def add_user(self, name, fields, system):
+        return ["pw", "useradd", name] + self.user_flags(fields)
+
+    def modify_user(self, name, fields):
+        return ["pw", "usermod", name] + self.user_flags(fields)
+
+
+USER_TOOLS = {"freebsd": PwUsers}
+
+
+class ServiceState:
+    def __init__(self, loaded=True, enabled=False, running=False):
+        self.loaded, self.enabled, self.running = loaded, enabled, running
+
+
+class Systemd:
+    """systemd: one `systemctl show` answers for every unit of the run."""
+
+    persistent = True
+
+    def unit(self, step):
+        name = step.args["name"]
+        return name if "." in name else name + ".service"
+
+    def prefetch(self, run, steps):
+        units = [self.unit(step) for step in steps]
+        if not units:
+            return
+        result = run.runner.run(["systemctl", "show", "--no-pager", "-p", "Id,LoadState,ActiveState,UnitFileState"]
+                                + units, check=False)
+        blocks = [block for block in result.out.strip().split("\n\n")]
+        for unit, block in zip(units, blocks):
+            props = dict(line.partition("=")[::2] for line in block.splitlines())
+            run.probed[("unit", unit)] = ServiceState(
+                loaded=props.get("LoadState") == "loaded",
+                enabled=props.get("UnitFileState") in ("enabled", "enabled-runtime", "static", "alias"),
+                running=props.get("ActiveState") in ("active", "reloading", "activating"))
+
+    def state(self, run, step):
+        key = ("unit", self.unit(step))
+        if key not in run.probed:
+            self.prefetch(run, [step])
+        return run.probed[key]
+
+    def enable(self, run, step):
+        if run.unit_files_changed:
+            run.runner.run(["systemctl", "daemon-reload"], change=True)
+            run.unit_files_changed = False
+        run.runner.run(["systemctl", "enable", self.unit(step)], change=True)
+
+    def act(self, run, step, verb):
+        if run.unit_files_changed:
+            run.runner.run(["systemctl", "daemon-reload"], change=True)
+            run.unit_files_changed = False
+        run.runner.run(["systemctl", verb, self.unit(step)], change=True)
+        self.forget(run, step)
+
+    def forget(self, run, step):
+        run.probed.pop(("unit", self.unit(step)), None)
+
+
+class RcD:
+    """FreeBSD rc.d: enabled means NAME_enable=YES in rc.conf (read directly); sysrc writes it."""
+
+    persistent = True
+
+    def prefetch(self, run, steps):
+        pass
+
+    def rc_conf(self, run):
+        values = {}
+        for path in ("/etc/defaults/rc.conf", "/etc/rc.conf", "/etc/rc.conf.local"):
+            values.update(parse_os_release(as_text(run.host.read(path) or b"")))
+        return values
+
+    def state(self, run, step):
+        name = step.args["name"]
+        enabled = self.rc_conf(run).get(name + "_enable", "NO").upper() in ("YES", "TRUE", "ON", "1")
+        running = run.runner.run(["service", name, "onestatus"], check=False).rc == 0
+        return ServiceState(True, enabled, running)
+
+    def enable(self, run, step):
+        run.runner.run(["sysrc", step.args["name"] + "_enable=YES"], change=True)
+        run.host.forget("/etc/rc.conf")
+
+    def act(self, run, step, verb):
+        run.runner.run(["service", step.args["name"], verb], change=True)
+
+    def forget(self, run, step):
+        run.host.forget("/etc/rc.conf")
+
+
+class DirectServices:
+    """No init system runs (chroot, container, rescue): the daemon's own start/stop commands."""
+
+    persistent = False
+
+    def prefetch(self, run, steps):
+        pass
+
+    def commands(self, step):
+        direct = step.args.get("direct") or {}
+        if not direct.get("start"):
+            raise StackbootError("service %s: no init system runs here and the profile gives no direct start command"
+                                 % step.args["name"], "add \"direct\": {\"start\": [...]} to the service step")
+        return direct
+
+    def state(self, run, step):
+        direct = self.commands(step)
+        pidfile = direct.get("pidfile")
+        if pidfile:
+            text = as_text(run.host.read(pidfile) or b"").strip().split()
+            running = bool(text) and text[0].isdigit() and pid_alive(int(text[0]))
+        elif direct.get("status"):
+            running = run.runner.run(direct["status"], check=False).rc == 0
+        else:
+            raise StackbootError("service %s: direct mode needs a pidfile or a status command" % step.args["name"])
+        return ServiceState(True, True, running)
+
+    def enable(self, run, step):
+        pass
+
+    def act(self, run, step, verb):
+        direct = self.commands(step)
+        if verb in direct:
+            run.runner.run(direct[verb], change=True)
+        elif verb in ("restart", "reload") and direct.get("stop"):
+            run.runner.run(direct["stop"], change=True)
+            run.runner.run(direct["start"], change=True)
+        else:
+            raise StackbootError("service %s: the profile gives no direct %s command" % (step.args["name"], verb))
+        self.forget(run, step)
+
+    def forget(self, run, step):
+        run.host.forget((step.args.get("direct") or {}).get("pidfile") or "")
+
+
+def pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except OSError as exc:
+        return exc.errno == errno.EPERM
+    return True
+
+
+SERVICE_MANAGERS = {"systemd": Systemd, "rc": RcD, "none": DirectServices}
+
+
+# ---------------------------------------------------------------------------
+# Steps
+# ---------------------------------------------------------------------------
+
+class Field:
+    """One key of a step kind's schema (like an Ansible argument_spec entry)."""
+
+    CHECKS = {
+        "str": (lambda v: isinstance(v, str), "text"),
+        "path": (lambda v: isinstance(v, str) and v.startswith("/"), "an absolute path"),
+        "text": (lambda v: isinstance(v, str) or (isinstance(v, list) and all(isinstance(i, str) for i in v)),
+                 "text or a list of lines"),
+        "list": (lambda v: isinstance(v, list) and all(isinstance(i, str) for i in v), "a list of strings"),
+        "argv": (lambda v: isinstance(v, list) and v and all(isinstance(i, str) for i in v), "a command as a list of words"),
+        "dict": (lambda v: isinstance(v, dict), "an object"),
+        "bool": (lambda v: isinstance(v, bool), "true or false"),
+        "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number"),
+        "mode": (lambda v: isinstance(v, str) and re.match(r"^0?[0-7]{3,4}$", v) is not None, "an octal mode like \"0644\""),
+    }
+
+    def __init__(self, kind, required=False, default=None, help="", literal=False, choices=None):
+        self.kind, self.required, self.default = kind, required, default
+        self.help, self.literal, self.choices = help, literal, choices
+
+    def problem(self, value):
+        """What is wrong with a literal value, or None."""
+        if value is None and not self.required:
+            return None
+        test, what = self.CHECKS[self.kind]
+        if isinstance(value, str) and TEMPLATE_REF.search(value) and self.kind in ("str", "path", "text", "mode"):
+            return None
+        if not test(value):
+            return "expected %s, got %s" % (what, json.dumps(value))
+        if self.choices and value not in self.choices:
+            return "must be one of: %s" % ", ".join(self.choices)
+        return None
+
+
+class Change:
+    """One thing a step would do: '+' create, '~' change, '-' remove, '!' refused."""
+
+    def __init__(self, symbol, summary, diff=None):
+        self.symbol, self.summary, self.diff = symbol, summary, diff
+
+    def as_json(self):
+        return {"action": {"+": "create", "~": "change", "-": "remove", "!": "conflict"}[self.symbol],
+                "summary": self.summary, "diff": self.diff}
+
+
+class Step:
+    """A step kind: schema, a read-only `check`, `act`, and `verify` (check again).
+
+    `check` returns the Changes still needed; an empty list means already right.
+    """
+
+    kind = ""
+    schema = {}
+
+    def __init__(self, profile, where, spec, args):
+        self.profile = profile
+        self.where = where
+        self.args = args
+        self.id = spec.get("id") or "%s:%s" % (self.kind, self.target())
+        self.validate()
+
+    @classmethod
+    def spec_problem(cls, spec):
+        return None
+
+    def validate(self):
+        """Checks on the rendered arguments (after {{parameters}} are filled in)."""
+        for key, field in self.schema.items():
+            problem = field.problem(self.args.get(key))
+            if problem:
+                raise ProfileError(self.profile.origin, "%s.%s" % (self.where, key), problem)
+
+    def target(self):
+        return str(self.args.get("path") or self.args.get("name") or "")
+
+    def describe(self):
+        return "%s %s" % (self.kind, self.target())
+
+    def wants(self, run):
+        """Register batch probes before any check runs."""
+
+    def check(self, run):
+        raise NotImplementedError
+
+    def act(self, run, changes):
+        raise NotImplementedError
+
+    def verify(self, run):
+        left = self.check(run)
+        if left:
+            raise StackbootError("%s: still not right after applying: %s" % (self.describe(), left[0].summary))
+
+    # Helpers shared by kinds that own a file.
+    def owner_ids(self, run):
+        uid, gid = run.host.uid(self.args.get("owner")), run.host.gid(self.args.get("group"))
+        return uid, gid
+
+    def ownership_changes(self, run, st):
+        changes = []
+        uid, gid = self.owner_ids(run)
+        owner, group, mode = self.args.get("owner"), self.args.get("group"), self.args.get("mode")
+        if owner is not None and (uid is None or st.st_uid != uid):
+            changes.append(Change("~", "owner -> %s" % owner))
+        if group is not None and (gid is None or st.st_gid != gid):
+            changes.append(Change("~", "group -> %s" % group))
+        if mode is not None and (st.st_mode & 0o7777) != parse_mode(mode):
+            changes.append(Change("~", "mode %04o -> %s" % (st.st_mode & 0o7777, mode)))
+        return changes
+
+    def resolved_ids(self, run):
+        uid, gid = self.owner_ids(run)
+        for name, value in (("user", uid), ("group", gid)):
+            if value is None:
+                raise StackbootError("%s: %s %s does not exist" % (self.describe(), name, self.args.get("owner" if name == "user" else "group")),
+                                     "add a user/group step before this one in the profile")
+        return uid, gid
+
+
+OWNERSHIP = {"owner": Field("str"), "group": Field("str"), "mode": Field("mode")}
+
+
+class PackagesStep(Step):
+    kind = "packages"
+    schema = {"names": Field("list", required=True, help="packages to install (one batch query for all)")}
+
+    def target(self):
+        return " ".join(self.args["names"])
+
+    def wants(self, run):
+        run.wanted_packages.update(self.args["names"])
+
+    def check(self, run):
+        versions = run.package_versions(self.args["names"])
+        missing = [name for name in self.args["names"] if not versions.get(name)]
+        return [Change("+", "install " + " ".join(missing))] if missing else []
+
+    def act(self, run, changes):
+        versions = run.package_versions(self.args["names"])
+        run.packages.install(run, [name for name in self.args["names"] if not versions.get(name)])
+        run.probed.pop("packages", None)
+
+
+class GroupStep(Step):
+    kind = "group"
+    schema = {"name": Field("str", required=True), "gid": Field("int"), "system": Field("bool", default=True)}
+
+    def check(self, run):
+        row = run.host.table("group").get(self.args["name"])
+        if row is None:
+            return [Change("+", "create group %s" % self.args["name"])]
+        if self.args.get("gid") is not None and row[2] != str(self.args["gid"]):
+            return [Change("!", "group exists with gid %s, not %s; stackboot never renumbers groups" % (row[2], self.args["gid"]))]
+        return []
+
+    def act(self, run, changes):
+        run.runner.run(run.users.add_group(self.args["name"], self.args.get("gid"), self.args.get("system", True)), change=True)
+        run.host.forget("/etc/group")
+
+
+class UserStep(Step):
+    kind = "user"
+    schema = {"name": Field("str", required=True), "uid": Field("int"), "group": Field("str"),
+              "home": Field("path"), "shell": Field("path"), "comment": Field("str"),
+              "system": Field("bool", default=True)}
+
+    def wanted(self, run):
+        wanted = {}
+        for key in ("uid", "home", "shell", "comment"):
+            if self.args.get(key) is not None:
+                wanted[key] = str(self.args[key])
+        if self.args.get("group") is not None:
+            wanted["group"] = self.args["group"]
+        return wanted
+
+    def check(self, run):
+        row = run.host.table("passwd").get(self.args["name"])
+        if row is None:
+            return [Change("+", "create user %s" % self.args["name"])]
+        current = {"uid": row[2], "comment": row[4] if len(row) > 4 else "",
+                   "home": row[5] if len(row) > 5 else "", "shell": row[6] if len(row) > 6 else ""}
+        group = self.args.get("group")
+        differ = [key for key, value in self.wanted(run).items() if key not in ("group", "uid") and current.get(key) != value]
+        if group is not None and run.host.gid(group) != int(row[3]):
+            differ.append("group")
+        if self.args.get("uid") is not None and current["uid"] != str(self.args["uid"]):
+            return [Change("!", "user exists with uid %s, not %s; stackboot never renumbers users" % (current["uid"], self.args["uid"]))]
+        return [Change("~", "%s -> %s" % (key, self.wanted(run)[key])) for key in differ]
+
+    def act(self, run, changes):
+        fields = self.wanted(run)
+        if changes[0].symbol == "+":
+            argv = run.users.add_user(self.args["name"], fields, self.args.get("system", True))
+        else:
+            fields.pop("uid", None)
+            argv = run.users.modify_user(self.args["name"], fields)
+        run.runner.run(argv, change=True)
+        run.host.forget("/etc/passwd")
+
+
+class DirectoryStep(Step):
+    kind = "directory"
+    schema = dict(OWNERSHIP, path=Field("path", required=True))
+
+    def check(self, run):
+        st = run.host.stat(self.args["path"])
+        if st is None:
+            return [Change("+", "create" + describe_ownership(self.args))]
+        import stat as stat_module
+        if not stat_module.S_ISDIR(st.st_mode):
+            return [Change("!", "exists and is not a directory")]
+        return self.ownership_changes(run, st)
+
+    def act(self, run, changes):
+        uid, gid = self.resolved_ids(run)
+        full = run.host.path(self.args["path"])
+        if not os.path.isdir(full):
+            os.makedirs(full, 0o755)
+        os.chown(full, uid, gid)
+        if self.args.get("mode"):
+            os.chmod(full, parse_mode(self.args["mode"]))
+
+
+def describe_ownership(args):
+    parts = [args[key] for key in ("owner", "group", "mode") if args.get(key)]
+    return " (%s)" % " ".join(parts) if parts else ""
+
+
+class ManagedFileStep(Step):
+    """Shared by kinds that write whole files: hand-edit detection, diffs, atomic writes."""
+
+    def desired(self, run):
+        """{path: (bytes, mode, secret)} this step wants on disk."""
+        raise NotImplementedError
+
+    def check(self, run):
+        changes = []
+        for path, (data, mode, secret) in self.desired(run).items():
+            changes += self.file_changes(run, path, data, secret)
+        return changes
+
+    def file_changes(self, run, path, data, secret):
+        current = run.host.read(path)
+        if current is None:
+            return [Change("+", "create" + describe_ownership(self.args), None if secret else unified_diff("", as_text(data), path))]
+        changes = []
+        if current != data:
+            diff = "(secret content not shown)" if secret else unified_diff(as_text(current), as_text(data), path)
+            if run.state.edited_by_hand(path, current) and not run.force:
+                changes.append(Change("!", "%s was edited by hand since stackboot wrote it; --force replaces it (a backup is kept)" % path, diff))
+            else:
+                changes.append(Change("~", "update %s" % path, diff))
+        st = run.host.stat(path)
+        return changes + self.ownership_changes(run, st)
+
+    def act(self, run, changes):
+        uid, gid = self.resolved_ids(run)
+        for path, (data, mode, secret) in self.desired(run).items():
+            current = run.host.read(path)
+            if current is not None and current != data and not run.state.wrote(path, current):
+                backup = "%s.stackboot-backup-%s" % (path, time.strftime("%Y%m%d%H%M%S"))
+                st = run.host.stat(path)
+                run.host.write_file(backup, current, st.st_mode & 0o7777, st.st_uid, st.st_gid)
+                run.out.info("  backup of the old %s kept as %s" % (path, backup))
+            run.host.write_file(path, data, mode, uid, gid)
+            run.state.record_file(path, data)
+            if "/systemd/system/" in path:
+                run.unit_files_changed = True
+
+
+class FileStep(ManagedFileStep):
+    kind = "file"
+    schema = dict(OWNERSHIP, path=Field("path", required=True),
+                  content=Field("text", literal=True, help="the file, as is"),
+                  template=Field("text", help="the file, with {{parameters}} filled in"),
+                  settings=Field("dict", help="KEY = VALUE lines in the order given; null values are left out"),
+                  separator=Field("str", default=" = "), header=Field("text", literal=True),
+                  secret=Field("bool", default=False))
+
+    @classmethod
+    def spec_problem(cls, spec):
+        given = [key for key in ("content", "template", "settings") if key in spec]
+        if len(given) != 1:
+            return "a file step needs exactly one of content, template or settings"
+        if spec.get("secret") and spec.get("mode") not in ("0600", "0400", "600", "400"):
+            return "a secret file needs mode \"0600\" or \"0400\""
+        return None
+
+    def text(self):
+        args = self.args
+        header = args.get("header")
+        lines = ([header] if isinstance(header, str) else list(header or []))
+        if args.get("settings") is not None:
+            for key, value in args["settings"].items():
+                if isinstance(value, dict):   # an extra-settings parameter spliced in
+                    lines += ["%s%s%s" % (k, args.get("separator", " = "), render_scalar(v)) for k, v in value.items() if v is not None]
+                elif value is not None:
+                    lines.append("%s%s%s" % (key, args.get("separator", " = "), render_scalar(value)))
+            return "\n".join(lines) + "\n"
+        body = args.get("content") if args.get("content") is not None else args.get("template")
+        if isinstance(body, list):
+            body = "\n".join(body) + "\n"
+        return "\n".join(lines + [body]) if lines else body
+
+    def desired(self, run):
+        mode = parse_mode(self.args.get("mode") or "0644")
+        return {self.args["path"]: (self.text().encode("utf-8"), mode, self.args.get("secret", False))}
+
+
+class LineStep(Step):
+    kind = "line"
+    schema = dict(OWNERSHIP, path=Field("path", required=True), line=Field("str", required=True),
+                  match=Field("str", help="a regular expression; the first matching line is replaced"),
+                  state=Field("str", default="present", choices=["present", "absent"]))
+
+    def new_text(self, run):
+        current = as_text(run.host.read(self.args["path"]) or b"")
+        lines = current.splitlines()
+        line, pattern = self.args["line"], self.args.get("match")
+        matcher = re.compile(pattern) if pattern else None
+        if self.args.get("state", "present") == "absent":
+            kept = [item for item in lines if item != line and not (matcher and matcher.search(item))]
+            return current, "\n".join(kept) + ("\n" if kept else "")
+        if line in lines:
+            return current, current
+        for index, item in enumerate(lines):
+            if matcher and matcher.search(item):
+                lines[index] = line
+                return current, "\n".join(lines) + "\n"
+        return current, "\n".join(lines + [line]) + "\n"
+
+    def check(self, run):
+        if run.host.read(self.args["path"]) is None and self.args.get("state") == "absent":
+            return []
+        current, new = self.new_text(run)
+        if current == new:
+            return []
+        symbol = "-" if self.args.get("state") == "absent" else ("~" if current else "+")
+        return [Change(symbol, "%s line %s" % ("remove" if symbol == "-" else "set", json.dumps(self.args["line"])),
+                       unified_diff(current, new, self.args["path"]))]
+
+    def act(self, run, changes):
+        current, new = self.new_text(run)
+        st = run.host.stat(self.args["path"])
+        if st is not None:
+            mode, uid, gid = st.st_mode & 0o7777, st.st_uid, st.st_gid
+        else:
+            uid, gid = self.resolved_ids(run)
+            mode = parse_mode(self.args.get("mode") or "0644")
+        run.host.write_file(self.args["path"], new.encode("utf-8"), mode, uid, gid)
+
+
+class RepositoryFormat:
+    """How one package manager wants a signed third-party repository on disk."""
+
+    def files(self, args):
+        raise NotImplementedError
+
+
+class AptRepository(RepositoryFormat):
+    def files(self, args):
+        key = "/etc/apt/keyrings/%s.asc" % args["name"]
+        line = "deb [signed-by=%s] %s %s %s\n" % (key, args["url"], args.get("suite") or "./",
+                                                 " ".join(args.get("components") or []))
+        return {key: args["key"], "/etc/apt/sources.list.d/%s.list" % args["name"]: line.replace("  ", " ")}
+
+
+class RpmRepository(RepositoryFormat):
+    def files(self, args):
+        key = "/etc/pki/rpm-gpg/RPM-GPG-KEY-%s" % args["name"]
+        repo = "[{0}]\nname={0}\nbaseurl={1}\nenabled=1\ngpgcheck=1\ngpgkey=file://{2}\n".format(args["name"], args["url"], key)
+        return {key: args["key"], "/etc/yum.repos.d/%s.repo" % args["name"]: repo}
+
+
+class PkgRepository(RepositoryFormat):
+    def files(self, args):
+        key = "/usr/local/etc/pkg/keys/%s.pub" % args["name"]
+        conf = ('%s: {\n  url: "%s",\n  signature_type: "pubkey",\n  pubkey: "%s",\n  enabled: yes\n}\n'
+                % (args["name"], args["url"], key))
+        return {key: args["key"], "/usr/local/etc/pkg/repos/%s.conf" % args["name"]: conf}
+
+
+REPOSITORY_FORMATS = {"apt": AptRepository, "dnf": RpmRepository, "yum": RpmRepository, "pkg": PkgRepository}
+
+
+class RepositoryStep(ManagedFileStep):
+    kind = "repository"
+    schema = {"name": Field("str", required=True), "url": Field("str", required=True),
+              "key": Field("text", required=True, literal=True, help="the repository's public signing key"),
+              "suite": Field("str"), "components": Field("list")}
+
+    def desired(self, run):
+        fmt = REPOSITORY_FORMATS.get(run.facts["package_manager"])
+        if fmt is None:
+            raise StackbootError("repository %s: no repository format for package manager %s"
+                                 % (self.args["name"], run.facts["package_manager"]))
+        args = dict(self.args)
+        if isinstance(args["key"], list):
+            args["key"] = "\n".join(args["key"]) + "\n"
+        return dict((path, (text.encode("utf-8"), 0o644, False)) for path, text in fmt().files(args).items())
+
+    def act(self, run, changes):
+        ManagedFileStep.act(self, run, changes)
+        run.refresh_packages = True
+
+
+class DownloadStep(Step):
+    kind = "download"
+    schema = {"url": Field("str", required=True), "sha256": Field("str", required=True),
+              "dest": Field("path", help="where the verified file goes (default: the download cache)"),
+              "mode": Field("mode")}
+
+    def target(self):
+        return self.args["url"]
+
+    def dest(self):
+        return self.args.get("dest") or "%s/downloads/%s" % (CACHE_DIR, self.args["url"].rstrip("/").rsplit("/", 1)[-1])
+
+    def validate(self):
+        Step.validate(self)
+        try:
+            type_sha256(self.args["sha256"], {})
+        except ValueError as exc:
+            raise ProfileError(self.profile.origin, self.where + ".sha256", str(exc))
+
+    def check(self, run):
+        dest = self.dest()
+        if run.host.exists(dest):
+            if run.state.file_digest(run.host, dest) == self.args["sha256"].lower():
+                return []
+            return [Change("~", "download again: %s does not match its sha256" % dest)]
+        return [Change("+", "download to %s (sha256 %s…)" % (dest, self.args["sha256"][:12]))]
+
+    def act(self, run, changes):
+        dest = self.dest()
+        full = run.host.path(dest)
+        if not os.path.isdir(os.path.dirname(full)):
+            os.makedirs(os.path.dirname(full), 0o755)
+        part = full + ".part"
+        fetch(run, self.args["url"], part)
+        digest = sha256_file(part)
+        if digest != self.args["sha256"].lower():
+            os.unlink(part)
+            raise StackbootError("%s: sha256 is %s, expected %s; nothing was installed"
+                                 % (self.args["url"], digest, self.args["sha256"].lower()),
+                                 "check the URL and the sha256 you gave")
+        os.chmod(part, parse_mode(self.args.get("mode") or "0644"))
+        os.rename(part, full)
+        run.state.forget_digest(dest)
+
+
+def fetch(run, url, part):
+    """Download `url` into `part`, resuming what an interrupted run left there."""
+    if url.startswith("file://"):
+        import shutil
+        shutil.copyfile(url[7:], part)
+        return
+    if run.offline:
+        raise StackbootError("%s is not in the cache and --offline forbids downloading" % url,
+                             "bring the file into the cache or run without --offline")
+    import urllib.request
+    import urllib.error
+    have = os.path.getsize(part) if os.path.exists(part) else 0
+    request = urllib.request.Request(url, headers={"User-Agent": "stackboot/" + __version__})
+    if have:
+        request.add_header("Range", "bytes=%d-" % have)
+    try:
+        response = urllib.request.urlopen(request, timeout=60)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and have:   # the part file is already complete
+            return
+        raise StackbootError("download %s failed: HTTP %d %s" % (url, exc.code, exc.reason), "check the URL")
+    except (urllib.error.URLError, OSError) as exc:
+        raise StackbootError("download %s failed: %s" % (url, getattr(exc, "reason", exc)),
+                             "check the network, or use --offline with a bundle")
+    resumed = have and response.status == 206
+    total = response.headers.get("Content-Length")
+    total = int(total) + (have if resumed else 0) if total and total.isdigit() else None
+    done = have if resumed else 0
+    last = 0.0
+    with response, open(part, "ab" if resumed else "wb") as handle:
+        while True:
+            block = response.read(1 << 16)
+            if not block:
+                break
+            handle.write(block)
+            done += len(block)
+            if time.time() - last > (0.2 if run.out.tty else 5):
+                last = time.time()
+                share = " %3d%%" % (done * 100 // total) if total else ""
+                run.out.progress("  downloading %s%s (%d KiB)" % (url.rsplit("/", 1)[-1], share, done // 1024))
+    run.out.progress_done()
+    if total is not None and done < total:
+        raise StackbootError("download %s stopped at %d of %d bytes" % (url, done, total), "run again to resume")
+
+
+class BuildStep(Step):
+    """An autotools source build, installed through a staging tree so every file is recorded."""
+
+    kind = "build"
+    schema = {"name": Field("str", required=True), "archive": Field("path", required=True),
+              "sha256": Field("str", help="the archive's sha256 (saves hashing it on every run)"),
+              "version": Field("str"), "autoreconf": Field("bool", default=False),
+              "configure": Field("list", default=[]), "env": Field("dict", default={}),
+              "make": Field("list", default=[], help="extra make arguments"), "jobs": Field("int")}
+
+    def inputs(self, run):
+        """What the build depends on; the same digest means nothing to do."""
+        archive_sha = self.args.get("sha256")
+        if not archive_sha:
+            if not run.host.exists(self.args["archive"]):
+                return None
+            archive_sha = run.state.file_digest(run.host, self.args["archive"])
+        keys = ("version", "autoreconf", "configure", "env", "make")
+        return sha256_bytes(json.dumps([archive_sha] + [self.args.get(key) for key in keys], sort_keys=True).encode())
+
+    def check(self, run):
+        record = run.state.data["builds"].get(self.args["name"])
+        digest = self.inputs(run)
+        version = self.args.get("version") or ""
+        if record is None:
+            return [Change("+", "build and install %s %s" % (self.args["name"], version))]
+        if record["inputs"] == digest:
+            missing = [path for path in record["files"] if not run.host.exists(path)]
+            if not missing:
+                return []
+            return [Change("~", "reinstall: %d installed files are missing (%s…)" % (len(missing), missing[0]))]
+        if record.get("version") != version:
+            return [Change("~", "upgrade %s %s -> %s: rebuild and reinstall" % (self.args["name"], record.get("version"), version))]
+        return [Change("~", "rebuild %s: the build inputs changed" % self.args["name"])]
+
+    def act(self, run, changes):
+        import shutil
+        name = self.args["name"]
+        work = "%s/build/%s" % (CACHE_DIR, name)
+        stage = "%s/stage/%s" % (CACHE_DIR, name)
+        for path in (work, stage):
+            shutil.rmtree(run.host.path(path), ignore_errors=True)
+        os.makedirs(run.host.path(work), 0o755)
+        source = extract_archive(run.host.path(self.args["archive"]), run.host.path(work))
+        source = work + "/" + source if source else work
+        env = dict((key, str(value)) for key, value in self.args.get("env", {}).items())
+        jobs = self.args.get("jobs") or run.facts["cores"]
+        stages = []
+        if self.args.get("autoreconf"):
+            stages.append(("autoreconf", ["autoreconf", "-f", "-i"]))
+        stages += [("configure", ["./configure"] + self.args.get("configure", [])),
+                   ("make", ["make", "-j%d" % jobs] + self.args.get("make", [])),
+                   ("install", ["make", "install", "DESTDIR=" + stage] + self.args.get("make", []))]
+        for label, argv in stages:
+            started = time.time()
+            lines = []
+
+            def show(line, label=label, started=started):
+                lines.append(line)
+                run.out.progress("  %s %s: %s (%ds)" % (name, label, line[:60], time.time() - started)
+                                 if run.out.tty else "")
+
+            if not run.out.tty:
+                run.out.info("  %s: %s" % (name, label))
+            result = run.runner.run(argv, change=True, cwd=source, env=env, check=False, stream=show)
+            run.out.progress_done()
+            if result.rc != 0:
+                tail = "\n".join(lines[-15:])
+                run.out.say(tail)
+                raise StackbootError("%s: %s failed (exit %d) in %s" % (name, label, result.rc, source),
+                                     "read the output above; missing build dependencies are the usual cause")
+            run.out.info("  %s: %s done in %.1fs" % (name, label, time.time() - started))
+        files = install_tree(run.host, stage)
+        old = run.state.data["builds"].get(name) or {}
+        run.state.data["builds"][name] = {"inputs": self.inputs(run), "version": self.args.get("version") or "",
+                                           "files": files, "previous_version": old.get("version")}
+        shutil.rmtree(run.host.path(stage), ignore_errors=True)
+
+
+def extract_archive(archive, into):
+    """Unpack a tarball refusing members that would land outside `into`; returns its top directory."""
+    import tarfile
+    with tarfile.open(archive) as tar:
+        members = tar.getmembers()
+        for member in members:
+            name = member.name
+            if name.startswith("/") or ".." in name.split("/") or (member.islnk() and ".." in member.linkname.split("/")):
+                raise StackbootError("%s: refusing archive member %s (it points outside the build directory)" % (archive, name))
+            if member.isdev():
+                raise StackbootError("%s: refusing device file %s in an archive" % (archive, name))
+        tar.extractall(into, members)
+    tops = set(member.name.split("/")[0] for member in members if member.name not in (".", "./"))
+    return tops.pop() if len(tops) == 1 and os.path.isdir(os.path.join(into, list(tops)[0])) else ""
+
+
+def install_tree(host, stage):
+    """Copy a `make install DESTDIR=` tree into place, file by file atomically; return the file list.
+
+    Renaming over a running daemon's binary is safe where writing into it is not.
+    """
+    installed = []
+    base = host.path(stage)
+    for directory, subdirs, files in os.walk(base):
+        relative = directory[len(base):] or "/"
+        target_dir = host.path(relative)
+        if not os.path.isdir(target_dir):
+            st = os.lstat(directory)
+            os.makedirs(target_dir, 0o755)
+            os.chown(target_dir, st.st_uid, st.st_gid)
+            os.chmod(target_dir, st.st_mode & 0o7777)
+        for name in sorted(files) + sorted(d for d in subdirs if os.path.islink(os.path.join(directory, d))):
+            source = os.path.join(directory, name)
+            path = os.path.join(relative, name)
+            st = os.lstat(source)
+            if os.path.islink(source):
+                temp = host.path(path) + TEMP_MARK + "link"
+                if os.path.lexists(temp):
+                    os.unlink(temp)
+                os.symlink(os.readlink(source), temp)
+                os.rename(temp, host.path(path))
+            else:
+                with open(source, "rb") as handle:
+                    atomic_write(host.path(path), handle.read(), st.st_mode & 0o7777, st.st_uid, st.st_gid)
+            installed.append(path)
+    return installed
+
+
+class ServiceStep(Step):
+    kind = "service"
+    schema = {"name": Field("str", required=True), "enabled": Field("bool", default=True),
+              "running": Field("bool", default=True),
+              "restart_on": Field("list", default=[], help="ids of steps whose change restarts the service"),
+              "reload_on": Field("list", default=[], help="ids of steps whose change reloads the service"),
+              "direct": Field("dict", help="start/stop/status/reload commands and pidfile, used when no init system runs")}
+
+    def wants(self, run):
+        run.wanted_services.append(self)
+
+    def triggers(self, run, key):
+        """The watched steps that changed (or, while planning, would change)."""
+        pending = set(run.state.data["pending"].get(self.id, {}).get(key, []))
+        if run.planning:
+            pending |= set(self.args.get(key + "_on", [])) & run.changed
+        return sorted(pending)
+
+    def check(self, run):
+        state = run.services.state(run, self)
+        changes = []
+        want_enabled, want_running = self.args.get("enabled", True), self.args.get("running", True)
+        if run.services.persistent and want_enabled and not state.enabled:
+            changes.append(Change("+", "enable at boot"))
+        if run.services.persistent and not want_enabled and state.enabled:
+            changes.append(Change("-", "disable at boot"))
+        if want_running and not state.running:
+            changes.append(Change("+", "start"))
+        elif not want_running and state.running:
+            changes.append(Change("-", "stop"))
+        elif want_running:
+            restart, reload = self.triggers(run, "restart"), self.triggers(run, "reload")
+            if restart:
+                changes.append(Change("~", "restart (%s changed)" % ", ".join(restart)))
+            elif reload:
+                changes.append(Change("~", "reload (%s changed)" % ", ".join(reload)))
+        return changes
+
+    def act(self, run, changes):
+        manager = run.services
+        for change in changes:
+            verb = change.summary.split()[0]
+            if verb == "enable":
+                manager.enable(run, self)
+            elif verb == "disable":
+                manager.act(run, self, "disable")
+            else:
+                manager.act(run, self, verb)
+        run.state.data["pending"].pop(self.id, None)
+
+    def verify(self, run):
+        """Daemons take a moment to write their pid file or settle: poll briefly."""
+        deadline = time.time() + 15
+        while True:
+            run.services.forget(run, self)
+            left = self.check(run)
+            if not left or time.time() > deadline:
+                break
+            time.sleep(0.2)
+        if left:
+            raise StackbootError("service %s: still not right after applying: %s" % (self.args["name"], left[0].summary),
+                                 "look at the daemon's log")
+
+
+class MooseFSMetadataStep(Step):
+    """Guards MooseFS metadata: a new cluster starts only in a data directory with no history.
+
+    metadata.mfs present: never touched. Backups, changelogs or metalogger
+    files without metadata.mfs: refused, because an empty metadata file there
+    would orphan every chunkserver (they keep the old cluster's id).
+    """
+
+    kind = "moosefs-metadata"
+    schema = dict(OWNERSHIP, data_path=Field("path", required=True),
+                  empty=Field("path", help="the empty-metadata template (default DATA_PATH/metadata.mfs.empty)"))
+    HISTORY = re.compile(r"^(metadata\.mfs\.back.*|metadata_ml\.mfs\.back.*|changelog(_ml)?(_back)?\.[0-9]+\.mfs"
+                         r"|metadata\.mfs\.emergency|metadata\.mfs\.tmp)$")
+
+    def target(self):
+        return self.args["data_path"] + "/metadata.mfs"
+
+    def history(self, run):
+        try:
+            entries = os.listdir(run.host.path(self.args["data_path"]))
+        except OSError:
+            return []
+        return sorted(entry for entry in entries if self.HISTORY.match(entry))
+
+    def master_running(self, run):
+        """A running master keeps its metadata as metadata.mfs.back; its lock file holds its pid."""
+        text = as_text(run.host.read(self.args["data_path"] + "/.mfsmaster.lock") or b"").split()
+        return bool(text) and text[0].isdigit() and pid_alive(int(text[0]))
+
+    def check(self, run):
+        if run.host.exists(self.target()) or self.master_running(run):
+            return []
+        history = self.history(run)
+        if history:
+            return [Change("!", "no metadata.mfs but the cluster's history is here (%s); refusing to start an empty "
+                                "cluster over it: recover with `mfsmaster -a`" % ", ".join(history[:4]))]
+        return [Change("+", "new cluster: metadata.mfs from %s" % self.empty())]
+
+    def empty(self):
+        return self.args.get("empty") or self.args["data_path"] + "/metadata.mfs.empty"
+
+    def act(self, run, changes):
+        template = run.host.read(self.empty())
+        if template is None:
+            raise StackbootError("%s is missing" % self.empty(), "install the MooseFS master first")
+        uid, gid = self.resolved_ids(run)
+        run.host.write_file(self.target(), template, parse_mode(self.args.get("mode") or "0640"), uid, gid)
+
+
+class CommandStep(Step):
+    """The rare rest: a command guarded so a converged host never runs it again."""
+
+    kind = "command"
+    schema = {"argv": Field("argv", required=True), "creates": Field("path", help="skip when this path exists"),
+              "unless": Field("argv", help="skip when this command exits 0"),
+              "cwd": Field("path"), "env": Field("dict", default={})}
+
+    @classmethod
+    def spec_problem(cls, spec):
+        if "creates" not in spec and "unless" not in spec:
+            return "a command step needs a guard: \"creates\" or \"unless\""
+        return None
+
+    def target(self):
+        return " ".join(self.args["argv"])
+
+    def check(self, run):
+        if self.args.get("creates") and run.host.exists(self.args["creates"]):
+            return []
+        if self.args.get("unless") and run.runner.run(self.args["unless"], check=False).rc == 0:
+            return []
+        return [Change("+", "run " + " ".join(self.args["argv"]))]
+
+    def act(self, run, changes):
+        env = dict((key, str(value)) for key, value in self.args.get("env", {}).items())
+        run.runner.run(self.args["argv"], change=True, cwd=self.args.get("cwd"), env=env)
+        run.host.forget(self.args.get("creates") or "")
+
+
+STEP_KINDS = dict((cls.kind, cls) for cls in (
+    PackagesStep, RepositoryStep, GroupStep, UserStep, DirectoryStep, FileStep, LineStep,
+    DownloadStep, BuildStep, ServiceStep, MooseFSMetadataStep, CommandStep))
+
+
+# ---------------------------------------------------------------------------
+# State: what stackboot remembers on the host
+# ---------------------------------------------------------------------------
+
+class State:
+    """ROOT/var/lib/stackboot/state.json (0600): files written, builds, inputs, pending restarts.
+
+    Saved after every step, so a run killed at any point resumes from the truth.
+    """
+
+    EMPTY = {"version": 1, "roles": {}, "files": {}, "builds": {}, "digests": {}, "pending": {}}
+
+    def __init__(self, host):
+        self.host = host
+        self.path = host.path(STATE_DIR + "/state.json")
+        data = read_bytes(self.path)
+        try:
+            self.data = json.loads(as_text(data)) if data else {}
+        except ValueError:
+            raise StackbootError("%s is not valid JSON" % self.path, "move it aside; the next install rebuilds it")
+        for key, value in self.EMPTY.items():
+            self.data.setdefault(key, json.loads(json.dumps(value)))
+
+    def save(self):
+        directory = os.path.dirname(self.path)
+        if not os.path.isdir(directory):
+            os.makedirs(directory, 0o700)
+        atomic_write(self.path, json.dumps(self.data, indent=1, sort_keys=True).encode(), 0o600)
+
+    def record_file(self, path, data):
+        self.data["files"][path] = {"sha256": sha256_bytes(data)}
+
+    def wrote(self, path, data):
+        return self.data["files"].get(path, {}).get("sha256") == sha256_bytes(data)
+
+    def edited_by_hand(self, path, current):
+        return path in self.data["files"] and not self.wrote(path, current)
+
+    def file_digest(self, host, path):
+        """sha256 of a large file, remembered by size and mtime so converged runs skip hashing."""
+        st = host.stat(path)
+        if st is None:
+            return None
+        stamp = [st.st_size, int(st.st_mtime)]
+        cached = self.data["digests"].get(path)
+        if cached and cached[0] == stamp:
+            return cached[1]
+        digest = sha256_file(host.path(path))
+        self.data["digests"][path] = [stamp, digest]
+        return digest
+
+    def forget_digest(self, path):
+        self.data["digests"].pop(path, None)
+
+
+# ---------------------------------------------------------------------------
+# Plan: profiles + values -> ordered steps -> what each would change
+# ---------------------------------------------------------------------------
+
+class Run:
+    """One command's view of the host: facts, platform tools, state, probe caches."""
+
+    def __init__(self, host, facts, values, out, force=False, offline=False):
+        self.host, self.runner, self.facts, self.values, self.out = host, host.runner, facts, values, out
+        self.force, self.offline = force, offline
+        self.state = State(host)
+        self.packages = PACKAGE_MANAGERS[facts["package_manager"]]()
+        self.services = SERVICE_MANAGERS[facts["init"]]()
+        self.users = USER_TOOLS.get(facts["platform"], ShadowUsers)()
+        self.planning = True
+        self.changed = set()          # step ids that changed (or, while planning, would)
+        self.probed = {}              # batch probe results, dropped when a step changes them
+        self.wanted_packages = set()
+        self.wanted_services = []
+        self.refresh_packages = False
+        self.unit_files_changed = False
+
+    def package_versions(self, names):
+        cache = self.probed.get("packages")
+        if cache is None or any(name not in cache for name in names):
+            cache = self.packages.query(self, sorted(self.wanted_packages | set(names)))
+            self.probed["packages"] = cache
+        return cache
+
+
+def build_steps(library, roles, values, facts):
+    """The ordered steps of `roles` (requirements first), rendered with the values."""
+    profiles = library.closure(roles)
+    for profile in profiles:
+        if profile.platforms and not any(os_matches(facts, name) for name in profile.platforms):
+            raise BadInput("role %s supports only %s; this host is %s" % (
+                profile.name, ", ".join(profile.platforms), facts["pretty_name"]))
+    context = dict(values.values)
+    context.update(("facts." + key, facts[key]) for key in FACT_NAMES)
+    steps, by_id, explicit_ids = [], {}, set()
+    for profile in profiles:
+        explicit_ids |= set(spec["id"] for spec in profile.steps if "id" in spec)
+        for index, spec in enumerate(profile.steps):
+            if "when" in spec and not condition_holds(spec["when"], values, facts):
+                continue
+            cls = STEP_KINDS[spec["kind"]]
+            args = {}
+            for key, field in cls.schema.items():
+                if key in spec:
+                    args[key] = spec[key] if field.literal else substitute(spec[key], context)
+                elif field.default is not None:
+                    args[key] = json.loads(json.dumps(field.default))
+            step = cls(profile, "$.steps[%d]" % index, spec, args)
+            if step.id in by_id:
+                if by_id[step.id].args == step.args:
+                    continue   # the same step from two roles runs once
+                raise ProfileError(profile.origin, "$.steps[%d]" % index, "step %s is also defined differently by %s"
+                                   % (step.id, by_id[step.id].profile.name))
+            by_id[step.id] = step
+            steps.append(step)
+    for step in steps:
+        for key in ("restart_on", "reload_on"):
+            for ref in step.args.get(key) or []:
+                if ref not in by_id and ref not in explicit_ids:
+                    raise ProfileError(step.profile.origin, "%s.%s" % (step.where, key), "no step has the id %s" % json.dumps(ref))
+    return steps
+
+
+def plan_steps(run, steps):
+    """[(step, changes)] for every step; reads only."""
+    for step in steps:
+        step.wants(run)
+    run.services.prefetch(run, run.wanted_services)
+    planned = []
+    for step in steps:
+        changes = step.check(run)
+        if changes:
+            run.changed.add(step.id)
+        planned.append((step, changes))
+    return planned
+
+
+# ---------------------------------------------------------------------------
+# Apply
+# ---------------------------------------------------------------------------
+
+def acquire_lock(host):
+    """flock on the state directory: cloud-init and a person must not interleave."""
+    import fcntl
+    directory = host.path(STATE_DIR)
+    if not os.path.isdir(directory):
+        os.makedirs(directory, 0o700)
+    path = os.path.join(directory, "lock")
+    handle = open(path, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except (IOError, OSError):
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise StackbootError("another stackboot run (pid %s) holds %s" % (holder, path),
+                             "wait for it to finish, then run again")
+    handle.seek(0)
+    handle.truncate()
+    handle.write("%d\n" % os.getpid())
+    handle.flush()
+    return handle
+
+
+def open_log(host):
+    path = host.path(LOG_FILE)
+    if not os.path.isdir(os.path.dirname(path)):
+        os.makedirs(os.path.dirname(path), 0o755)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    return os.fdopen(fd, "a")
+
+
+def apply_steps(run, steps):
+    """Converge: plan everything first (refusing conflicts), then act step by step."""
+    planned = plan_steps(run, steps)
+    conflicts = [(step, change) for step, changes in planned for change in changes if change.symbol == "!"]
+    if conflicts:
+        for step, change in conflicts:
+            report_change(run.out, step, change)
+        raise StackbootError("%d step(s) refused, nothing was changed: %s" % (len(conflicts), conflicts[0][1].summary),
+                             "resolve what it says, then run again (--force only replaces files edited by hand)")
+    run.planning = False
+    run.runner.allow_changes = True
+    run.changed = set()
+    watchers = {}
+    for step in steps:
+        for key in ("restart", "reload"):
+            for ref in step.args.get(key + "_on") or []:
+                watchers.setdefault(ref, []).append((step.id, key))
+    changed = right = 0
+    for step, changes in planned:
+        if run.changed:   # something changed since planning: look again just before acting
+            changes = step.check(run)
+        if not changes:
+            right += 1
+            continue
+        report_step(run.out, step, changes)
+        try:
+            step.act(run, changes)
+            step.verify(run)
+        except StackbootError as exc:
+            run.state.save()
+            exc.message = "%s: %s" % (step.describe(), exc.message)
+            raise
+        run.changed.add(step.id)
+        for service_id, key in watchers.get(step.id, []):
+            pending = run.state.data["pending"].setdefault(service_id, {})
+            pending[key] = sorted(set(pending.get(key, [])) | {step.id})
+        run.state.save()
+        changed += 1
+    return changed, right
+
+
+# ---------------------------------------------------------------------------
+# Reporting
+# ---------------------------------------------------------------------------
+
+def report_change(out, step, change):
+    out.say("%s %s: %s" % (out.paint(change.symbol, change.symbol), step.describe(), change.summary))
+    if change.diff and not out.quiet:
+        for line in change.diff.rstrip("\n").splitlines():
+            key = line[:1] if line[:1] in "+-" and not line.startswith(("+++", "---")) else None
+            out.say("    " + (out.paint(line, key) if key else line))
+
+
+def report_step(out, step, changes):
+    for change in changes:
+        report_change(out, step, change)
+
+
+def planned_json(planned):
+    return [{"id": step.id, "kind": step.kind, "target": step.target(), "profile": step.profile.name,
+             "changes": [change.as_json() for change in changes]} for step, changes in planned]
+
+
+def summary_counts(planned):
+    pending = sum(1 for _, changes in planned if changes)
+    return pending, len(planned) - pending
+
+
+def show_value(values, name):
+    if name in values.secrets and values.values.get(name) not in (None, ""):
+        return "***"
+    value = values.values.get(name)
+    return json.dumps(value) if isinstance(value, (list, dict)) else render_scalar(value) if value is not None else "(unset)"
+
+
+# ---------------------------------------------------------------------------
+# Commands
+# ---------------------------------------------------------------------------
+
+class Session:
+    """What every command needs: output, the host under --root, its facts, the profiles."""
+
+    def __init__(self, args, runner=None, uname=None):
+        self.args = args
+        self.out = Output(quiet=args.quiet, verbose=args.verbose)
+        root = os.path.abspath(args.root or "/")
+        if not os.path.isdir(root):
+            raise BadInput("--root %s: no such directory" % root)
+        self.host = Host(root, runner or Runner(root))
+        self.host.facts = self.facts = detect_facts(self.host, uname)
+        self.library = load_library(args.profiles or [], self.host)
+
+    def site(self):
+        path = self.args.site or SITE_FILE
+        data = self.host.read(path) if not self.args.site else read_bytes(path)
+        if data is None:
+            if self.args.site:
+                raise BadInput("--site %s: no such file" % path)
+            return None
+        try:
+            parsed = json.loads(as_text(data))
+        except ValueError as exc:
+            raise BadInput("%s: invalid JSON: %s" % (path, exc), "fix the site file")
+        if not isinstance(parsed, dict) or set(parsed) - {"parameters"} or not isinstance(parsed.get("parameters", {}), dict):
+            raise BadInput("%s: expected {\"parameters\": {NAME: VALUE, ...}}" % path, "fix the site file")
+        return path, parsed.get("parameters", {})
+
+    def resolve(self, roles, remembered=None):
+        profiles = self.library.closure(roles)
+        values = resolve_parameters(self.library, profiles, self.facts, self.args.set or [], self.site(),
+                                    remembered=remembered)
+        self.host.runner.secrets = values.secret_texts()
+        return profiles, values
+
+    def remembered_inputs(self, state, roles):
+        inputs = {}
+        for role in roles:
+            inputs.update(state.data["roles"].get(role, {}).get("inputs", {}))
+        return inputs
+
+    def prepare(self, roles):
+        """Steps and a Run for `roles`, with the inputs an earlier install remembered."""
+        for role in roles:
+            self.library.get(role)
+        state = State(self.host)
+        profiles, values = self.resolve(roles, self.remembered_inputs(state, roles))
+        steps = build_steps(self.library, roles, values, self.facts)
+        run = Run(self.host, self.facts, values, self.out, force=getattr(self.args, "force", False),
+                  offline=self.args.offline)
+        return profiles, values, steps, run
+
+
+def cmd_facts(session):
+    if session.args.json:
+        session.out.say(json.dumps(session.facts, indent=2, sort_keys=True))
+        return EXIT_OK
+    for key in ("platform", "distro", "id_like", "version", "codename", "pretty_name", "init", "package_manager",
+                "arch", "cores", "python"):
+        value = session.facts[key]
+        session.out.say("%-16s %s" % (key, " ".join(value) if isinstance(value, list) else value))
+    return EXIT_OK
+
+
+def cmd_list(session):
+    profiles = sorted(session.library.profiles.values(), key=lambda profile: profile.name)
+    if session.args.json:
+        session.out.say(json.dumps([{"name": p.name, "description": p.description, "origin": p.origin}
+                                    for p in profiles], indent=2))
+        return EXIT_OK
+    width = max([len(p.name) for p in profiles] + [4])
+    for profile in profiles:
+        session.out.say("%-*s  %s" % (width, profile.name, profile.description))
+    return EXIT_OK
+
+
+def cmd_show(session):
+    profiles, values = session.resolve([session.args.role], session.remembered_inputs(State(session.host), [session.args.role]))
+    if session.args.json:
+        session.out.say(json.dumps({"role": session.args.role, "requires": [p.name for p in profiles[:-1]],
+                                    "parameters": dict((name, {
+                                        "value": "***" if name in values.secrets and values.values[name] else values.values[name],
+                                        "source": values.sources[name], "type": values.decls[name].get("type", "string"),
+                                        "help": values.decls[name].get("help", "")}) for name in sorted(values.values))},
+                                   indent=2, sort_keys=True))
+        return EXIT_OK
+    role = profiles[-1]
+    session.out.say("%s: %s" % (role.name, role.description))
+    if role.requires:
+        session.out.say("requires: %s" % ", ".join(role.requires))
+    session.out.say("")
+    width = max([len(name) for name in values.values] + [4])
+    for name in sorted(values.values):
+        decl = values.decls[name]
+        session.out.say("%-*s = %s  [%s]" % (width, name, show_value(values, name), values.sources[name]))
+        if decl.get("help") and not session.out.quiet:
+            session.out.say("%-*s   %s" % (width, "", decl["help"]))
+    return EXIT_OK
+
+
+def print_plan(session, planned, verb):
+    pending, right = summary_counts(planned)
+    if session.args.json:
+        session.out.say(json.dumps({"steps": planned_json(planned), "to_change": pending, "already_right": right},
+                                   indent=2))
+        return pending
+    for step, changes in planned:
+        if changes:
+            report_step(session.out, step, changes)
+        elif session.out.verbose:
+            session.out.say("  %s: already right" % step.describe())
+    session.out.say("%s: %d to change, %d already right." % (verb, pending, right))
+    return pending
+
+
+def cmd_plan(session):
+    profiles, values, steps, run = session.prepare(session.args.roles)
+    pending = print_plan(session, plan_steps(run, steps), "Plan")
+    return EXIT_PENDING if pending and session.args.detailed_exitcode else EXIT_OK
+
+
+def cmd_install(session):
+    roles = session.args.roles
+    profiles, values, steps, run = session.prepare(roles)
+    host = session.host
+    lock = acquire_lock(host)
+    try:
+        host.runner.log = open_log(host)
+        host.runner.log.write(json.dumps({"time": round(time.time(), 3), "event": "install", "roles": roles,
+                                          "version": __version__}) + "\n")
+        try:
+            changed, right = apply_steps(run, steps)
+        finally:
+            remember_inputs(run.state, profiles, roles, values)
+            run.state.save()
+        session.out.say("Install: %d changed, %d already right." % (changed, right))
+        return EXIT_OK
+    finally:
+        if host.runner.log:
+            host.runner.log.close()
+            host.runner.log = None
+        lock.close()
+
+
+def remember_inputs(state, profiles, roles, values):
+    """Keep what the user chose (not defaults), so a repair run needs no flags."""
+    for role in roles:
+        names = set()
+        for profile in profiles:
+            names |= set(profile.parameters)
+        inputs = dict((name, values.values[name]) for name in sorted(names)
+                      if values.sources.get(name) not in (None, "default") and not values.sources[name].startswith("os overlay"))
+        state.data["roles"][role] = {"inputs": inputs, "installed": time.strftime("%Y-%m-%dT%H:%M:%S")}
+
+
+def cmd_check(session):
+    state = State(session.host)
+    roles = session.args.roles or sorted(state.data["roles"])
+    if not roles:
+        raise BadInput("nothing has been installed on this host yet", "run `stackboot install ROLE` first")
+    profiles, values, steps, run = session.prepare(roles)
+    planned = plan_steps(run, steps)
+    pending = print_plan(session, planned, "Check")
+    return EXIT_PENDING if pending else EXIT_OK
+
+
+COMMANDS = [
+    ("facts", cmd_facts, "what stackboot detected about this host"),
+    ("list", cmd_list, "the available roles, one line each"),
+    ("show", cmd_show, "a role's parameters, their values and where each came from"),
+    ("plan", cmd_plan, "what install would change, with file diffs; changes nothing"),
+    ("install", cmd_install, "converge the host to the roles, then print a summary"),
+    ("check", cmd_check, "compare the host with what was installed; report drift"),
+]
+
+EXIT_HELP = """exit codes:
+  %d  success (plan: nothing to change)
+  %d  failure
+  %d  changes pending (plan --detailed-exitcode, check)
+  %d  bad usage or bad input; nothing was changed
+""" % (EXIT_OK, EXIT_FAILED, EXIT_PENDING, EXIT_BAD_INPUT)
+
+
+def build_parser():
+    import argparse
+
+    class Parser(argparse.ArgumentParser):
+        def error(self, message):
+            raise BadInput(message, "see `stackboot --help`")
+
+    def add_globals(parser, default):
+        group = parser.add_argument_group("global options")
+        group.add_argument("--root", metavar="DIR", default=default, help="act on the system under DIR (paths prefixed, commands through chroot)")
+        group.add_argument("--set", metavar="NAME=VALUE", action="append", default=default, help="set a parameter (repeatable)")
+        group.add_argument("--site", metavar="FILE", default=default, help="site parameter file (default %s)" % SITE_FILE)
+        group.add_argument("--profiles", metavar="DIR", action="append", default=default, help="extra profile directory (repeatable)")
+        group.add_argument("--json", action="store_true", default=default, help="machine-readable output")
+        group.add_argument("--yes", action="store_true", default=default, help="answer yes to questions")
+        group.add_argument("--offline", action="store_true", default=default, help="never use the network")
+        group.add_argument("-v", "--verbose", action="store_true", default=default, help="more detail; tracebacks on errors")
+        group.add_argument("-q", "--quiet", action="store_true", default=default, help="less output")
+
+    parser = Parser(prog="stackboot", description="Turn a bare Linux or FreeBSD host into a working storage node.",
+                    epilog=EXIT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version="stackboot " + __version__)
+    add_globals(parser, None)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, _, help_text in COMMANDS:
+        sub = commands.add_parser(name, help=help_text, description=help_text, epilog=EXIT_HELP,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+        add_globals(sub, argparse.SUPPRESS)
+        if name == "show":
+            sub.add_argument("role")
+        elif name in ("plan", "install"):
+            sub.add_argument("roles", nargs="+", metavar="ROLE")
+        elif name == "check":
+            sub.add_argument("roles", nargs="*", metavar="ROLE")
+        if name == "plan":
+            sub.add_argument("--detailed-exitcode", action="store_true", help="exit %d when changes are pending" % EXIT_PENDING)
+        if name == "install":
+            sub.add_argument("--force", action="store_true", help="replace files edited by hand (a backup is kept)")
+    return parser
+
+
+def main(argv=None, runner=None, uname=None):
+    """Run one command; returns the exit code. `runner` and `uname` let tests fake the host."""
+    argv = sys.argv[1:] if argv is None else argv
+    verbose = "-v" in argv or "--verbose" in argv
+    code = EXIT_FAILED
+    try:
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as exc:   # --help and --version
+            return exc.code or EXIT_OK
+        if not args.command:
+            raise BadInput("no command given", "see `stackboot --help`")
+        session = Session(args, runner=runner, uname=uname)
+        code = dict((name, func) for name, func, _ in COMMANDS)[args.command](session)
+    except StackbootError as exc:
+        if verbose:
+            import traceback
+            traceback.print_exc()
+        sys.stderr.write(exc.line() + "\n")
+        code = exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("error: interrupted; run the same command again to finish the job\n")
+        code = EXIT_FAILED
+    except (IOError, OSError) as exc:
+        if verbose:
+            import traceback
+            traceback.print_exc()
+        sys.stderr.write("error: %s: %s; check permissions (install needs root) and free space\n"
+                         % (getattr(exc, "filename", None) or "system call", exc.strerror or exc))
+        code = EXIT_FAILED
+    # A last line, so a truncated or empty download (curl | python3 -) is noticed.
+    sys.stderr.write("stackboot: %s (exit %d)\n" % ("done" if code in (EXIT_OK, EXIT_PENDING) else "failed", code))
+    return code
+
+
+# ---------------------------------------------------------------------------
+# Built-in profiles: generated from profiles/*.json by `make embed`; edit those.
+# ---------------------------------------------------------------------------
+
+EMBEDDED_PROFILES = {
+    "master": r"""{
+  "description": "MooseFS master: the metadata server every other node talks to",
+  "requires": ["moosefs-common"],
+  "parameters": {
+    "master_listen_host": {"type": "host", "default": "*", "help": "address the master listens on (* = all)"},
+    "metalogger_port": {"type": "port", "default": 9419, "help": "port for metaloggers (MATOML_LISTEN_PORT)"},
+    "chunkserver_port": {"type": "port", "default": 9420, "help": "port for chunkservers (MATOCS_LISTEN_PORT)"},
+    "client_port": {"type": "port", "default": 9421, "help": "port for clients and tools (MATOCL_LISTEN_PORT)"},
+    "exports": {
+      "type": "list", "items": "string", "allow": "*",
+      "default": ["* / rw,alldirs,admin,maproot=0:0", "* . rw"],
+      "help": "mfsexports.cfg lines: IPRANGE PATH OPTIONS"
+    },
+    "master_service": {"type": "string", "default": "moosefs-master", "help": "the master's service name"},
+    "master_extra": {"type": "settings", "default": {}, "help": "more mfsmaster.cfg settings, KEY=VALUE,..."}
+  },
+  "overlays": {
+    "freebsd": {"master_service": "mfsmaster"}
+  },
+  "steps": [
+    {"kind": "packages", "names": ["moosefs-master"], "when": {"method": "packages"}},
+    {"kind": "file", "id": "mfsmaster.cfg", "path": "{{config_dir}}/mfsmaster.cfg", "mode": "0644",
+     "header": "# mfsmaster.cfg: written by stackboot; change it with `stackboot install master --set ...`",
+     "settings": {
+       "WORKING_USER": "{{working_user}}",
+       "WORKING_GROUP": "{{working_group}}",
+       "DATA_PATH": "{{data_path}}",
+       "EXPORTS_FILENAME": "{{config_dir}}/mfsexports.cfg",
+       "MATOML_LISTEN_HOST": "{{master_listen_host}}",
+       "MATOML_LISTEN_PORT": "{{metalogger_port}}",
+       "MATOCS_LISTEN_HOST": "{{master_listen_host}}",
+       "MATOCS_LISTEN_PORT": "{{chunkserver_port}}",
+       "MATOCL_LISTEN_HOST": "{{master_listen_host}}",
+       "MATOCL_LISTEN_PORT": "{{client_port}}",
+       "extra": "{{master_extra}}"
+     }},
+    {"kind": "file", "id": "mfsexports.cfg", "path": "{{config_dir}}/mfsexports.cfg", "mode": "0644",
+     "header": "# mfsexports.cfg: written by stackboot", "template": "{{exports}}"},
+    {"kind": "moosefs-metadata", "data_path": "{{data_path}}", "owner": "{{working_user}}", "group": "{{working_group}}"},
+    {"kind": "service", "name": "{{master_service}}", "restart_on": ["mfsmaster.cfg"], "reload_on": ["mfsexports.cfg"],
+     "direct": {
+       "start": ["{{sbin_dir}}/mfsmaster", "-c", "{{config_dir}}/mfsmaster.cfg", "start"],
+       "stop": ["{{sbin_dir}}/mfsmaster", "-c", "{{config_dir}}/mfsmaster.cfg", "stop"],
+       "reload": ["{{sbin_dir}}/mfsmaster", "-c", "{{config_dir}}/mfsmaster.cfg", "reload"],
+       "pidfile": "{{data_path}}/.mfsmaster.lock"
+     }}
+  ]
+}
+""",
+    "moosefs-common": r"""{
+  "description": "MooseFS groundwork shared by every MooseFS role: working user and group, paths, how binaries are obtained",
+  "parameters": {
+    "method": {
+      "type": "string", "default": "packages", "choices": ["packages"],
+      "help": "how MooseFS gets onto the host: packages (the distribution's moosefs-* packages)"
+    },
+    "working_user": {
+      "type": "string", "default": "mfs", "pattern": "[a-z_][a-z0-9_-]{0,31}",
+      "help": "user the MooseFS daemons run as"
+    },
+    "working_group": {
+      "type": "string", "default": "mfs", "pattern": "[a-z_][a-z0-9_-]{0,31}",
+      "help": "group the MooseFS daemons run as"
+    },
+    "config_dir": {"type": "path", "default": "/etc/mfs", "help": "where the mfs*.cfg files live"},
+    "data_path": {"type": "path", "default": "/var/lib/mfs", "help": "the daemons' data directory (metadata, changelogs, locks)"},
+    "sbin_dir": {"type": "path", "default": "/usr/sbin", "help": "where the mfs daemons are installed"},
+    "nologin_shell": {"type": "path", "default": "/usr/sbin/nologin", "help": "login shell of the working user"}
+  },
+  "overlays": {
+    "freebsd": {"config_dir": "/usr/local/etc/mfs", "data_path": "/var/mfs", "sbin_dir": "/usr/local/sbin"}
+  },
+  "steps": [
+    {"kind": "group", "name": "{{working_group}}"},
+    {"kind": "user", "name": "{{working_user}}", "group": "{{working_group}}", "home": "{{data_path}}",
+     "shell": "{{nologin_shell}}"},
+    {"kind": "directory", "path": "{{config_dir}}", "mode": "0755"},
+    {"kind": "directory", "path": "{{data_path}}", "owner": "{{working_user}}", "group": "{{working_group}}",
+     "mode": "0755"}
+  ]
+}
+""",
+}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""Bare Debian roots for tests: built once per machine with debootstrap, copied per test.
+
+    python3 tests/bareroot.py build bullseye bookworm   # warm the cache, print the paths
+
+Standard library only, so .ci/run can call it before pytest is installed.
+"""
+import fcntl
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+CACHE = os.environ.get("STACKBOOT_ROOT_CACHE", "/var/cache/stackboot-tests")
+SUITES = ("bullseye", "bookworm", "trixie")
+MARKER = ".stackboot-base-complete"
+# Fetched into the root's apt cache (not installed), so a test can install them offline.
+PREFETCH = ["busybox"]
+# The host PATH may hold pyenv shims or /usr/local paths that mean nothing inside a root.
+CHROOT_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C", "HOME": "/root",
+              "DEBIAN_FRONTEND": "noninteractive"}
+
+
+def _complete(path):
+    return os.path.isfile(os.path.join(path, MARKER))
+
+
+def available(suite=None):
+    """(True, "") when roots can be had here, else (False, why) for pytest.skip."""
+    if os.geteuid() != 0:
+        return False, "bare roots need root (debootstrap, chroot)"
+    if suite and _complete(os.path.join(CACHE, suite)):
+        return True, ""
+    if not shutil.which("debootstrap", path=CHROOT_ENV["PATH"]):
+        return False, "debootstrap is not installed (apt-get install debootstrap)"
+    return True, ""
+
+
+def _run(argv, **kw):
+    """Run quietly; on failure raise with the tail of the output (debootstrap is verbose)."""
+    p = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, universal_newlines=True, **kw)
+    if p.returncode != 0:
+        raise RuntimeError("%s failed (rc %d):\n%s" % (" ".join(argv), p.returncode,
+                                                        p.stdout[-3000:]))
+    return p.stdout
+
+
+def _mounts_under(path):
+    """Mount points at or below path, deepest first (from /proc/self/mountinfo, whose
+    fifth field is the mount point with space, tab, newline and backslash as octal escapes)."""
+    path = os.path.realpath(path)
+    found = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            mp = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), line.split()[4])
+            if mp == path or mp.startswith(path + "/"):
+                found.append(mp)
+    return sorted(found, key=lambda mp: mp.count("/"), reverse=True)
+
+
+def _unmount_all(path):
+    mounts = _mounts_under(path)
+    for mp in mounts:
+        # A bind of /dev made without --make-rslave shares a peer group with the host's
+        # /dev: unmounting its children would propagate and unmount /dev/pts on the host.
+        # Making each mount private first cuts that link (it changes only this mount).
+        subprocess.call(["mount", "--make-private", mp], stderr=subprocess.DEVNULL)
+    for mp in mounts:
+        if subprocess.call(["umount", mp], stderr=subprocess.DEVNULL) != 0:
+            subprocess.call(["umount", "-l", mp])  # busy: detach now, freed when unused
+    left = _mounts_under(path)
+    if left:
+        raise RuntimeError("still mounted under %s: %s" % (path, left))
+
+
+def _kill_processes_in(root):
+    """SIGKILL every process whose root directory is this root (e.g. a daemon a
+    maintainer script started); they would keep files and mounts busy."""
+    root = os.path.realpath(root)
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            r = os.readlink("/proc/%s/root" % pid)
+        except OSError:
+            continue  # gone, or a kernel thread
+        if r == root or r.startswith(root + "/"):
+            os.kill(int(pid), signal.SIGKILL)
+
+
+def cleanup_root(path):
+    """Unmount everything under path, then delete it. Deleting only after checking that
+    nothing is mounted there is what keeps rmtree out of the host's /proc, /dev or /sys."""
+    if not os.path.lexists(path):
+        return
+    if os.path.realpath(path) == "/":
+        raise ValueError("cleanup_root: refusing to remove /")
+    _kill_processes_in(path)
+    _unmount_all(path)  # raises if anything is still mounted: never rmtree then
+    shutil.rmtree(path)
+
+
+def _build(suite, final):
+    tmp = tempfile.mkdtemp(prefix=".%s.build-" % suite, dir=CACHE)
+    try:
+        os.chmod(tmp, 0o755)  # mkdtemp makes 0700; a root's / must be world-readable
+        _run(["debootstrap", "--variant=minbase", "--include=python3", suite, tmp],
+             env=dict(os.environ, PATH=CHROOT_ENV["PATH"] + ":" + os.environ.get("PATH", "")))
+        # debootstrap leaves its ~40 MB of .debs in the apt cache: drop them, since every
+        # test copies the root. Translations (~30 MB) are not needed to install anything.
+        _run(["chroot", tmp, "apt-get", "clean"], env=CHROOT_ENV)
+        _run(["chroot", tmp, "apt-get", "-o", "Acquire::Languages=none", "update"],
+             env=CHROOT_ENV)
+        _run(["chroot", tmp, "apt-get", "install", "-y", "--download-only"] + PREFETCH,
+             env=CHROOT_ENV)
+        _kill_processes_in(tmp)
+        _unmount_all(tmp)  # some debootstrap versions leave /proc or /sys mounted
+        with open(os.path.join(tmp, MARKER), "w") as f:
+            f.write("%s built %s\n" % (suite, time.strftime("%Y-%m-%d %H:%M:%S")))
+        os.rename(tmp, final)  # atomic: a reader sees no root or a complete one
+    except BaseException:
+        cleanup_root(tmp)
+        raise
+
+
+def base_root(suite):
+    """Path of the pristine cached root for suite (build it once per machine). Never
+    modify it: take a fresh_root() copy."""
+    if suite not in SUITES:
+        raise ValueError("unknown suite %r (known: %s)" % (suite, ", ".join(SUITES)))
+    final = os.path.join(CACHE, suite)
+    if _complete(final):
+        return final  # fast path, no lock: the marker is only ever seen in a finished root
+    os.makedirs(CACHE, exist_ok=True)
+    with open(os.path.join(CACHE, ".%s.lock" % suite), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one builder per suite; others wait, then reuse
+        if _complete(final):
+            return final
+        # Holding the lock, any leftover build dir belongs to a builder that died.
+        for name in os.listdir(CACHE):
+            if name.startswith(".%s.build-" % suite):
+                cleanup_root(os.path.join(CACHE, name))
+        cleanup_root(final)  # a root without its marker is not trusted
+        _build(suite, final)
+    return final
+
+
+def fresh_root(suite, dest):
+    """Copy the pristine root to dest (absent or an empty directory) and return dest."""
+    src = base_root(suite)
+    os.makedirs(dest, exist_ok=True)
+    if os.listdir(dest):
+        raise ValueError("fresh_root: %s is not empty" % dest)
+    # "src/." copies the contents, so an existing empty dest (pytest's tmp_path) works too.
+    _run(["cp", "-a", "--reflink=auto", src + "/.", dest])
+    return dest
+
+
+def main(argv):
+    if len(argv) < 2 or argv[0] != "build":
+        sys.exit("usage: bareroot.py build SUITE...  (suites: %s)" % " ".join(SUITES))
+    ok, why = available()
+    if not ok and not all(_complete(os.path.join(CACHE, s)) for s in argv[1:]):
+        sys.exit("bareroot: " + why)
+    for suite in argv[1:]:
+        t = time.time()
+        path = base_root(suite)
+        print(path)
+        print("%s ready in %.1f s" % (suite, time.time() - t), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

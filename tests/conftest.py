@@ -1,0 +1,272 @@
+"""Shared test helpers: a recording runner backed by stateful fakes of the host's tools.
+
+The fakes change the (pyfakefs or temp-dir) filesystem the way the real tools
+do, so a step's check after its apply sees the real effect, and a second run
+proves idempotency without mocks of stackboot's own code.
+"""
+
+import json
+import os
+import shlex
+import sys
+
+import pytest
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
+TOP = os.path.dirname(TESTS)
+sys.path.insert(0, TOP)
+sys.path.insert(0, TESTS)
+
+import stackboot  # noqa: E402
+
+MUTATING = {"apt-get", "dnf", "yum", "pkg install", "groupadd", "useradd", "usermod", "pw", "sysrc",
+            "systemctl enable", "systemctl start", "systemctl restart", "systemctl reload", "systemctl stop",
+            "systemctl daemon-reload", "service start", "service restart"}
+
+
+class FakeTools:
+    """Stateful stand-ins for package managers, user tools and service managers."""
+
+    def __init__(self, root="/"):
+        self.root = root
+        self.installed = {}          # package -> version
+        self.available = None        # None: every package exists
+        self.units = {}              # unit -> {"enabled": bool, "active": bool}
+        self.handlers = []           # (predicate, function(argv) -> (rc, out, err))
+        self.next_uid = 400
+
+    def path(self, path):
+        return os.path.join(self.root, path.lstrip("/")) if self.root != "/" else path
+
+    def append(self, path, line):
+        full = self.path(path)
+        os.makedirs(os.path.dirname(full), exist_ok=True)
+        with open(full, "a") as handle:
+            handle.write(line + "\n")
+
+    def table(self, name):
+        try:
+            with open(self.path("/etc/" + name)) as handle:
+                return [line.rstrip("\n").split(":") for line in handle if line.strip()]
+        except FileNotFoundError:
+            return []
+
+    def write_table(self, name, rows):
+        with open(self.path("/etc/" + name), "w") as handle:
+            handle.write("".join(":".join(row) + "\n" for row in rows))
+
+    def on(self, predicate, function):
+        self.handlers.append((predicate, function))
+
+    def __call__(self, argv, env):
+        for predicate, function in self.handlers:
+            if predicate(argv):
+                return function(argv)
+        name = os.path.basename(argv[0])
+        method = getattr(self, "tool_" + name.replace("-", "_"), None)
+        if method is None:
+            return 127, "", "%s: command not found (fake)" % argv[0]
+        return method(argv[1:])
+
+    def tool_dpkg_query(self, args):
+        names = [a for a in args if not a.startswith("-")]
+        out, err = [], []
+        for name in names:
+            if name in self.installed:
+                out.append("%s\tii \t%s" % (name, self.installed[name]))
+            else:
+                err.append("dpkg-query: no packages found matching %s" % name)
+        return (1 if err else 0), "".join(line + "\n" for line in out), "\n".join(err)
+
+    def install(self, names):
+        missing = [n for n in names if self.available is not None and n not in self.available]
+        if missing:
+            return 100, "", "E: Unable to locate package %s" % missing[0]
+        for name in names:
+            self.installed[name] = "1.0-1"
+        return 0, "installed\n", ""
+
+    def tool_apt_get(self, args):
+        if args[0] == "update":
+            return 0, "", ""
+        return self.install([a for a in args[1:] if not a.startswith("-")])
+
+    def tool_rpm(self, args):
+        names = [a for a in args[2:] if not a.startswith("-")][1:] if "--qf" in args else args[1:]
+        out = []
+        for name in names:
+            out.append("%s\t%s" % (name, self.installed[name]) if name in self.installed else
+                       "package %s is not installed" % name)
+        return (0 if all(n in self.installed for n in names) else 1), "\n".join(out) + "\n", ""
+
+    def tool_dnf(self, args):
+        return self.install([a for a in args[1:] if not a.startswith("-")])
+
+    tool_yum = tool_dnf
+
+    def tool_pkg(self, args):
+        if args[0] == "query":
+            names = args[2:]
+            out = ["%s\t%s" % (n, self.installed[n]) for n in names if n in self.installed]
+            return (0 if out else 1), "".join(line + "\n" for line in out), ""
+        return self.install([a for a in args[1:] if not a.startswith("-")])
+
+    def tool_groupadd(self, args):
+        name = args[-1]
+        gid = args[args.index("-g") + 1] if "-g" in args else str(self.next_uid)
+        self.next_uid += 1
+        rows = self.table("group")
+        if any(row[0] == name for row in rows):
+            return 9, "", "groupadd: group '%s' already exists" % name
+        self.write_table("group", rows + [[name, "x", gid, ""]])
+        return 0, "", ""
+
+    def user_fields(self, args):
+        flags = {"-u": 2, "-g": 3, "-c": 4, "-d": 5, "-s": 6}
+        fields = {}
+        index = 0
+        while index < len(args):
+            if args[index] in flags and index + 1 < len(args):
+                fields[flags[args[index]]] = args[index + 1]
+                index += 2
+            else:
+                index += 1
+        return fields
+
+    def group_id(self, group):
+        for row in self.table("group"):
+            if row[0] == group or row[2] == group:
+                return row[2]
+        return None
+
+    def tool_useradd(self, args):
+        name = args[-1]
+        rows = self.table("passwd")
+        if any(row[0] == name for row in rows):
+            return 9, "", "useradd: user '%s' already exists" % name
+        fields = self.user_fields(args[:-1])
+        row = [name, "x", fields.get(2, str(self.next_uid)), "", fields.get(4, ""), fields.get(5, "/home/" + name),
+               fields.get(6, "/bin/sh")]
+        self.next_uid += 1
+        gid = self.group_id(fields.get(3, name))
+        if gid is None:
+            return 6, "", "useradd: group '%s' does not exist" % fields.get(3, name)
+        row[3] = gid
+        self.write_table("passwd", rows + [row])
+        return 0, "", ""
+
+    def tool_usermod(self, args):
+        name = args[-1]
+        rows = self.table("passwd")
+        for row in rows:
+            if row[0] == name:
+                for index, value in self.user_fields(args[:-1]).items():
+                    row[index] = self.group_id(value) if index == 3 else value
+                self.write_table("passwd", rows)
+                return 0, "", ""
+        return 6, "", "usermod: user '%s' does not exist" % name
+
+    def tool_pw(self, args):
+        verb, name, rest = args[0], args[1], args[2:]
+        if verb == "groupadd":
+            return self.tool_groupadd(rest + [name])
+        if verb == "useradd":
+            return self.tool_useradd(rest + [name])
+        return self.tool_usermod(rest + [name])
+
+    def tool_systemctl(self, args):
+        if args[0] == "show":
+            blocks = []
+            for unit in [a for a in args[1:] if not a.startswith("-") and "," not in a]:
+                state = self.units.get(unit)
+                if state is None:
+                    blocks.append("Id=%s\nLoadState=not-found\nActiveState=inactive\nUnitFileState=" % unit)
+                else:
+                    blocks.append("Id=%s\nLoadState=loaded\nActiveState=%s\nUnitFileState=%s" % (
+                        unit, "active" if state["active"] else "inactive", "enabled" if state["enabled"] else "disabled"))
+            return 0, "\n\n".join(blocks) + "\n", ""
+        if args[0] == "daemon-reload":
+            return 0, "", ""
+        unit = args[1]
+        state = self.units.setdefault(unit, {"enabled": False, "active": False, "restarts": 0})
+        if args[0] == "enable":
+            state["enabled"] = True
+        elif args[0] in ("start", "restart", "reload"):
+            state["active"] = True
+            state["restarts"] = state.get("restarts", 0) + (args[0] != "start")
+        elif args[0] == "stop":
+            state["active"] = False
+        return 0, "", ""
+
+    def tool_sysrc(self, args):
+        key, _, value = args[0].partition("=")
+        self.append("/etc/rc.conf", '%s="%s"' % (key, value))
+        return 0, "", ""
+
+    def tool_service(self, args):
+        name, verb = args[0], args[1]
+        state = self.units.setdefault(name, {"enabled": False, "active": False, "restarts": 0})
+        if verb in ("status", "onestatus"):
+            return (0 if state["active"] else 1), "", ""
+        state["active"] = verb != "stop"
+        state["restarts"] = state.get("restarts", 0) + (verb == "restart")
+        return 0, "", ""
+
+
+class RecordingRunner(stackboot.Runner):
+    """Runs nothing: every argv goes to the fake tools and is recorded."""
+
+    def __init__(self, root="/", tools=None):
+        stackboot.Runner.__init__(self, root)
+        self.tools = tools or FakeTools(root)
+        self.calls = []
+
+    def spawn(self, argv, cwd, env, input, timeout, stream):
+        rc, out, err = self.tools(argv, env)
+        self.calls.append((list(argv), self.counts["change"], env))
+        if stream is not None:
+            for line in out.splitlines():
+                stream(line)
+        return stackboot.Result(self.display(argv), rc, out, err)
+
+    def run(self, argv, change=False, **kwargs):
+        result = stackboot.Runner.run(self, argv, change=change, **kwargs)
+        self.calls[-1] = (self.calls[-1][0], "change" if change else "probe", self.calls[-1][2])
+        return result
+
+    def changes(self):
+        return [argv for argv, kind, _ in self.calls if kind == "change"]
+
+    def probes(self):
+        return [argv for argv, kind, _ in self.calls if kind == "probe"]
+
+
+DEBIAN = {"platform": "linux", "distro": "debian", "id_like": [], "version": "12", "pretty_name": "Debian 12",
+          "codename": "bookworm", "init": "systemd", "package_manager": "apt", "arch": "x86_64", "cores": 2,
+          "python": "3.11.2"}
+FREEBSD = dict(DEBIAN, platform="freebsd", distro="freebsd", version="14.1", pretty_name="FreeBSD 14.1",
+               codename="", init="rc", package_manager="pkg")
+ROCKY = dict(DEBIAN, distro="rocky", id_like=["rhel", "centos", "fedora"], version="9.4", pretty_name="Rocky 9.4",
+             codename="", package_manager="dnf")
+
+
+def write_profile(directory, name, data):
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, name + ".json")
+    with open(path, "w") as handle:
+        handle.write(json.dumps(data, indent=2) if not isinstance(data, str) else data)
+    return path
+
+
+def quote(argv):
+    return " ".join(shlex.quote(a) for a in argv)
+
+
+@pytest.fixture
+def tools():
+    return FakeTools("/")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "root: needs root privileges")
+    config.addinivalue_line("markers", "bareroot: builds or uses debootstrapped Debian roots")

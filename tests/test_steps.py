@@ -1,0 +1,421 @@
+"""Every step kind: check, plan line, apply, verify, and idempotency (pyfakefs + fake tools)."""
+
+import io
+import os
+
+import pytest
+
+import stackboot
+from conftest import DEBIAN, FREEBSD, ROCKY, FakeTools, RecordingRunner
+
+
+class Harness:
+    """One profile, run through the real engine against a fake host."""
+
+    def __init__(self, steps, facts=DEBIAN, parameters=None, sets=(), tools=None, force=False):
+        self.facts = facts
+        self.tools = tools or FakeTools("/")
+        self.data = {"description": "test", "parameters": parameters or {}, "steps": steps}
+        self.sets = list(sets)
+        self.force = force
+
+    def run(self):
+        library = stackboot.Library()
+        library.add(stackboot.parse_profile_text("t", "t.json", stackboot.json.dumps(self.data)))
+        library.validate()
+        profiles = library.closure(["t"])
+        values = stackboot.resolve_parameters(library, profiles, self.facts, self.sets, env={})
+        self.runner = RecordingRunner("/", self.tools)
+        host = stackboot.Host("/", self.runner, self.facts)
+        self.output = io.StringIO()
+        run = stackboot.Run(host, self.facts, values, stackboot.Output(self.output), force=self.force)
+        return run, stackboot.build_steps(library, ["t"], values, self.facts)
+
+    def plan(self):
+        run, steps = self.run()
+        planned = stackboot.plan_steps(run, steps)
+        return ["%s %s: %s" % (c.symbol, s.describe(), c.summary) for s, cs in planned for c in cs]
+
+    def apply(self):
+        run, steps = self.run()
+        return stackboot.apply_steps(run, steps)
+
+    def converge(self):
+        """Apply, then prove the second run finds nothing to do and runs no mutating command."""
+        changed, right = self.apply()
+        first_changes = self.runner.changes()
+        assert self.plan() == []
+        changed2, right2 = self.apply()
+        assert (changed2, self.runner.changes()) == (0, [])
+        return first_changes
+
+
+@pytest.fixture
+def fakefs(fs):
+    fs.create_file("/etc/passwd", contents="root:x:0:0:root:/root:/bin/bash\n")
+    fs.create_file("/etc/group", contents="root:x:0:\n")
+    fs.create_dir("/var/lib/apt/lists")
+    fs.create_file("/var/lib/apt/lists/deb_Packages")
+    return fs
+
+
+# -- packages -------------------------------------------------------------------------------
+
+def test_packages_plan_apply_idempotent(fakefs):
+    h = Harness([{"kind": "packages", "names": ["a", "b"]}])
+    h.tools.installed["a"] = "1"
+    assert h.plan() == ["+ packages a b: install b"]
+    changes = h.converge()
+    assert changes == [["apt-get", "install", "-y", "-q", "--no-install-recommends", "b"]]
+
+
+def test_packages_are_queried_in_one_batch(fakefs):
+    h = Harness([{"kind": "packages", "names": ["a"]}, {"kind": "packages", "names": ["b", "c"]}])
+    h.tools.installed.update(a="1", b="1", c="1")
+    assert h.plan() == []
+    assert h.runner.probes() == [["dpkg-query", "-W", "-f=${Package}\\t${db:Status-Abbrev}\\t${Version}\\n", "a", "b", "c"]]
+
+
+@pytest.mark.parametrize("facts,expected", [
+    (ROCKY, ["dnf", "install", "-y", "x"]),
+    (dict(ROCKY, package_manager="yum"), ["yum", "install", "-y", "x"]),
+    (FREEBSD, ["pkg", "install", "-y", "x"]),
+])
+def test_packages_other_managers(fakefs, facts, expected):
+    h = Harness([{"kind": "packages", "names": ["x"]}], facts=facts)
+    assert h.converge() == [expected]
+
+
+def test_packages_apt_updates_when_lists_are_empty(fakefs):
+    os.unlink("/var/lib/apt/lists/deb_Packages")
+    h = Harness([{"kind": "packages", "names": ["x"]}])
+    assert h.converge()[0] == ["apt-get", "update", "-q"]
+
+
+def test_unknown_package_fails_with_the_tools_message(fakefs):
+    h = Harness([{"kind": "packages", "names": ["nosuch"]}])
+    h.tools.available = set()
+    with pytest.raises(stackboot.StackbootError, match="Unable to locate package nosuch"):
+        h.apply()
+
+
+# -- repository -----------------------------------------------------------------------------
+
+KEY = ["-----BEGIN PGP PUBLIC KEY BLOCK-----", "abc", "-----END PGP PUBLIC KEY BLOCK-----"]
+
+
+def test_apt_repository_with_signed_by_then_update(fakefs):
+    h = Harness([{"kind": "repository", "name": "moosefs", "url": "http://repo.example/apt", "suite": "bookworm",
+                  "components": ["main"], "key": KEY},
+                 {"kind": "packages", "names": ["moosefs-master"]}])
+    plan = h.plan()
+    assert plan[:2] == ["+ repository moosefs: create", "+ repository moosefs: create"]
+    changes = h.converge()
+    assert changes[0] == ["apt-get", "update", "-q"]
+    with open("/etc/apt/sources.list.d/moosefs.list") as handle:
+        assert handle.read() == "deb [signed-by=/etc/apt/keyrings/moosefs.asc] http://repo.example/apt bookworm main\n"
+    with open("/etc/apt/keyrings/moosefs.asc") as handle:
+        assert handle.read().splitlines() == KEY
+
+
+def test_rpm_and_pkg_repository_files(fakefs):
+    step = {"kind": "repository", "name": "mfs", "url": "http://repo.example/el9", "key": "KEY\n"}
+    Harness([step], facts=ROCKY).converge()
+    with open("/etc/yum.repos.d/mfs.repo") as handle:
+        assert "gpgkey=file:///etc/pki/rpm-gpg/RPM-GPG-KEY-mfs\n" in handle.read()
+    Harness([step], facts=FREEBSD).converge()
+    with open("/usr/local/etc/pkg/repos/mfs.conf") as handle:
+        assert 'pubkey: "/usr/local/etc/pkg/keys/mfs.pub"' in handle.read()
+
+
+# -- users and groups -----------------------------------------------------------------------
+
+def test_group_and_user_created_then_left_alone(fakefs):
+    h = Harness([{"kind": "group", "name": "mfs", "gid": 420},
+                 {"kind": "user", "name": "mfs", "uid": 420, "group": "mfs", "home": "/var/lib/mfs",
+                  "shell": "/usr/sbin/nologin"}])
+    assert h.plan() == ["+ group mfs: create group mfs", "+ user mfs: create user mfs"]
+    assert h.converge() == [
+        ["groupadd", "--system", "-g", "420", "mfs"],
+        ["useradd", "--system", "--no-create-home", "-u", "420", "-g", "mfs", "-d", "/var/lib/mfs", "-s",
+         "/usr/sbin/nologin", "mfs"]]
+    with open("/etc/passwd") as handle:
+        assert "mfs:x:420:420::/var/lib/mfs:/usr/sbin/nologin\n" in handle.read()
+
+
+def test_user_shell_drift_is_fixed_with_usermod(fakefs):
+    with open("/etc/passwd", "a") as handle:
+        handle.write("mfs:x:420:0::/var/lib/mfs:/bin/sh\n")
+    h = Harness([{"kind": "user", "name": "mfs", "home": "/var/lib/mfs", "shell": "/usr/sbin/nologin"}])
+    assert h.plan() == ["~ user mfs: shell -> /usr/sbin/nologin"]
+    assert h.converge() == [["usermod", "-d", "/var/lib/mfs", "-s", "/usr/sbin/nologin", "mfs"]]
+
+
+def test_user_with_other_uid_is_refused(fakefs):
+    with open("/etc/passwd", "a") as handle:
+        handle.write("mfs:x:999:0::/home/mfs:/bin/sh\n")
+    h = Harness([{"kind": "user", "name": "mfs", "uid": 420}])
+    assert h.plan() == ["! user mfs: user exists with uid 999, not 420; stackboot never renumbers users"]
+    with pytest.raises(stackboot.StackbootError, match="refused, nothing was changed"):
+        h.apply()
+    assert h.runner.changes() == []
+
+
+def test_freebsd_uses_pw(fakefs):
+    h = Harness([{"kind": "group", "name": "mfs"}, {"kind": "user", "name": "mfs", "group": "mfs", "home": "/var/mfs"}],
+                facts=FREEBSD)
+    assert h.converge() == [["pw", "groupadd", "mfs"], ["pw", "useradd", "mfs", "-g", "mfs", "-d", "/var/mfs"]]
+
+
+# -- directory ------------------------------------------------------------------------------
+
+def test_directory_created_with_owner_and_mode_then_mode_drift(fakefs):
+    with open("/etc/passwd", "a") as handle:
+        handle.write("mfs:x:420:420::/var/lib/mfs:/bin/sh\n")
+    with open("/etc/group", "a") as handle:
+        handle.write("mfs:x:420:\n")
+    h = Harness([{"kind": "directory", "path": "/srv/mfs/data", "owner": "mfs", "group": "mfs", "mode": "0750"}])
+    assert h.plan() == ["+ directory /srv/mfs/data: create (mfs mfs 0750)"]
+    assert h.converge() == []
+    st = os.stat("/srv/mfs/data")
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (420, 420, 0o750)
+    os.chmod("/srv/mfs/data", 0o777)
+    assert h.plan() == ["~ directory /srv/mfs/data: mode 0777 -> 0750"]
+    h.converge()
+
+
+def test_directory_over_a_file_is_refused(fakefs):
+    fakefs.create_file("/srv/x")
+    assert Harness([{"kind": "directory", "path": "/srv/x"}]).plan() == ["! directory /srv/x: exists and is not a directory"]
+
+
+def test_missing_owner_fails_clearly(fakefs):
+    h = Harness([{"kind": "directory", "path": "/srv/y", "owner": "nobody2"}])
+    with pytest.raises(stackboot.StackbootError, match="user nobody2 does not exist"):
+        h.apply()
+
+
+# -- file -----------------------------------------------------------------------------------
+
+def test_file_settings_in_stable_order_with_nulls_and_extras(fakefs):
+    h = Harness([{"kind": "file", "path": "/etc/mfs/a.cfg", "header": "# managed",
+                  "settings": {"B": "{{b}}", "A": 1, "SKIP": None, "extra": "{{extra}}"}}],
+                parameters={"b": {"type": "string", "default": "x"}, "extra": {"type": "settings", "default": {}}},
+                sets=["extra=Z=9,Y=8"])
+    h.converge()
+    with open("/etc/mfs/a.cfg") as handle:
+        assert handle.read() == "# managed\nB = x\nA = 1\nZ = 9\nY = 8\n"
+
+
+def test_file_template_and_literal_content(fakefs):
+    h = Harness([{"kind": "file", "path": "/etc/t1", "template": ["host={{h}}", "end"]},
+                 {"kind": "file", "path": "/etc/t2", "content": "keep {{h}} as is\n"}],
+                parameters={"h": {"type": "host", "default": "mfsmaster"}})
+    plan = h.plan()
+    assert plan == ["+ file /etc/t1: create", "+ file /etc/t2: create"]
+    h.converge()
+    assert open("/etc/t1").read() == "host=mfsmaster\nend\n"
+    assert open("/etc/t2").read() == "keep {{h}} as is\n"
+
+
+def test_file_change_shows_a_diff_and_updates(fakefs):
+    h = Harness([{"kind": "file", "path": "/etc/f", "template": "v={{v}}\n"}],
+                parameters={"v": {"type": "int", "default": 1}})
+    h.converge()
+    h.sets = ["v=2"]
+    run, steps = h.run()
+    (step, changes), = stackboot.plan_steps(run, steps)
+    assert changes[0].summary == "update /etc/f"
+    assert "-v=1" in changes[0].diff and "+v=2" in changes[0].diff
+    h.converge()
+    assert open("/etc/f").read() == "v=2\n"
+
+
+def test_hand_edited_file_needs_force_and_keeps_a_backup(fakefs):
+    h = Harness([{"kind": "file", "path": "/etc/f", "content": "managed\n"}])
+    h.converge()
+    with open("/etc/f", "w") as handle:
+        handle.write("edited by hand\n")
+    assert h.plan()[0].startswith("! file /etc/f: /etc/f was edited by hand")
+    with pytest.raises(stackboot.StackbootError):
+        h.apply()
+    assert open("/etc/f").read() == "edited by hand\n"
+    h.force = True
+    h.converge()
+    assert open("/etc/f").read() == "managed\n"
+    backups = [name for name in os.listdir("/etc") if name.startswith("f.stackboot-backup-")]
+    assert len(backups) == 1 and open("/etc/" + backups[0]).read() == "edited by hand\n"
+
+
+def test_preexisting_unmanaged_file_is_replaced_with_backup(fakefs):
+    fakefs.create_file("/etc/g", contents="from the package\n")
+    Harness([{"kind": "file", "path": "/etc/g", "content": "ours\n"}]).converge()
+    assert any(name.startswith("g.stackboot-backup-") for name in os.listdir("/etc"))
+
+
+def test_secret_file_is_0600_and_never_shown(fakefs):
+    h = Harness([{"kind": "file", "path": "/etc/s3.conf", "template": "KEY={{key}}\n", "mode": "0600", "secret": True}],
+                parameters={"key": {"type": "text", "secret": True, "default": "hunter2"}})
+    run, steps = h.run()
+    (step, changes), = stackboot.plan_steps(run, steps)
+    assert changes[0].diff is None
+    h.converge()
+    assert os.stat("/etc/s3.conf").st_mode & 0o777 == 0o600
+    h.sets = ["key=other"]
+    run, steps = h.run()
+    (step, changes), = stackboot.plan_steps(run, steps)
+    assert changes[0].diff == "(secret content not shown)"
+
+
+def test_file_mode_and_owner_drift(fakefs):
+    h = Harness([{"kind": "file", "path": "/etc/m", "content": "x\n", "mode": "0640"}])
+    h.converge()
+    os.chmod("/etc/m", 0o644)
+    assert h.plan() == ["~ file /etc/m: mode 0644 -> 0640"]
+    h.converge()
+
+
+# -- line -----------------------------------------------------------------------------------
+
+def test_line_append_replace_and_remove(fakefs):
+    fakefs.create_file("/etc/fstab", contents="# fstab\nold /mnt/mfs fuse 0 0\n")
+    h = Harness([{"kind": "line", "path": "/etc/fstab", "line": "mfsmaster: /mnt/mfs moosefs defaults 0 0",
+                  "match": " /mnt/mfs "}])
+    assert h.plan() == ['~ line /etc/fstab: set line "mfsmaster: /mnt/mfs moosefs defaults 0 0"']
+    h.converge()
+    assert open("/etc/fstab").read() == "# fstab\nmfsmaster: /mnt/mfs moosefs defaults 0 0\n"
+    h.data["steps"][0]["state"] = "absent"
+    assert h.plan() == ['- line /etc/fstab: remove line "mfsmaster: /mnt/mfs moosefs defaults 0 0"']
+    h.converge()
+    assert open("/etc/fstab").read() == "# fstab\n"
+
+
+def test_line_creates_missing_file(fakefs):
+    h = Harness([{"kind": "line", "path": "/etc/new.conf", "line": "a=1", "mode": "0600"}])
+    h.converge()
+    assert open("/etc/new.conf").read() == "a=1\n"
+    assert os.stat("/etc/new.conf").st_mode & 0o777 == 0o600
+
+
+# -- service --------------------------------------------------------------------------------
+
+SERVICE_STEPS = [
+    {"kind": "file", "id": "cfg", "path": "/etc/d.cfg", "template": "x={{x}}\n"},
+    {"kind": "file", "id": "exports", "path": "/etc/d.exports", "template": "y={{y}}\n"},
+    {"kind": "service", "name": "demo", "restart_on": ["cfg"], "reload_on": ["exports"]},
+]
+SERVICE_PARAMS = {"x": {"type": "int", "default": 1}, "y": {"type": "int", "default": 1}}
+
+
+def test_systemd_service_enable_start_then_restart_only_on_change(fakefs):
+    h = Harness(SERVICE_STEPS, parameters=SERVICE_PARAMS)
+    assert h.plan()[2:] == ["+ service demo: enable at boot", "+ service demo: start"]
+    assert h.converge() == [["systemctl", "enable", "demo.service"], ["systemctl", "start", "demo.service"]]
+    assert h.tools.units["demo.service"]["restarts"] == 0
+    h.sets = ["y=2"]
+    assert h.plan() == ["~ file /etc/d.exports: update /etc/d.exports", "~ service demo: reload (exports changed)"]
+    h.sets = ["x=2", "y=2"]
+    assert h.plan()[-1] == "~ service demo: restart (cfg changed)"
+    assert h.converge() == [["systemctl", "restart", "demo.service"]]
+    assert h.tools.units["demo.service"]["restarts"] == 1
+
+
+def test_restart_survives_a_run_killed_after_the_config_changed(fakefs):
+    h = Harness(SERVICE_STEPS, parameters=SERVICE_PARAMS)
+    h.converge()
+    h.sets = ["x=3"]
+    run, steps = h.run()
+    run.planning, run.runner.allow_changes = False, True
+    stackboot.plan_steps(run, steps)
+    # apply only the config step, as if killed right after it
+    original = steps[2].act
+    steps[2].act = lambda *a: (_ for _ in ()).throw(KeyboardInterrupt())
+    with pytest.raises(KeyboardInterrupt):
+        stackboot.apply_steps(run, steps)
+    steps[2].act = original
+    assert h.plan() == ["~ service demo: restart (cfg changed)"]
+    h.converge()
+
+
+def test_freebsd_rc_service(fakefs):
+    fakefs.create_file("/etc/rc.conf", contents='hostname="x"\n')
+    h = Harness([{"kind": "service", "name": "mfsmaster"}], facts=FREEBSD)
+    assert h.plan() == ["+ service mfsmaster: enable at boot", "+ service mfsmaster: start"]
+    assert h.converge() == [["sysrc", "mfsmaster_enable=YES"], ["service", "mfsmaster", "start"]]
+
+
+def test_direct_service_uses_its_own_commands_and_pidfile(fakefs):
+    facts = dict(DEBIAN, init="none")
+    tools = FakeTools("/")
+
+    def start(argv):
+        with open("/run/demo.pid", "w") as handle:
+            handle.write("%d\n" % os.getpid())
+        return 0, "", ""
+
+    tools.on(lambda argv: argv[-1] == "start", start)
+    h = Harness([{"kind": "service", "name": "demo", "direct": {"start": ["/usr/sbin/demo", "start"],
+                                                                 "pidfile": "/run/demo.pid"}}],
+                facts=facts, tools=tools)
+    fakefs.create_dir("/run")
+    assert h.plan() == ["+ service demo: start"]
+    assert h.converge() == [["/usr/sbin/demo", "start"]]
+
+
+def test_direct_service_without_commands_is_a_clear_error(fakefs):
+    h = Harness([{"kind": "service", "name": "demo"}], facts=dict(DEBIAN, init="none"))
+    with pytest.raises(stackboot.StackbootError, match="no init system runs here"):
+        h.plan()
+
+
+# -- command --------------------------------------------------------------------------------
+
+def test_command_with_creates_guard(fakefs):
+    tools = FakeTools("/")
+    tools.on(lambda argv: argv[0] == "/usr/bin/init-thing",
+             lambda argv: (fakefs.create_file("/var/lib/thing/done"), (0, "", ""))[1])
+    h = Harness([{"kind": "command", "argv": ["/usr/bin/init-thing"], "creates": "/var/lib/thing/done"}], tools=tools)
+    assert h.plan() == ["+ command /usr/bin/init-thing: run /usr/bin/init-thing"]
+    assert h.converge() == [["/usr/bin/init-thing"]]
+
+
+def test_command_with_unless_guard(fakefs):
+    tools = FakeTools("/")
+    state = {"done": False}
+    tools.on(lambda argv: argv[0] == "/bin/is-done", lambda argv: (0 if state["done"] else 1, "", ""))
+    tools.on(lambda argv: argv[0] == "/bin/do-it", lambda argv: (state.update(done=True), (0, "", ""))[1])
+    h = Harness([{"kind": "command", "argv": ["/bin/do-it"], "unless": ["/bin/is-done"]}], tools=tools)
+    assert h.converge() == [["/bin/do-it"]]
+
+
+# -- MooseFS metadata -----------------------------------------------------------------------
+
+META = [{"kind": "moosefs-metadata", "data_path": "/var/lib/mfs"}]
+
+
+def test_metadata_fresh_directory_gets_the_empty_file(fakefs):
+    fakefs.create_file("/var/lib/mfs/metadata.mfs.empty", contents="MFSM NEW")
+    h = Harness(META)
+    assert h.plan() == ["+ moosefs-metadata /var/lib/mfs/metadata.mfs: new cluster: metadata.mfs from "
+                        "/var/lib/mfs/metadata.mfs.empty"]
+    h.converge()
+    assert open("/var/lib/mfs/metadata.mfs").read() == "MFSM NEW"
+
+
+@pytest.mark.parametrize("history", ["metadata.mfs.back", "metadata.mfs.back.1", "changelog.0.mfs",
+                                     "metadata_ml.mfs.back", "changelog_ml.1.mfs"])
+def test_metadata_history_without_metadata_is_refused(fakefs, history):
+    fakefs.create_file("/var/lib/mfs/metadata.mfs.empty", contents="MFSM NEW")
+    fakefs.create_file("/var/lib/mfs/" + history, contents="old")
+    h = Harness(META)
+    assert h.plan()[0].startswith("! moosefs-metadata /var/lib/mfs/metadata.mfs: no metadata.mfs but the cluster's history")
+    with pytest.raises(stackboot.StackbootError):
+        h.apply()
+    assert not os.path.exists("/var/lib/mfs/metadata.mfs")
+
+
+def test_metadata_present_is_never_touched(fakefs):
+    fakefs.create_file("/var/lib/mfs/metadata.mfs", contents="MFSM 2.0 real")
+    fakefs.create_file("/var/lib/mfs/metadata.mfs.empty", contents="MFSM NEW")
+    Harness(META).converge()
+    assert open("/var/lib/mfs/metadata.mfs").read() == "MFSM 2.0 real"
