@@ -2674,7 +2674,7 @@ EMBEDDED_PROFILES = {
   ]
 }
 """,
-}
+}  # end of EMBEDDED_PROFILES
 
 
 if __name__ == "__main__":

@@ -19,9 +19,11 @@ SUITES = ("bullseye", "bookworm", "trixie")
 MARKER = ".stackboot-base-complete"
 # Fetched into the root's apt cache (not installed), so a test can install them offline.
 PREFETCH = ["busybox"]
-# The host PATH may hold pyenv shims or /usr/local paths that mean nothing inside a root.
-CHROOT_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C", "HOME": "/root",
-              "DEBIAN_FRONTEND": "noninteractive"}
+# The host PATH may hold pyenv shims or /usr/local paths that mean nothing inside a root;
+# proxy settings are kept so debootstrap and apt reach the mirror the way the host does.
+ENV = dict({k: v for k, v in os.environ.items() if k.lower().endswith("_proxy")},
+           PATH="/usr/sbin:/usr/bin:/sbin:/bin", LC_ALL="C", HOME="/root",
+           DEBIAN_FRONTEND="noninteractive")
 
 
 def _complete(path):
@@ -34,40 +36,37 @@ def available(suite=None):
         return False, "bare roots need root (debootstrap, chroot)"
     if suite and _complete(os.path.join(CACHE, suite)):
         return True, ""
-    if not shutil.which("debootstrap", path=CHROOT_ENV["PATH"]):
+    if not shutil.which("debootstrap", path=ENV["PATH"]):
         return False, "debootstrap is not installed (apt-get install debootstrap)"
     return True, ""
 
 
 def _run(argv, **kw):
     """Run quietly; on failure raise with the tail of the output (debootstrap is verbose)."""
-    p = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+    p = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=ENV,
                        stderr=subprocess.STDOUT, universal_newlines=True, **kw)
     if p.returncode != 0:
-        raise RuntimeError("%s failed (rc %d):\n%s" % (" ".join(argv), p.returncode,
-                                                        p.stdout[-3000:]))
-    return p.stdout
+        raise RuntimeError("%s failed (rc %d):\n%s"
+                           % (" ".join(argv), p.returncode, p.stdout[-3000:]))
 
 
 def _mounts_under(path):
-    """Mount points at or below path, deepest first (from /proc/self/mountinfo, whose
-    fifth field is the mount point with space, tab, newline and backslash as octal escapes)."""
+    """Mount points at or below path, deepest first. Field 5 of /proc/self/mountinfo is
+    the mount point, with space, tab, newline and backslash written as octal escapes."""
     path = os.path.realpath(path)
-    found = []
     with open("/proc/self/mountinfo") as f:
-        for line in f:
-            mp = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), line.split()[4])
-            if mp == path or mp.startswith(path + "/"):
-                found.append(mp)
-    return sorted(found, key=lambda mp: mp.count("/"), reverse=True)
+        mps = [re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), line.split()[4])
+               for line in f]
+    return sorted((mp for mp in mps if mp == path or mp.startswith(path + "/")),
+                  key=lambda mp: mp.count("/"), reverse=True)
 
 
 def _unmount_all(path):
     mounts = _mounts_under(path)
     for mp in mounts:
-        # A bind of /dev made without --make-rslave shares a peer group with the host's
-        # /dev: unmounting its children would propagate and unmount /dev/pts on the host.
-        # Making each mount private first cuts that link (it changes only this mount).
+        # A `mount --rbind /dev ROOT/dev` without --make-rslave joins the host's peer
+        # group: unmounting ROOT/dev/pts would then unmount the host's /dev/pts too (seen).
+        # Making each mount private first cuts that link; it changes only that mount.
         subprocess.call(["mount", "--make-private", mp], stderr=subprocess.DEVNULL)
     for mp in mounts:
         if subprocess.call(["umount", mp], stderr=subprocess.DEVNULL) != 0:
@@ -78,16 +77,23 @@ def _unmount_all(path):
 
 
 def _kill_processes_in(root):
-    """SIGKILL every process whose root directory is this root (e.g. a daemon a
-    maintainer script started); they would keep files and mounts busy."""
+    """SIGKILL every process whose root directory is in this root (a daemon a test or a
+    maintainer script started) and wait for them: they keep mounts busy."""
     root = os.path.realpath(root)
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            r = os.readlink("/proc/%s/root" % pid)
-        except OSError:
-            continue  # gone, or a kernel thread
-        if r == root or r.startswith(root + "/"):
-            os.kill(int(pid), signal.SIGKILL)
+    for _ in range(50):
+        pids = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                r = os.readlink("/proc/%s/root" % pid)  # fails for kernel threads, zombies
+            except OSError:
+                continue
+            if r == root or r.startswith(root + "/"):
+                pids.append(int(pid))
+        if not pids:
+            return
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        time.sleep(0.1)
 
 
 def cleanup_root(path):
@@ -102,19 +108,20 @@ def cleanup_root(path):
     shutil.rmtree(path)
 
 
-def _build(suite, final):
+def _build(suite, final, lock):
     tmp = tempfile.mkdtemp(prefix=".%s.build-" % suite, dir=CACHE)
+    # Children inherit the locked fd, so if this process is killed the lock stays held
+    # until the orphaned debootstrap/apt exit too: no one cleans a dir still being written.
+    held = {"pass_fds": (lock.fileno(),)}
+    apt = ["chroot", tmp, "apt-get", "-o", "Acquire::Languages=none"]
     try:
         os.chmod(tmp, 0o755)  # mkdtemp makes 0700; a root's / must be world-readable
-        _run(["debootstrap", "--variant=minbase", "--include=python3", suite, tmp],
-             env=dict(os.environ, PATH=CHROOT_ENV["PATH"] + ":" + os.environ.get("PATH", "")))
+        _run(["debootstrap", "--variant=minbase", "--include=python3", suite, tmp], **held)
         # debootstrap leaves its ~40 MB of .debs in the apt cache: drop them, since every
         # test copies the root. Translations (~30 MB) are not needed to install anything.
-        _run(["chroot", tmp, "apt-get", "clean"], env=CHROOT_ENV)
-        _run(["chroot", tmp, "apt-get", "-o", "Acquire::Languages=none", "update"],
-             env=CHROOT_ENV)
-        _run(["chroot", tmp, "apt-get", "install", "-y", "--download-only"] + PREFETCH,
-             env=CHROOT_ENV)
+        _run(apt + ["clean"], **held)
+        _run(apt + ["update"], **held)
+        _run(apt + ["install", "-y", "--download-only"] + PREFETCH, **held)
         _kill_processes_in(tmp)
         _unmount_all(tmp)  # some debootstrap versions leave /proc or /sys mounted
         with open(os.path.join(tmp, MARKER), "w") as f:
@@ -126,8 +133,8 @@ def _build(suite, final):
 
 
 def base_root(suite):
-    """Path of the pristine cached root for suite (build it once per machine). Never
-    modify it: take a fresh_root() copy."""
+    """Path of the pristine cached root for suite, built once per machine. Never modify
+    it: take a fresh_root() copy."""
     if suite not in SUITES:
         raise ValueError("unknown suite %r (known: %s)" % (suite, ", ".join(SUITES)))
     final = os.path.join(CACHE, suite)
@@ -143,7 +150,7 @@ def base_root(suite):
             if name.startswith(".%s.build-" % suite):
                 cleanup_root(os.path.join(CACHE, name))
         cleanup_root(final)  # a root without its marker is not trusted
-        _build(suite, final)
+        _build(suite, final, lock)
     return final
 
 
@@ -161,13 +168,15 @@ def fresh_root(suite, dest):
 def main(argv):
     if len(argv) < 2 or argv[0] != "build":
         sys.exit("usage: bareroot.py build SUITE...  (suites: %s)" % " ".join(SUITES))
-    ok, why = available()
-    if not ok and not all(_complete(os.path.join(CACHE, s)) for s in argv[1:]):
-        sys.exit("bareroot: " + why)
     for suite in argv[1:]:
+        ok, why = available(suite)
+        if not ok:
+            sys.exit("bareroot: %s: %s" % (suite, why))
         t = time.time()
-        path = base_root(suite)
-        print(path)
+        try:
+            print(base_root(suite), flush=True)
+        except (ValueError, RuntimeError) as e:
+            sys.exit("bareroot: %s" % e)
         print("%s ready in %.1f s" % (suite, time.time() - t), file=sys.stderr)
 
 

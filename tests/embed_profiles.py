@@ -10,7 +10,8 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.dirname(HERE)
-BLOCK = re.compile(r"^EMBEDDED_PROFILES = \{\n.*?^\}\n", re.S | re.M)
+END = "}  # end of EMBEDDED_PROFILES\n"
+BLOCK = re.compile(r"^EMBEDDED_PROFILES = \{\n.*?^" + re.escape(END), re.S | re.M)
 
 
 def profile_texts(directory=os.path.join(TOP, "profiles")):
@@ -28,7 +29,7 @@ def render_block(texts):
         if '"""' in text or text.endswith("\\"):
             raise SystemExit("profiles/%s.json cannot be embedded as a raw string" % name)
         parts.append('    "%s": r"""%s""",\n' % (name, text))
-    parts.append("}\n")
+    parts.append(END)
     return "".join(parts)
 
 

@@ -1,6 +1,5 @@
 """`facts` against real os-release files of many platforms (tests/fixtures/hosts)."""
 
-import io
 import json
 import os
 

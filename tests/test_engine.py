@@ -1,0 +1,239 @@
+"""The engine end to end through main(): plan reads only, install converges, state, log, lock, kill -9."""
+
+import json
+import os
+import signal
+import subprocess
+
+import pytest
+
+import stackboot
+from conftest import TOP, FakeTools, RecordingRunner, write_profile
+
+PARAMS = {
+    "port": {"type": "port", "default": 9421, "help": "a port"},
+    "where": {"type": "path", "default": "/srv/demo"},
+    "password": {"type": "text", "default": "", "secret": True, "help": "a secret"},
+}
+
+
+def every_kind_profile(base):
+    return {
+        "description": "one step of every kind",
+        "parameters": PARAMS,
+        "overlays": {"freebsd": {"port": 9500}},
+        "steps": [
+            {"kind": "packages", "names": ["moosefs-master", "python3"]},
+            {"kind": "repository", "name": "demo", "url": "http://repo.invalid/apt", "suite": "bookworm",
+             "components": ["main"], "key": "KEY\n"},
+            {"kind": "group", "name": "demo"},
+            {"kind": "user", "name": "demo", "group": "demo", "home": base + "/home"},
+            {"kind": "directory", "path": base + "{{where}}", "owner": "demo", "group": "demo", "mode": "0750"},
+            {"kind": "file", "id": "cfg", "path": base + "/etc/demo.cfg", "settings": {"PORT": "{{port}}"}},
+            {"kind": "file", "path": base + "/etc/demo.secret", "template": "pw={{password}}\n", "mode": "0600",
+             "secret": True},
+            {"kind": "line", "path": base + "/etc/hosts", "line": "10.0.0.1 mfsmaster"},
+            {"kind": "download", "url": "file://" + base + "/src.tar", "sha256": "0" * 64, "dest": base + "/cache/src.tar"},
+            {"kind": "command", "argv": ["/bin/touch", base + "/done"], "creates": base + "/done"},
+            {"kind": "service", "name": "demo", "restart_on": ["cfg"]},
+        ],
+    }
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc" / "os-release").write_text('ID=debian\nVERSION_ID="12"\n')
+    (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+    (root / "etc" / "group").write_text("root:x:0:\n")
+    (root / "run" / "systemd" / "system").mkdir(parents=True)
+    (root / "var" / "lib" / "apt" / "lists").mkdir(parents=True)
+    (root / "var" / "lib" / "apt" / "lists" / "x_Packages").write_text("")
+    profiles = str(tmp_path / "profiles")
+    for key in list(os.environ):
+        if key.startswith("STACKBOOT_"):
+            monkeypatch.delenv(key)
+
+    class Env:
+        pass
+    env = Env()
+    env.root, env.profiles, env.tools = str(root), profiles, FakeTools(str(root))
+
+    def main(*argv, uname=("Linux", "x86_64")):
+        env.runner = RecordingRunner(env.root, env.tools)
+        return stackboot.main(["--root", env.root, "--profiles", env.profiles] + list(argv),
+                              runner=env.runner, uname=uname)
+    env.main = main
+    return env
+
+
+def test_plan_runs_no_mutating_command_and_changes_nothing(env, capsys):
+    write_profile(env.profiles, "every", every_kind_profile(""))
+    before = sorted(os.walk(env.root))
+    assert env.main("plan", "every", "--detailed-exitcode") == stackboot.EXIT_PENDING
+    assert env.runner.changes() == []
+    assert env.runner.counts["change"] == 0
+    assert sorted(os.walk(env.root)) == before
+    out = capsys.readouterr().out
+    assert "+ packages moosefs-master python3: install moosefs-master python3" in out
+    assert "Plan: 11 to change, 0 already right." in out
+    assert env.main("plan", "every", "--json") == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["to_change"] == 11 and data["steps"][5]["changes"][0]["action"] == "create"
+
+
+def test_runner_refuses_changes_while_planning():
+    runner = stackboot.Runner("/")
+    with pytest.raises(stackboot.StackbootError, match="refused"):
+        runner.run(["/bin/true"], change=True)
+
+
+def converge_profile(base):
+    return {"description": "files", "parameters": PARAMS, "steps": [
+        {"kind": "group", "name": "demo"},
+        {"kind": "user", "name": "demo", "group": "demo", "home": "/home/demo"},
+        {"kind": "directory", "path": "{{where}}", "owner": "demo", "group": "demo", "mode": "0750"},
+        {"kind": "file", "id": "cfg", "path": "{{where}}/demo.cfg", "settings": {"PORT": "{{port}}"}},
+        {"kind": "file", "path": "/etc/demo.secret", "template": "pw={{password}}\n", "mode": "0600", "secret": True},
+        {"kind": "service", "name": "demo", "restart_on": ["cfg"]},
+    ]}
+
+
+def test_install_converges_logs_and_remembers_inputs(env, capsys):
+    write_profile(env.profiles, "demo", converge_profile(""))
+    assert env.main("install", "demo", "--set", "port=9999", "--set", "password=s3cret!") == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[-1] == "Install: 6 changed, 0 already right."
+    with open(os.path.join(env.root, "srv/demo/demo.cfg")) as handle:
+        assert handle.read() == "PORT = 9999\n"
+    assert oct(os.stat(os.path.join(env.root, "etc/demo.secret")).st_mode & 0o777) == "0o600"
+    # the log: JSON lines with argv, rc, duration and kind; secrets never in it
+    with open(os.path.join(env.root, "var/log/stackboot.log")) as handle:
+        records = [json.loads(line) for line in handle]
+    commands = [r for r in records if "argv" in r]
+    assert {"argv", "rc", "seconds", "kind"} <= set(commands[0])
+    assert any(r["kind"] == "change" and r["argv"][-1] == "demo.service" for r in commands)
+    state_path = os.path.join(env.root, "var/lib/stackboot/state.json")
+    assert os.stat(state_path).st_mode & 0o777 == 0o600
+    # a re-run with no flags keeps the remembered inputs and changes nothing
+    assert env.main("install", "demo") == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "Install: 0 changed, 6 already right."
+    assert env.runner.changes() == []
+    assert env.main("show", "demo") == 0
+    shown = capsys.readouterr().out
+    assert "port     = 9999  [remembered]" in shown and "password = ***  [remembered]" in shown
+    assert "s3cret" not in shown
+    assert env.main("check") == 0
+    # drift: someone edits the config by hand
+    with open(os.path.join(env.root, "srv/demo/demo.cfg"), "w") as handle:
+        handle.write("PORT = 1\n")
+    assert env.main("check") == stackboot.EXIT_PENDING
+    assert "edited by hand" in capsys.readouterr().out
+    assert env.main("install", "demo") == 1
+    assert "--force" in capsys.readouterr().err
+    assert env.main("install", "demo", "--force") == 0
+    assert env.tools.units["demo.service"]["restarts"] == 1
+    assert env.main("check") == 0
+
+
+def test_parameter_precedence_and_sources(env, capsys, monkeypatch):
+    write_profile(env.profiles, "demo", dict(converge_profile(""), overlays={"freebsd": {"port": 9500}}))
+    (open(os.path.join(env.root, "etc/os-release"), "w")).write('ID=freebsd\nVERSION_ID="14.1"\n')
+    fb = ("FreeBSD", "amd64")
+    assert env.main("show", "demo", "--json", uname=fb) == 0
+    data = json.loads(capsys.readouterr().out)["parameters"]["port"]
+    assert (data["value"], data["source"]) == (9500, "os overlay (freebsd)")
+    os.makedirs(os.path.join(env.root, "etc/stackboot"))
+    with open(os.path.join(env.root, "etc/stackboot/site.json"), "w") as handle:
+        handle.write('{"parameters": {"port": 9600}}')
+    env.main("show", "demo", "--json", uname=fb)
+    assert json.loads(capsys.readouterr().out)["parameters"]["port"]["source"] == "site file /etc/stackboot/site.json"
+    monkeypatch.setenv("STACKBOOT_PORT", "9700")
+    env.main("show", "demo", "--json", uname=fb)
+    assert json.loads(capsys.readouterr().out)["parameters"]["port"]["value"] == 9700
+    env.main("show", "demo", "--json", "--set", "port=9800", uname=fb)
+    data = json.loads(capsys.readouterr().out)["parameters"]["port"]
+    assert (data["value"], data["source"]) == (9800, "--set")
+
+
+def test_lock_refuses_a_concurrent_run(env, capsys):
+    import fcntl
+    write_profile(env.profiles, "demo", converge_profile(""))
+    os.makedirs(os.path.join(env.root, "var/lib/stackboot"))
+    with open(os.path.join(env.root, "var/lib/stackboot/lock"), "w") as holder:
+        holder.write("4242\n")
+        holder.flush()
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        # flock locks belong to the open file description: a second open in this process conflicts too
+        assert env.main("install", "demo") == 1
+        assert "another stackboot run (pid 4242) holds" in capsys.readouterr().err
+    assert env.main("install", "demo") == 0
+
+
+def test_stale_temp_file_from_a_killed_write_is_cleaned(env):
+    write_profile(env.profiles, "demo", converge_profile(""))
+    os.makedirs(os.path.join(env.root, "etc"), exist_ok=True)
+    stale = os.path.join(env.root, "etc", ".demo.secret" + stackboot.TEMP_MARK + "99999")
+    with open(stale, "w") as handle:
+        handle.write("pw=half")
+    assert env.main("install", "demo") == 0
+    assert not os.path.exists(stale)
+
+
+KILL_STEPS = ["directory", "file-a", "line", "file-b", "directory-2", "file-c"]
+
+
+def kill_profile(base, position):
+    steps = [
+        {"kind": "directory", "path": base + "/d1", "mode": "0750"},
+        {"kind": "file", "path": base + "/d1/a.cfg", "settings": {"A": "{{port}}", "B": "two"}},
+        {"kind": "line", "path": base + "/hosts", "line": "10.0.0.1 mfsmaster"},
+        {"kind": "file", "path": base + "/d1/b.cfg", "content": "b" * 100000},
+        {"kind": "directory", "path": base + "/d2"},
+        {"kind": "file", "path": base + "/d2/c.cfg", "content": "c\n"},
+    ]
+    killer = {"kind": "command", "argv": ["/bin/sh", "-c", "touch " + base + "/killed; kill -9 $PPID"],
+              "creates": base + "/killed"}
+    return {"description": "killed at %d" % position, "parameters": PARAMS,
+            "steps": steps[:position] + [killer] + steps[position:]}
+
+
+@pytest.fixture(scope="module")
+def bare_root(tmp_path_factory):
+    import bareroot
+    ok, why = bareroot.available("bookworm")
+    if not ok:
+        pytest.skip(why)
+    bareroot.base_root("bookworm")
+    path = bareroot.fresh_root("bookworm", str(tmp_path_factory.mktemp("kill") / "root"))
+    yield path
+    bareroot.cleanup_root(path)
+
+
+@pytest.mark.root
+@pytest.mark.bareroot
+@pytest.mark.parametrize("position", range(0, len(KILL_STEPS) + 1))
+def test_kill_9_between_any_two_steps_then_the_next_run_finishes(bare_root, position):
+    """A command step kills stackboot itself (SIGKILL, no cleanup) at every position in turn."""
+    base = "/kill/%d" % position
+    os.makedirs(bare_root + base)
+    write_profile(bare_root + "/etc/stackboot/profiles", "k%d" % position, kill_profile(base, position))
+
+    def run():
+        with open(os.path.join(TOP, "stackboot.py")) as script:
+            return subprocess.run(["chroot", bare_root, "/usr/bin/python3", "-", "install", "k%d" % position],
+                                  stdin=script, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  universal_newlines=True, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+    assert run().returncode == -signal.SIGKILL
+    for directory, _, files in os.walk(bare_root + base):   # nothing half-written, no temp file left
+        for name in files:
+            assert stackboot.TEMP_MARK not in name
+    second = run()
+    assert second.returncode == 0, second.stderr
+    host = bare_root + base
+    assert open(host + "/d1/a.cfg").read() == "A = 9421\nB = two\n"
+    assert open(host + "/d1/b.cfg").read() == "b" * 100000
+    assert open(host + "/hosts").read() == "10.0.0.1 mfsmaster\n"
+    assert open(host + "/d2/c.cfg").read() == "c\n"
+    assert run().stdout.splitlines()[-1] == "Install: 0 changed, 7 already right."
