@@ -2,7 +2,17 @@
 PYTHON ?= python3
 SYSTEM_PYTHON ?= /usr/bin/python3
 
-.PHONY: test test-fast lint embed dist bench clean
+.PHONY: deps test test-fast lint embed dist bench clean
+
+# Everything the tests need, from scratch (root; Debian's and PyPI's registries).
+DEBS = debootstrap make gcc libc6-dev tar gzip ca-certificates moosefs-master
+PIPS = pytest pyfakefs vermin ruff
+
+deps:
+	apt-get update -q
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(DEBS)
+	$(PYTHON) -m pip install -q --disable-pip-version-check $(PIPS)
+	$(PYTHON) tests/bareroot.py build bookworm bullseye
 
 test:
 	$(PYTHON) -m pytest -q tests

@@ -1757,6 +1757,11 @@ class DownloadStep(Step):
         run.state.forget_digest(dest)
 
 
+def show_download(run, url, done, total):
+    share = " %3d%%" % (done * 100 // total) if total else ""
+    run.out.progress("  downloading %s%s (%d KiB)" % (url.rsplit("/", 1)[-1], share, done // 1024))
+
+
 def fetch(run, url, part):
     """Download `url` into `part`, resuming what an interrupted run left there."""
     if url.startswith("file://"):
@@ -1795,8 +1800,8 @@ def fetch(run, url, part):
             done += len(block)
             if time.time() - last > (0.2 if run.out.tty else 5):
                 last = time.time()
-                share = " %3d%%" % (done * 100 // total) if total else ""
-                run.out.progress("  downloading %s%s (%d KiB)" % (url.rsplit("/", 1)[-1], share, done // 1024))
+                show_download(run, url, done, total)
+    show_download(run, url, done, total)
     run.out.progress_done()
     if total is not None and done < total:
         raise StackbootError("download %s stopped at %d of %d bytes" % (url, done, total), "run again to resume")

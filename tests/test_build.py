@@ -1,0 +1,247 @@
+"""download and build step kinds for real: a loopback HTTP server, a small autotools-style tarball, real make."""
+
+import hashlib
+import http.server
+import io
+import json
+import os
+import tarfile
+import threading
+
+import pytest
+
+import stackboot
+from conftest import DEBIAN
+
+CONFIGURE = """#!/bin/sh
+# A stand-in for an autotools configure: records its flags, honours --prefix.
+prefix=/usr/local
+for arg in "$@"; do
+  case "$arg" in --prefix=*) prefix="${arg#--prefix=}";; esac
+done
+echo "$@" > configure.flags
+sed "s|@PREFIX@|$prefix|" Makefile.in > Makefile
+echo "configured for $prefix"
+"""
+MAKEFILE_IN = """PREFIX = @PREFIX@
+all: hello
+hello: hello.c
+\t$(CC) -o hello hello.c
+install: hello
+\tmkdir -p $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/hello
+\tcp hello $(DESTDIR)$(PREFIX)/bin/hello
+\tcp configure.flags $(DESTDIR)$(PREFIX)/share/hello/flags
+\tln -sf hello $(DESTDIR)$(PREFIX)/bin/hello-link
+"""
+
+
+def make_tarball(version, extra_member=None):
+    buffer = io.BytesIO()
+    top = "hello-%s" % version
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        files = {"configure": (CONFIGURE, 0o755), "Makefile.in": (MAKEFILE_IN, 0o644),
+                 "hello.c": ('#include <stdio.h>\nint main(void){puts("hello %s");return 0;}\n' % version, 0o644)}
+        for name, (text, mode) in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo("%s/%s" % (top, name))
+            info.size, info.mode = len(data), mode
+            tar.addfile(info, io.BytesIO(data))
+        if extra_member:
+            info = tarfile.TarInfo(extra_member)
+            info.size = 1
+            tar.addfile(info, io.BytesIO(b"x"))
+    return buffer.getvalue()
+
+
+class Server:
+    """Serves bytes from memory on 127.0.0.1, honouring Range like a real web server."""
+
+    def __init__(self):
+        self.files, self.requests = {}, []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                server.requests.append((self.path, self.headers.get("Range")))
+                data = server.files.get(self.path)
+                if data is None:
+                    self.send_error(404)
+                    return
+                start = 0
+                if self.headers.get("Range"):
+                    start = int(self.headers["Range"].split("=")[1].rstrip("-"))
+                    self.send_response(206)
+                    self.send_header("Content-Range", "bytes %d-%d/%d" % (start, len(data) - 1, len(data)))
+                else:
+                    self.send_response(200)
+                self.send_header("Content-Length", str(len(data) - start))
+                self.end_headers()
+                self.wfile.write(data[start:])
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = "http://127.0.0.1:%d" % self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server():
+    srv = Server()
+    yield srv
+    srv.close()
+
+
+@pytest.fixture
+def sandbox(tmp_path, monkeypatch):
+    """State, cache and install prefix inside tmp_path; commands run for real."""
+    monkeypatch.setattr(stackboot, "STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setattr(stackboot, "CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path
+
+
+def engine(steps, parameters=None, sets=()):
+    data = {"description": "build test", "parameters": parameters or {}, "steps": steps}
+    library = stackboot.Library()
+    library.add(stackboot.parse_profile_text("b", "b.json", json.dumps(data)))
+    library.validate()
+    values = stackboot.resolve_parameters(library, library.closure(["b"]), DEBIAN, list(sets), env={})
+    out = io.StringIO()
+    host = stackboot.Host("/", stackboot.Runner("/"), DEBIAN)
+    run = stackboot.Run(host, DEBIAN, values, stackboot.Output(out))
+    return run, stackboot.build_steps(library, ["b"], values, DEBIAN), out
+
+
+def plan_lines(steps, parameters=None, sets=()):
+    run, built, _ = engine(steps, parameters, sets)
+    return ["%s %s: %s" % (c.symbol, s.describe(), c.summary) for s, cs in stackboot.plan_steps(run, built) for c in cs]
+
+
+def apply(steps, parameters=None, sets=()):
+    run, built, out = engine(steps, parameters, sets)
+    result = stackboot.apply_steps(run, built)
+    return result, run, out.getvalue()
+
+
+def test_download_verifies_caches_and_is_idempotent(sandbox, server):
+    data = os.urandom(300000)
+    server.files["/src/pkg.tar.gz"] = data
+    step = {"kind": "download", "url": server.url + "/src/pkg.tar.gz", "sha256": hashlib.sha256(data).hexdigest()}
+    dest = str(sandbox / "cache" / "downloads" / "pkg.tar.gz")
+    assert plan_lines([step]) == ["+ download %s/src/pkg.tar.gz: download to %s (sha256 %s…)"
+                                  % (server.url, dest, step["sha256"][:12])]
+    (changed, right), run, out = apply([step])
+    assert changed == 1 and open(dest, "rb").read() == data
+    assert "downloading pkg.tar.gz 100%" in out
+    assert apply([step])[0] == (0, 1) and len(server.requests) == 1
+
+
+def test_download_with_a_wrong_sha256_installs_nothing(sandbox, server):
+    server.files["/x.tgz"] = b"tampered"
+    step = {"kind": "download", "url": server.url + "/x.tgz", "sha256": "a" * 64}
+    with pytest.raises(stackboot.StackbootError, match="sha256 is .*, expected a{64}; nothing was installed"):
+        apply([step])
+    assert os.listdir(str(sandbox / "cache" / "downloads")) == []
+
+
+def test_download_resumes_a_partial_file(sandbox, server):
+    data = os.urandom(200000)
+    server.files["/big.tgz"] = data
+    os.makedirs(str(sandbox / "cache" / "downloads"))
+    with open(str(sandbox / "cache" / "downloads" / "big.tgz.part"), "wb") as handle:
+        handle.write(data[:123456])
+    apply([{"kind": "download", "url": server.url + "/big.tgz", "sha256": hashlib.sha256(data).hexdigest()}])
+    assert server.requests == [("/big.tgz", "bytes=123456-")]
+    assert open(str(sandbox / "cache" / "downloads" / "big.tgz"), "rb").read() == data
+
+
+def test_download_http_error_is_one_clear_line(sandbox, server):
+    with pytest.raises(stackboot.StackbootError, match="HTTP 404"):
+        apply([{"kind": "download", "url": server.url + "/missing.tgz", "sha256": "b" * 64}])
+
+
+BUILD_PARAMS = {"version": {"type": "string", "default": "1.0", "allow": ""},
+                "sha": {"type": "sha256"}, "prefix": {"type": "path"}, "url": {"type": "url"},
+                "cache": {"type": "path"}}
+
+
+def build_steps():
+    return [
+        {"kind": "download", "id": "tarball", "url": "{{url}}/hello-{{version}}.tar.gz", "sha256": "{{sha}}"},
+        {"kind": "build", "name": "hello", "version": "{{version}}", "sha256": "{{sha}}",
+         "archive": "{{cache}}/downloads/hello-{{version}}.tar.gz",
+         "configure": ["--prefix={{prefix}}", "--disable-all", "--enable-hello"], "jobs": 2},
+    ]
+
+
+def publish(server, version):
+    data = make_tarball(version)
+    server.files["/hello-%s.tar.gz" % version] = data
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_build_configures_installs_records_and_never_rebuilds(sandbox, server):
+    sha = publish(server, "1.0")
+    prefix = str(sandbox / "prefix")
+    sets = ["sha=" + sha, "prefix=" + prefix, "url=" + server.url, "cache=%s/cache" % sandbox]
+    lines = plan_lines(build_steps(), BUILD_PARAMS, sets)
+    assert lines[1] == "+ build hello: build and install hello 1.0"
+    (changed, right), run, out = apply(build_steps(), BUILD_PARAMS, sets)
+    assert changed == 2
+    assert "hello: configure done in" in out and "hello: make done in" in out
+    assert open(prefix + "/share/hello/flags").read() == "--prefix=%s --disable-all --enable-hello\n" % prefix
+    assert os.readlink(prefix + "/bin/hello-link") == "hello"
+    record = run.state.data["builds"]["hello"]
+    assert sorted(record["files"]) == [prefix + "/bin/hello", prefix + "/bin/hello-link", prefix + "/share/hello/flags"]
+    assert record["version"] == "1.0"
+    # the same inputs: nothing to do, nothing run
+    run2, steps2, _ = engine(build_steps(), BUILD_PARAMS, sets)
+    assert stackboot.plan_steps(run2, steps2)[1][1] == []
+    assert apply(build_steps(), BUILD_PARAMS, sets)[0] == (0, 2)
+    # a new version is an upgrade: rebuilt and reinstalled
+    sha2 = publish(server, "1.1")
+    sets2 = ["sha=" + sha2, "prefix=" + prefix, "url=" + server.url, "version=1.1", "cache=%s/cache" % sandbox]
+    assert plan_lines(build_steps(), BUILD_PARAMS, sets2)[1] == "~ build hello: upgrade hello 1.0 -> 1.1: rebuild and reinstall"
+    apply(build_steps(), BUILD_PARAMS, sets2)
+    import subprocess
+    assert subprocess.check_output([prefix + "/bin/hello"]).decode() == "hello 1.1\n"
+    # a removed installed file is put back
+    os.unlink(prefix + "/bin/hello")
+    assert plan_lines(build_steps(), BUILD_PARAMS, sets2)[0].startswith("~ build hello: reinstall: 1 installed files are missing")
+
+
+def test_changed_configure_flags_rebuild(sandbox, server):
+    sha = publish(server, "1.0")
+    prefix = str(sandbox / "prefix")
+    sets = ["sha=" + sha, "prefix=" + prefix, "url=" + server.url, "cache=%s/cache" % sandbox]
+    apply(build_steps(), BUILD_PARAMS, sets)
+    steps = build_steps()
+    steps[1]["configure"].append("--enable-extra")
+    assert plan_lines(steps, BUILD_PARAMS, sets) == ["~ build hello: rebuild hello: the build inputs changed"]
+
+
+def test_archive_escaping_the_build_directory_is_refused(sandbox, tmp_path):
+    archive = tmp_path / "evil.tar.gz"
+    archive.write_bytes(make_tarball("1.0", extra_member="../../etc/evil"))
+    step = {"kind": "build", "name": "evil", "archive": str(archive), "configure": []}
+    with pytest.raises(stackboot.StackbootError, match="refusing archive member ../../etc/evil"):
+        apply([step])
+    assert not os.path.exists(str(tmp_path / "etc" / "evil"))
+
+
+def test_a_failing_build_names_the_stage(sandbox, tmp_path):
+    broken = io.BytesIO()
+    with tarfile.open(fileobj=broken, mode="w:gz") as tar:
+        data = b"#!/bin/sh\necho 'configure: error: zlib not found' >&2\nexit 1\n"
+        info = tarfile.TarInfo("broken-1/configure")
+        info.size, info.mode = len(data), 0o755
+        tar.addfile(info, io.BytesIO(data))
+    archive = tmp_path / "broken.tar.gz"
+    archive.write_bytes(broken.getvalue())
+    with pytest.raises(stackboot.StackbootError, match="broken: configure failed \\(exit 1\\)"):
+        apply([{"kind": "build", "name": "broken", "archive": str(archive)}])
