@@ -163,6 +163,12 @@ def fsync_dir(directory):
         os.close(fd)
 
 
+def redact(text, secrets):
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
+
+
 def unified_diff(old, new, path):
     import difflib
     return "".join(difflib.unified_diff(
@@ -192,6 +198,7 @@ class Output:
         self.verbose = verbose
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.color = self.tty and "NO_COLOR" not in os.environ
+        self.secrets = []   # parameter values that must never be printed
 
     def paint(self, text, key):
         code = self.COLORS.get(key)
@@ -200,7 +207,7 @@ class Output:
         return text
 
     def say(self, text=""):
-        self.stream.write(text + "\n")
+        self.stream.write(redact(text, self.secrets) + "\n")
         self.stream.flush()
 
     def info(self, text):
@@ -257,12 +264,7 @@ class Runner:
         self.secrets = []   # parameter values never to be written to the log or an error
 
     def display(self, argv):
-        shown = []
-        for part in argv:
-            for secret in self.secrets:
-                part = part.replace(secret, "***")
-            shown.append(part)
-        return (["chroot", self.root] if self.root != "/" else []) + shown
+        return (["chroot", self.root] if self.root != "/" else []) + [redact(part, self.secrets) for part in argv]
 
     def run(self, argv, change=False, check=True, cwd=None, env=None, input=None,
             timeout=None, stream=None):
@@ -273,6 +275,7 @@ class Runner:
         self.counts[kind] += 1
         started = time.time()
         result = self.spawn(argv, cwd, env, input, timeout, stream)
+        result.out, result.err = redact(result.out, self.secrets), redact(result.err, self.secrets)
         result.seconds = time.time() - started
         self.write_log(result, kind)
         if check and result.rc != 0:
@@ -937,14 +940,14 @@ def resolve_parameters(library, profiles, facts, sets=(), site=None, env=None, r
                     values.set(name, value, "os overlay (%s)" % selector)
 
     def known(name, source):
+        """A site file may hold other roles' parameters; --set may not, and nobody may hold a typo."""
         if name in decls:
             return True
         others = [p.name for p in library.profiles.values() if name in p.parameters]
-        if source in ("--set",) or not others:
-            hint = ("it belongs to %s" % ", ".join(others)) if others else \
-                "`stackboot show ROLE` lists the parameters"
-            raise BadInput("%s: unknown parameter %s for %s" % (source, json.dumps(name), ", ".join(p.name for p in profiles)), hint)
-        return False
+        if others and source != "--set":
+            return False
+        hint = "it belongs to %s" % ", ".join(others) if others else "`stackboot show ROLE` lists the parameters"
+        raise BadInput("%s: unknown parameter %s for %s" % (source, json.dumps(name), ", ".join(p.name for p in profiles)), hint)
 
     for name, value in sorted((remembered or {}).items()):
         if name in decls:
@@ -2365,7 +2368,7 @@ class Session:
         profiles = self.library.closure(roles)
         values = resolve_parameters(self.library, profiles, self.facts, self.args.set or [], self.site(),
                                     remembered=remembered)
-        self.host.runner.secrets = values.secret_texts()
+        self.host.runner.secrets = self.out.secrets = values.secret_texts()
         return profiles, values
 
     def remembered_inputs(self, state, roles):
@@ -2466,7 +2469,7 @@ def cmd_install(session):
         try:
             changed, right = apply_steps(run, steps)
         finally:
-            remember_inputs(run.state, profiles, roles, values)
+            remember_inputs(run.state, session.library, roles, values)
             run.state.save()
         session.out.say("Install: %d changed, %d already right." % (changed, right))
         return EXIT_OK
@@ -2477,11 +2480,11 @@ def cmd_install(session):
         lock.close()
 
 
-def remember_inputs(state, profiles, roles, values):
+def remember_inputs(state, library, roles, values):
     """Keep what the user chose (not defaults), so a repair run needs no flags."""
     for role in roles:
         names = set()
-        for profile in profiles:
+        for profile in library.closure([role]):
             names |= set(profile.parameters)
         inputs = dict((name, values.values[name]) for name in sorted(names)
                       if values.sources.get(name) not in (None, "default") and not values.sources[name].startswith("os overlay"))
@@ -2523,27 +2526,21 @@ def build_parser():
         def error(self, message):
             raise BadInput(message, "see `stackboot --help`")
 
-    def add_globals(parser, default):
+    def add_globals(parser, prefix):
+        """Global options work before and after the command; the command's copies land in sub_*."""
         group = parser.add_argument_group("global options")
-        group.add_argument("--root", metavar="DIR", default=default, help="act on the system under DIR (paths prefixed, commands through chroot)")
-        group.add_argument("--set", metavar="NAME=VALUE", action="append", default=default, help="set a parameter (repeatable)")
-        group.add_argument("--site", metavar="FILE", default=default, help="site parameter file (default %s)" % SITE_FILE)
-        group.add_argument("--profiles", metavar="DIR", action="append", default=default, help="extra profile directory (repeatable)")
-        group.add_argument("--json", action="store_true", default=default, help="machine-readable output")
-        group.add_argument("--yes", action="store_true", default=default, help="answer yes to questions")
-        group.add_argument("--offline", action="store_true", default=default, help="never use the network")
-        group.add_argument("-v", "--verbose", action="store_true", default=default, help="more detail; tracebacks on errors")
-        group.add_argument("-q", "--quiet", action="store_true", default=default, help="less output")
+        for flags, options, help_text in GLOBAL_OPTIONS:
+            group.add_argument(*flags, dest=prefix + flags[-1].lstrip("-"), default=None, help=help_text, **options)
 
     parser = Parser(prog="stackboot", description="Turn a bare Linux or FreeBSD host into a working storage node.",
                     epilog=EXIT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version="stackboot " + __version__)
-    add_globals(parser, None)
+    add_globals(parser, "")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, _, help_text in COMMANDS:
         sub = commands.add_parser(name, help=help_text, description=help_text, epilog=EXIT_HELP,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-        add_globals(sub, argparse.SUPPRESS)
+        add_globals(sub, "sub_")
         if name == "show":
             sub.add_argument("role")
         elif name in ("plan", "install"):
@@ -2557,14 +2554,40 @@ def build_parser():
     return parser
 
 
+GLOBAL_OPTIONS = [
+    (("--root",), {"metavar": "DIR"}, "act on the system under DIR (paths prefixed, commands through chroot)"),
+    (("--set",), {"metavar": "NAME=VALUE", "action": "append"}, "set a parameter (repeatable)"),
+    (("--site",), {"metavar": "FILE"}, "site parameter file (default %s)" % SITE_FILE),
+    (("--profiles",), {"metavar": "DIR", "action": "append"}, "extra profile directory (repeatable)"),
+    (("--json",), {"action": "store_true"}, "machine-readable output"),
+    (("--yes",), {"action": "store_true"}, "answer yes to questions"),
+    (("--offline",), {"action": "store_true"}, "never use the network"),
+    (("-v", "--verbose"), {"action": "store_true"}, "more detail; tracebacks on errors"),
+    (("-q", "--quiet"), {"action": "store_true"}, "less output"),
+]
+
+
+def merge_global_options(args):
+    """Fold the options given after the command into the ones given before it."""
+    for flags, options, _ in GLOBAL_OPTIONS:
+        name = flags[-1].lstrip("-")
+        late = getattr(args, "sub_" + name, None)
+        if options.get("action") == "append":
+            setattr(args, name, (getattr(args, name) or []) + (late or []))
+        elif late:
+            setattr(args, name, late)
+    return args
+
+
 def main(argv=None, runner=None, uname=None):
     """Run one command; returns the exit code. `runner` and `uname` let tests fake the host."""
     argv = sys.argv[1:] if argv is None else argv
     verbose = "-v" in argv or "--verbose" in argv
     code = EXIT_FAILED
+    session = None
     try:
         try:
-            args = build_parser().parse_args(argv)
+            args = merge_global_options(build_parser().parse_args(argv))
         except SystemExit as exc:   # --help and --version
             return exc.code or EXIT_OK
         if not args.command:
@@ -2575,7 +2598,7 @@ def main(argv=None, runner=None, uname=None):
         if verbose:
             import traceback
             traceback.print_exc()
-        sys.stderr.write(exc.line() + "\n")
+        sys.stderr.write(redact(exc.line(), session.out.secrets if session else []) + "\n")
         code = exc.exit_code
     except KeyboardInterrupt:
         sys.stderr.write("error: interrupted; run the same command again to finish the job\n")

@@ -237,3 +237,24 @@ def test_kill_9_between_any_two_steps_then_the_next_run_finishes(bare_root, posi
     assert open(host + "/hosts").read() == "10.0.0.1 mfsmaster\n"
     assert open(host + "/d2/c.cfg").read() == "c\n"
     assert run().stdout.splitlines()[-1] == "Install: 0 changed, 7 already right."
+
+
+def test_global_options_before_and_after_the_command_are_merged(env, capsys):
+    write_profile(env.profiles, "demo", converge_profile(""))
+    assert stackboot.main(["--root", env.root, "--set", "port=1000", "show", "demo", "--profiles", env.profiles,
+                           "--set", "where=/srv/x", "--json"], runner=RecordingRunner(env.root, env.tools)) == 0
+    data = json.loads(capsys.readouterr().out)["parameters"]
+    assert (data["port"]["value"], data["where"]["value"]) == (1000, "/srv/x")
+
+
+def test_secrets_never_reach_the_log_or_an_error(env, capsys):
+    profile = converge_profile("")
+    profile["steps"].append({"kind": "command", "argv": ["/usr/bin/login-tool", "--password={{password}}"],
+                             "creates": "/var/lib/demo/logged-in"})
+    write_profile(env.profiles, "demo", profile)
+    env.tools.on(lambda argv: argv[0] == "/usr/bin/login-tool", lambda argv: (1, "", "denied for " + argv[1]))
+    assert env.main("install", "demo", "--set", "password=Very$ecret") == 1
+    err = capsys.readouterr().err
+    assert "Very$ecret" not in err and "--password=***" in err
+    log = open(os.path.join(env.root, "var/log/stackboot.log")).read()
+    assert "Very$ecret" not in log and "--password=***" in log
