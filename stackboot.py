@@ -392,21 +392,20 @@ class Host:
             self.cache[name] = rows
         return self.cache[name]
 
-    def uid(self, user):
-        if user is None:
+    def numeric_id(self, table, name):
+        """uid or gid of a name in this root's passwd/group; -1 for "leave as is", None if unknown."""
+        if name is None:
             return -1
-        if str(user).isdigit():
-            return int(user)
-        row = self.table("passwd").get(user)
+        if str(name).isdigit():
+            return int(name)
+        row = self.table(table).get(name)
         return int(row[2]) if row else None
 
+    def uid(self, user):
+        return self.numeric_id("passwd", user)
+
     def gid(self, group):
-        if group is None:
-            return -1
-        if str(group).isdigit():
-            return int(group)
-        row = self.table("group").get(group)
-        return int(row[2]) if row else None
+        return self.numeric_id("group", group)
 
     def which(self, name):
         for directory in CHILD_PATH.split(":"):
@@ -973,8 +972,12 @@ def resolve_parameters(library, profiles, facts, sets=(), site=None, env=None, r
     context.update((name, value) for name, value in values.values.items() if not template_refs(value))
     for name, decl in decls.items():
         raw = values.values[name]
-        if template_refs(raw) and values.sources[name] == "default" or values.sources[name].startswith("os overlay"):
-            raw = substitute(raw, context)
+        if template_refs(raw) and (values.sources[name] == "default" or values.sources[name].startswith("os overlay")):
+            try:
+                raw = substitute(raw, context)
+            except KeyError as exc:
+                raise BadInput("parameter %s: its default refers to {{%s}}, which has no plain value" % (name, exc.args[0]),
+                               "give %s a value with --set" % name)
         values.values[name] = check_value(name, decl, raw, values.sources[name])
     for name, decl in decls.items():
         if values.values[name] is None and "default" not in decl:
@@ -1026,12 +1029,30 @@ def condition_holds(when, values, facts):
 # platform themselves.
 
 class PackageManager:
+    """One batch query answers for every package of the run."""
+
     name = ""
     install_env = {}
 
-    def query(self, run, names):
-        """{name: installed version or None} for all names, in one probe."""
+    def query_argv(self, names):
         raise NotImplementedError
+
+    def parse(self, line):
+        """(name, version) from one line of the query's output; version None when not installed."""
+        fields = line.split("\t")
+        return (fields[0], fields[1]) if len(fields) == 2 else (None, None)
+
+    def query(self, run, names):
+        result = run.runner.run(self.query_argv(names), check=False)
+        versions = dict.fromkeys(names)
+        for line in result.out.splitlines():
+            name, version = self.parse(line)
+            if name in versions and version:
+                versions[name] = version
+        return versions
+
+    def install_argv(self, names):
+        return [self.name, "install", "-y"] + names
 
     def install(self, run, names):
         run.runner.run(self.install_argv(names), change=True, env=self.install_env)
@@ -1041,15 +1062,14 @@ class Apt(PackageManager):
     name = "apt"
     install_env = {"DEBIAN_FRONTEND": "noninteractive"}
 
-    def query(self, run, names):
-        result = run.runner.run(["dpkg-query", "-W", "-f=${Package}\\t${db:Status-Abbrev}\\t${Version}\\n"] + names,
-                                check=False)
-        versions = dict.fromkeys(names)
-        for line in result.out.splitlines():
-            fields = line.split("\t")
-            if len(fields) == 3 and fields[1].startswith("ii"):
-                versions[fields[0].split(":")[0]] = fields[2]
-        return versions
+    def query_argv(self, names):
+        return ["dpkg-query", "-W", "-f=${Package}\\t${db:Status-Abbrev}\\t${Version}\\n"] + names
+
+    def parse(self, line):
+        fields = line.split("\t")
+        if len(fields) == 3 and fields[1].startswith("ii"):
+            return fields[0].split(":")[0], fields[2]
+        return None, None
 
     def lists_empty(self, run):
         try:
@@ -1070,25 +1090,14 @@ class Apt(PackageManager):
             raise CommandFailed(result, "check the package names and the host's package sources")
 
 
-class Rpm(PackageManager):
-    def query(self, run, names):
-        result = run.runner.run(["rpm", "-q", "--qf", "%{NAME}\\t%{VERSION}-%{RELEASE}\\n"] + names, check=False)
-        versions = dict.fromkeys(names)
-        for line in result.out.splitlines():
-            fields = line.split("\t")
-            if len(fields) == 2 and fields[0] in versions:
-                versions[fields[0]] = fields[1]
-        return versions
-
-    def install_argv(self, names):
-        return [self.name, "install", "-y"] + names
-
-
-class Dnf(Rpm):
+class Dnf(PackageManager):
     name = "dnf"
 
+    def query_argv(self, names):
+        return ["rpm", "-q", "--qf", "%{NAME}\\t%{VERSION}-%{RELEASE}\\n"] + names
 
-class Yum(Rpm):
+
+class Yum(Dnf):
     name = "yum"
 
 
@@ -1096,26 +1105,18 @@ class Pkg(PackageManager):
     name = "pkg"
     install_env = {"ASSUME_ALWAYS_YES": "yes"}
 
-    def query(self, run, names):
-        result = run.runner.run(["pkg", "query", "%n\\t%v"] + names, check=False)
-        versions = dict.fromkeys(names)
-        for line in result.out.splitlines():
-            fields = line.split("\t")
-            if len(fields) == 2 and fields[0] in versions:
-                versions[fields[0]] = fields[1]
-        return versions
-
-    def install_argv(self, names):
-        return ["pkg", "install", "-y"] + names
+    def query_argv(self, names):
+        return ["pkg", "query", "%n\\t%v"] + names
 
 
 class Apk(PackageManager):
     name = "apk"
 
-    def query(self, run, names):
-        result = run.runner.run(["apk", "info", "-e"] + names, check=False)
-        found = set(result.out.split())
-        return dict((name, "installed" if name in found else None) for name in names)
+    def query_argv(self, names):
+        return ["apk", "info", "-e"] + names
+
+    def parse(self, line):
+        return line.strip(), "installed"
 
     def install_argv(self, names):
         return ["apk", "add"] + names
@@ -1202,18 +1203,30 @@ class Systemd:
             self.prefetch(run, [step])
         return run.probed[key]
 
-    def enable(self, run, step):
-        if run.unit_files_changed:
-            run.runner.run(["systemctl", "daemon-reload"], change=True)
-            run.unit_files_changed = False
-        run.runner.run(["systemctl", "enable", self.unit(step)], change=True)
-
-    def act(self, run, step, verb):
-        if run.unit_files_changed:
+    def systemctl(self, run, step, verb):
+        if run.unit_files_changed:   # systemd reads unit files only when told to
             run.runner.run(["systemctl", "daemon-reload"], change=True)
             run.unit_files_changed = False
         run.runner.run(["systemctl", verb, self.unit(step)], change=True)
         self.forget(run, step)
+
+    def enable(self, run, step):
+        self.systemctl(run, step, "enable")
+
+    def disable(self, run, step):
+        self.systemctl(run, step, "disable")
+
+    def start(self, run, step):
+        self.systemctl(run, step, "start")
+
+    def stop(self, run, step):
+        self.systemctl(run, step, "stop")
+
+    def restart(self, run, step):
+        self.systemctl(run, step, "restart")
+
+    def reload(self, run, step):
+        self.systemctl(run, step, "reload")
 
     def forget(self, run, step):
         run.probed.pop(("unit", self.unit(step)), None)
@@ -1241,10 +1254,28 @@ class RcD:
 
     def enable(self, run, step):
         run.runner.run(["sysrc", step.args["name"] + "_enable=YES"], change=True)
-        run.host.forget("/etc/rc.conf")
+        self.forget(run, step)
 
-    def act(self, run, step, verb):
-        run.runner.run(["service", step.args["name"], verb], change=True)
+    def disable(self, run, step):
+        run.runner.run(["sysrc", step.args["name"] + "_enable=NO"], change=True)
+        self.forget(run, step)
+
+    def service(self, run, step, verb):
+        # rc.d refuses plain verbs for a service not enabled in rc.conf; one* verbs act regardless
+        prefix = "" if step.args.get("enabled", True) else "one"
+        run.runner.run(["service", step.args["name"], prefix + verb], change=True)
+
+    def start(self, run, step):
+        self.service(run, step, "start")
+
+    def stop(self, run, step):
+        self.service(run, step, "stop")
+
+    def restart(self, run, step):
+        self.service(run, step, "restart")
+
+    def reload(self, run, step):
+        self.service(run, step, "reload")
 
     def forget(self, run, step):
         run.host.forget("/etc/rc.conf")
@@ -1277,10 +1308,7 @@ class DirectServices:
             raise StackbootError("service %s: direct mode needs a pidfile or a status command" % step.args["name"])
         return ServiceState(True, True, running)
 
-    def enable(self, run, step):
-        pass
-
-    def act(self, run, step, verb):
+    def command(self, run, step, verb):
         direct = self.commands(step)
         if verb in direct:
             run.runner.run(direct[verb], change=True)
@@ -1288,8 +1316,21 @@ class DirectServices:
             run.runner.run(direct["stop"], change=True)
             run.runner.run(direct["start"], change=True)
         else:
-            raise StackbootError("service %s: the profile gives no direct %s command" % (step.args["name"], verb))
+            raise StackbootError("service %s: the profile gives no direct %s command" % (step.args["name"], verb),
+                                 "add it to the step's \"direct\" commands")
         self.forget(run, step)
+
+    def start(self, run, step):
+        self.command(run, step, "start")
+
+    def stop(self, run, step):
+        self.command(run, step, "stop")
+
+    def restart(self, run, step):
+        self.command(run, step, "restart")
+
+    def reload(self, run, step):
+        self.command(run, step, "reload")
 
     def forget(self, run, step):
         run.host.forget((step.args.get("direct") or {}).get("pidfile") or "")
@@ -1347,8 +1388,8 @@ class Field:
 class Change:
     """One thing a step would do: '+' create, '~' change, '-' remove, '!' refused."""
 
-    def __init__(self, symbol, summary, diff=None):
-        self.symbol, self.summary, self.diff = symbol, summary, diff
+    def __init__(self, symbol, summary, diff=None, action=None):
+        self.symbol, self.summary, self.diff, self.action = symbol, summary, diff, action
 
     def as_json(self):
         return {"action": {"+": "create", "~": "change", "-": "remove", "!": "conflict"}[self.symbol],
@@ -1960,31 +2001,24 @@ class ServiceStep(Step):
         changes = []
         want_enabled, want_running = self.args.get("enabled", True), self.args.get("running", True)
         if run.services.persistent and want_enabled and not state.enabled:
-            changes.append(Change("+", "enable at boot"))
+            changes.append(Change("+", "enable at boot", action="enable"))
         if run.services.persistent and not want_enabled and state.enabled:
-            changes.append(Change("-", "disable at boot"))
+            changes.append(Change("-", "disable at boot", action="disable"))
         if want_running and not state.running:
-            changes.append(Change("+", "start"))
+            changes.append(Change("+", "start", action="start"))
         elif not want_running and state.running:
-            changes.append(Change("-", "stop"))
+            changes.append(Change("-", "stop", action="stop"))
         elif want_running:
             restart, reload = self.triggers(run, "restart"), self.triggers(run, "reload")
             if restart:
-                changes.append(Change("~", "restart (%s changed)" % ", ".join(restart)))
+                changes.append(Change("~", "restart (%s changed)" % ", ".join(restart), action="restart"))
             elif reload:
-                changes.append(Change("~", "reload (%s changed)" % ", ".join(reload)))
+                changes.append(Change("~", "reload (%s changed)" % ", ".join(reload), action="reload"))
         return changes
 
     def act(self, run, changes):
-        manager = run.services
         for change in changes:
-            verb = change.summary.split()[0]
-            if verb == "enable":
-                manager.enable(run, self)
-            elif verb == "disable":
-                manager.act(run, self, "disable")
-            else:
-                manager.act(run, self, verb)
+            getattr(run.services, change.action)(run, self)
         run.state.data["pending"].pop(self.id, None)
 
     def verify(self, run):

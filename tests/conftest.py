@@ -189,8 +189,8 @@ class FakeTools:
             return 0, "", ""
         unit = args[1]
         state = self.units.setdefault(unit, {"enabled": False, "active": False, "restarts": 0})
-        if args[0] == "enable":
-            state["enabled"] = True
+        if args[0] in ("enable", "disable"):
+            state["enabled"] = args[0] == "enable"
         elif args[0] in ("start", "restart", "reload"):
             state["active"] = True
             state["restarts"] = state.get("restarts", 0) + (args[0] != "start")
@@ -208,6 +208,7 @@ class FakeTools:
         state = self.units.setdefault(name, {"enabled": False, "active": False, "restarts": 0})
         if verb in ("status", "onestatus"):
             return (0 if state["active"] else 1), "", ""
+        verb = verb[3:] if verb.startswith("one") else verb
         state["active"] = verb != "stop"
         state["restarts"] = state.get("restarts", 0) + (verb == "restart")
         return 0, "", ""

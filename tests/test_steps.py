@@ -419,3 +419,18 @@ def test_metadata_present_is_never_touched(fakefs):
     fakefs.create_file("/var/lib/mfs/metadata.mfs.empty", contents="MFSM NEW")
     Harness(META).converge()
     assert open("/var/lib/mfs/metadata.mfs").read() == "MFSM 2.0 real"
+
+
+def test_freebsd_service_not_enabled_uses_one_verbs(fakefs):
+    fakefs.create_file("/etc/rc.conf", contents='mfsmaster_enable="YES"\n')
+    h = Harness([{"kind": "service", "name": "mfsmaster", "enabled": False}], facts=FREEBSD)
+    assert h.plan() == ["- service mfsmaster: disable at boot", "+ service mfsmaster: start"]
+    assert h.converge() == [["sysrc", "mfsmaster_enable=NO"], ["service", "mfsmaster", "onestart"]]
+
+
+def test_systemd_service_stopped_and_disabled_on_request(fakefs):
+    tools = FakeTools("/")
+    tools.units["demo.service"] = {"enabled": True, "active": True}
+    h = Harness([{"kind": "service", "name": "demo", "enabled": False, "running": False}], tools=tools)
+    assert h.plan() == ["- service demo: disable at boot", "- service demo: stop"]
+    assert h.converge() == [["systemctl", "disable", "demo.service"], ["systemctl", "stop", "demo.service"]]
