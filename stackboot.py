@@ -1210,23 +1210,8 @@ class Systemd:
         run.runner.run(["systemctl", verb, self.unit(step)], change=True)
         self.forget(run, step)
 
-    def enable(self, run, step):
-        self.systemctl(run, step, "enable")
-
-    def disable(self, run, step):
-        self.systemctl(run, step, "disable")
-
-    def start(self, run, step):
-        self.systemctl(run, step, "start")
-
-    def stop(self, run, step):
-        self.systemctl(run, step, "stop")
-
-    def restart(self, run, step):
-        self.systemctl(run, step, "restart")
-
-    def reload(self, run, step):
-        self.systemctl(run, step, "reload")
+    def do(self, run, step, action):
+        self.systemctl(run, step, action)
 
     def forget(self, run, step):
         run.probed.pop(("unit", self.unit(step)), None)
@@ -1252,30 +1237,15 @@ class RcD:
         running = run.runner.run(["service", name, "onestatus"], check=False).rc == 0
         return ServiceState(True, enabled, running)
 
-    def enable(self, run, step):
-        run.runner.run(["sysrc", step.args["name"] + "_enable=YES"], change=True)
-        self.forget(run, step)
-
-    def disable(self, run, step):
-        run.runner.run(["sysrc", step.args["name"] + "_enable=NO"], change=True)
-        self.forget(run, step)
-
-    def service(self, run, step, verb):
+    def do(self, run, step, action):
+        name = step.args["name"]
+        if action in ("enable", "disable"):
+            run.runner.run(["sysrc", "%s_enable=%s" % (name, "YES" if action == "enable" else "NO")], change=True)
+            self.forget(run, step)
+            return
         # rc.d refuses plain verbs for a service not enabled in rc.conf; one* verbs act regardless
         prefix = "" if step.args.get("enabled", True) else "one"
-        run.runner.run(["service", step.args["name"], prefix + verb], change=True)
-
-    def start(self, run, step):
-        self.service(run, step, "start")
-
-    def stop(self, run, step):
-        self.service(run, step, "stop")
-
-    def restart(self, run, step):
-        self.service(run, step, "restart")
-
-    def reload(self, run, step):
-        self.service(run, step, "reload")
+        run.runner.run(["service", name, prefix + action], change=True)
 
     def forget(self, run, step):
         run.host.forget("/etc/rc.conf")
@@ -1308,7 +1278,7 @@ class DirectServices:
             raise StackbootError("service %s: direct mode needs a pidfile or a status command" % step.args["name"])
         return ServiceState(True, True, running)
 
-    def command(self, run, step, verb):
+    def do(self, run, step, verb):
         direct = self.commands(step)
         if verb in direct:
             run.runner.run(direct[verb], change=True)
@@ -1319,18 +1289,6 @@ class DirectServices:
             raise StackbootError("service %s: the profile gives no direct %s command" % (step.args["name"], verb),
                                  "add it to the step's \"direct\" commands")
         self.forget(run, step)
-
-    def start(self, run, step):
-        self.command(run, step, "start")
-
-    def stop(self, run, step):
-        self.command(run, step, "stop")
-
-    def restart(self, run, step):
-        self.command(run, step, "restart")
-
-    def reload(self, run, step):
-        self.command(run, step, "reload")
 
     def forget(self, run, step):
         run.host.forget((step.args.get("direct") or {}).get("pidfile") or "")
@@ -2018,7 +1976,7 @@ class ServiceStep(Step):
 
     def act(self, run, changes):
         for change in changes:
-            getattr(run.services, change.action)(run, self)
+            run.services.do(run, self, change.action)
         run.state.data["pending"].pop(self.id, None)
 
     def verify(self, run):
