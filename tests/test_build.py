@@ -245,3 +245,41 @@ def test_a_failing_build_names_the_stage(sandbox, tmp_path):
     archive.write_bytes(broken.getvalue())
     with pytest.raises(stackboot.StackbootError, match="broken: configure failed \\(exit 1\\)"):
         apply([{"kind": "build", "name": "broken", "archive": str(archive)}])
+
+
+def test_build_from_a_git_checkout_runs_autoreconf_first(sandbox, tmp_path):
+    """The exact command sequence, recorded: autoreconf, configure with flags, make -jN, staged install."""
+    from conftest import FakeTools, RecordingRunner
+    root = tmp_path / "root"
+    (root / "src").mkdir(parents=True)
+    (root / "src" / "src.tar.gz").write_bytes(make_tarball("2.0"))
+    tools = FakeTools("/")
+
+    def staged_install(argv):   # as `make install` inside the root would
+        stage = str(root) + argv[2][len("DESTDIR="):]
+        os.makedirs(stage + "/usr/sbin")
+        with open(stage + "/usr/sbin/hello", "w") as handle:
+            handle.write("binary")
+        return 0, "", ""
+
+    tools.on(lambda argv: argv[:2] == ["make", "install"], staged_install)
+    tools.on(lambda argv: argv[0] in ("autoreconf", "./configure", "make"), lambda argv: (0, "ok\n", ""))
+    data = {"description": "git build", "steps": [
+        {"kind": "build", "name": "hello", "archive": "/src/src.tar.gz", "autoreconf": True, "jobs": 3,
+         "configure": ["--prefix=/usr", "--disable-all"], "env": {"PYTHON": "/usr/bin/python3"}}]}
+    library = stackboot.Library()
+    library.add(stackboot.parse_profile_text("g", "g.json", json.dumps(data)))
+    values = stackboot.resolve_parameters(library, library.closure(["g"]), DEBIAN, [], env={})
+    runner = RecordingRunner("/", tools)
+    host = stackboot.Host(str(root), runner, DEBIAN)
+    runner.root = "/"   # record plain argv; the files still land under root
+    run = stackboot.Run(host, DEBIAN, values, stackboot.Output(io.StringIO()))
+    stackboot.apply_steps(run, stackboot.build_steps(library, ["g"], values, DEBIAN))
+    stage = stackboot.CACHE_DIR + "/stage/hello"
+    assert [(argv, env) for argv, kind, env in runner.calls] == [
+        (["autoreconf", "-f", "-i"], {"PYTHON": "/usr/bin/python3"}),
+        (["./configure", "--prefix=/usr", "--disable-all"], {"PYTHON": "/usr/bin/python3"}),
+        (["make", "-j3"], {"PYTHON": "/usr/bin/python3"}),
+        (["make", "install", "DESTDIR=" + stage], {"PYTHON": "/usr/bin/python3"})]
+    assert open(str(root / "usr/sbin/hello")).read() == "binary"
+    assert run.state.data["builds"]["hello"]["files"] == ["/usr/sbin/hello"]
