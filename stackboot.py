@@ -617,6 +617,19 @@ def type_labels(value, decl):
     return [label.upper() for label in labels]
 
 
+HDD_RE = re.compile(r"^([*<>~]?)(/\S*?)(?:\s+(=|=?-?[0-9]+(?:\.[0-9]+)?(?:[kMGTPE]|[KMGTPE]i)?B?%?|=-?[0-9]+%))?$")
+
+
+def type_hdd(value, decl):
+    """One mfshdd.cfg line: [*|<|>|~]PATH [LIMIT]; its path, marker and limit stay at hand for steps."""
+    text = value.get("text") if isinstance(value, dict) else value
+    if not isinstance(text, str) or "\n" in text or not HDD_RE.match(text.strip()):
+        raise ValueError("expected an mfshdd.cfg line like /mnt/hdd1, */mnt/hdd2 or /mnt/hdd3 -10%%, got %s" % json.dumps(text))
+    marker, path, limit = HDD_RE.match(text.strip()).groups()
+    type_path(path, {})
+    return {"text": marker + path + (" " + limit if limit else ""), "path": path, "marker": marker, "limit": limit or ""}
+
+
 def type_settings(value, decl):
     """KEY=VALUE pairs for config keys a profile does not model."""
     if isinstance(value, str):
@@ -656,12 +669,13 @@ PARAM_TYPES = {
     "sha256": ("a sha256 digest", type_sha256),
     "list": ("a list (comma-separated on the command line)", type_list),
     "labels": ("single-letter labels, comma-separated", type_labels),
+    "hdd": ("an mfshdd.cfg line: [*|<|>|~]PATH [LIMIT]", type_hdd),
     "settings": ("KEY=VALUE pairs (comma-separated, or a JSON object)", type_settings),
 }
 
-PARAM_KEYS = {"type", "default", "help", "choices", "pattern", "secret", "items", "min", "max", "allow"}
+PARAM_KEYS = {"type", "default", "help", "choices", "pattern", "secret", "items", "min", "max", "allow", "lookup"}
 PROFILE_KEYS = {"description", "requires", "parameters", "overlays", "steps", "platforms"}
-STEP_COMMON_KEYS = {"kind", "id", "when", "comment"}
+STEP_COMMON_KEYS = {"kind", "id", "when", "comment", "for_each", "as"}
 
 
 class ProfileError(BadInput):
@@ -726,6 +740,11 @@ def validate_profile(origin, data):
         expect(origin, where + ".help", decl.get("help", ""), str, "text")
         if "choices" in decl:
             expect(origin, where + ".choices", decl["choices"], list, "a list")
+        if "lookup" in decl:
+            lookup = decl["lookup"]
+            expect(origin, where + ".lookup", lookup, dict, "an object {\"key\": PARAMETER, \"table\": {VALUE: DEFAULT}}")
+            if set(lookup) != {"key", "table"} or lookup["key"] not in params or not isinstance(lookup["table"], dict):
+                raise ProfileError(origin, where + ".lookup", "expected {\"key\": PARAMETER, \"table\": {VALUE: DEFAULT}}")
         if "pattern" in decl:
             expect(origin, where + ".pattern", decl["pattern"], str, "a regular expression")
             try:
@@ -856,7 +875,8 @@ class Library:
             known = set()
             for member in self.closure([profile.name]):
                 known |= set(member.parameters)
-            for where, value in [("$.steps", profile.steps), ("$.overlays", profile.overlays),
+            plain_steps = [step for step in profile.steps if "for_each" not in step]
+            for where, value in [("$.steps", plain_steps), ("$.overlays", profile.overlays),
                                  ("$.parameters", {k: v.get("default") for k, v in profile.parameters.items()})]:
                 for ref in template_refs(value):
                     if ref not in known and not (ref.startswith("facts.") and ref[6:] in FACT_NAMES):
@@ -866,8 +886,14 @@ class Library:
                     if pname not in known:
                         raise ProfileError(profile.origin, "$.overlays.%s.%s" % (selector, pname), "unknown parameter")
             for index, step in enumerate(profile.steps):
+                if "for_each" in step:
+                    local = step.get("as", "item")
+                    extra = set(ref for ref in template_refs(step) if ref == local or ref.startswith(local + "."))
+                    unknown = template_refs(step) - extra - known - set("facts." + f for f in FACT_NAMES)
+                    if unknown:
+                        raise ProfileError(profile.origin, "$.steps[%d]" % index, "unknown parameter {{%s}}" % sorted(unknown)[0])
                 for pname in step.get("when", {}):
-                    if pname not in known and pname != "os":
+                    if pname not in known and pname != "os" and not (pname.startswith("facts.") and pname[6:] in FACT_NAMES):
                         raise ProfileError(profile.origin, "$.steps[%d].when.%s" % (index, pname), "unknown parameter")
 
 
@@ -966,19 +992,36 @@ def resolve_parameters(library, profiles, facts, sets=(), site=None, env=None, r
             raise BadInput("--set %s: expected NAME=VALUE" % json.dumps(item))
         if known(name.strip(), "--set"):
             values.set(name.strip(), value, "--set")
-    # Profile-written defaults may refer to facts or to other plain parameters
-    # ("{{facts.cores}}"); values a user typed are never expanded.
+    # Profile-written defaults may use facts and other parameters ("{{localstate_dir}}/mfs");
+    # they are filled in dependency order. Values a user typed are never expanded.
     context = dict(("facts." + key, facts[key]) for key in FACT_NAMES)
-    context.update((name, value) for name, value in values.values.items() if not template_refs(value))
+    pending = {}
+    for name, value in values.values.items():
+        written_by_profile = values.sources[name] == "default" or values.sources[name].startswith("os overlay")
+        if written_by_profile and template_refs(value):
+            pending[name] = value
+        else:
+            context[name] = value
+    while pending:
+        ready = [name for name, value in pending.items() if template_refs(value) <= set(context)]
+        if not ready:
+            name = sorted(pending)[0]
+            raise BadInput("parameter %s: its default refers to {{%s}}, which never gets a plain value"
+                           % (name, sorted(template_refs(pending[name]) - set(context))[0]),
+                           "give %s a value with --set" % name)
+        for name in ready:
+            context[name] = values.values[name] = substitute(pending.pop(name), context)
     for name, decl in decls.items():
-        raw = values.values[name]
-        if template_refs(raw) and (values.sources[name] == "default" or values.sources[name].startswith("os overlay")):
-            try:
-                raw = substitute(raw, context)
-            except KeyError as exc:
-                raise BadInput("parameter %s: its default refers to {{%s}}, which has no plain value" % (name, exc.args[0]),
-                               "give %s a value with --set" % name)
-        values.values[name] = check_value(name, decl, raw, values.sources[name])
+        values.values[name] = check_value(name, decl, values.values[name], values.sources[name])
+    for name, decl in decls.items():
+        lookup = decl.get("lookup")
+        if lookup and values.values[name] is None and values.sources[name] == "default":
+            key = render_scalar(values.values.get(lookup["key"]))
+            if key in lookup["table"]:
+                found = substitute(lookup["table"][key], dict(context, **values.values))
+                values.set(name, check_value(name, decl, found), "known for %s %s" % (lookup["key"], key))
+            else:
+                values.sources[name] = "no known value for %s %s" % (lookup["key"], key)
     for name, decl in decls.items():
         if values.values[name] is None and "default" not in decl:
             raise BadInput("parameter %s (role %s) needs a value" % (name, owner[name]),
@@ -994,7 +1037,14 @@ def substitute(value, context):
             return context[whole.group(1)]
         return TEMPLATE_REF.sub(lambda match: render_scalar(context[match.group(1)]), value)
     if isinstance(value, list):
-        return [substitute(item, context) for item in value]
+        items = []
+        for item in value:   # a list parameter named alone in a list is spliced into it
+            filled = substitute(item, context)
+            if is_whole_ref(item) and isinstance(filled, list):
+                items.extend(filled)
+            elif not (is_whole_ref(item) and filled is None):
+                items.append(filled)
+        return items
     if isinstance(value, dict):
         return dict((substitute(key, context), substitute(item, context)) for key, item in value.items())
     return value
@@ -1007,15 +1057,20 @@ def render_scalar(value):
         return "true" if value else "false"
     if isinstance(value, list):
         return ",".join(render_scalar(item) for item in value)
+    if isinstance(value, dict) and "text" in value:   # a structured value (like a disk) renders as its text
+        return value["text"]
     return str(value)
 
 
 def condition_holds(when, values, facts):
-    """`when`: every key must match; a list means any of its values."""
+    """`when`: every key (a parameter, "os", or "facts.NAME") must match; a list means any of its values."""
     for key, wanted in when.items():
         options = wanted if isinstance(wanted, list) else [wanted]
         if key == "os":
             if not any(os_matches(facts, option) for option in options):
+                return False
+        elif key.startswith("facts."):
+            if facts.get(key[6:]) not in options:
                 return False
         elif values.values.get(key) not in options:
             return False
@@ -1294,6 +1349,37 @@ class DirectServices:
         run.host.forget((step.args.get("direct") or {}).get("pidfile") or "")
 
 
+class LinuxMounts:
+    """Mounts from /proc/self/mountinfo: FUSE and subvolume mounts included, unlike os.path.ismount."""
+
+    def table(self, run):
+        data = read_bytes("/proc/self/mountinfo")
+        if data is None:
+            raise StackbootError("cannot read /proc/self/mountinfo", "mount /proc (mount -t proc proc /proc) and run again")
+        mounts = {}
+        for line in as_text(data).splitlines():
+            fields = line.split(" - ")
+            left, right = fields[0].split(), fields[1].split() if len(fields) > 1 else []
+            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), left[4])
+            mounts[point] = {"fstype": right[0] if right else "", "source": right[1] if len(right) > 1 else ""}
+        return mounts
+
+
+class FreeBSDMounts:
+    """FreeBSD has no mountinfo; `mount -p` prints the table in fstab form."""
+
+    def table(self, run):
+        mounts = {}
+        for line in run.runner.run(["mount", "-p"]).out.splitlines():
+            fields = line.split()
+            if len(fields) >= 3:
+                mounts[fields[1]] = {"fstype": fields[2], "source": fields[0]}
+        return mounts
+
+
+MOUNT_TABLES = {"freebsd": FreeBSDMounts}
+
+
 def pid_alive(pid):
     try:
         os.kill(pid, 0)
@@ -1315,8 +1401,8 @@ class Field:
     CHECKS = {
         "str": (lambda v: isinstance(v, str), "text"),
         "path": (lambda v: isinstance(v, str) and v.startswith("/"), "an absolute path"),
-        "text": (lambda v: isinstance(v, str) or (isinstance(v, list) and all(isinstance(i, str) for i in v)),
-                 "text or a list of lines"),
+        "text": (lambda v: isinstance(v, str) or (isinstance(v, list) and all(
+            isinstance(i, str) or (isinstance(i, dict) and "text" in i) for i in v)), "text or a list of lines"),
         "list": (lambda v: isinstance(v, list) and all(isinstance(i, str) for i in v), "a list of strings"),
         "argv": (lambda v: isinstance(v, list) and v and all(isinstance(i, str) for i in v), "a command as a list of words"),
         "dict": (lambda v: isinstance(v, dict), "an object"),
@@ -1370,9 +1456,26 @@ class Step:
         self.id = spec.get("id") or "%s:%s" % (self.kind, self.target())
         self.validate()
 
+    merge_lists = ()   # list fields two roles' copies of this step may each add to
+
     @classmethod
     def spec_problem(cls, spec):
         return None
+
+    def merged_args(self, other):
+        """Arguments of one step that does what both copies ask; None when they conflict."""
+        merged = dict(self.args)
+        for key in set(self.args) | set(other.args):
+            mine, theirs = self.args.get(key), other.args.get(key)
+            if key in self.merge_lists:
+                merged[key] = list(mine or []) + [item for item in theirs or [] if item not in (mine or [])]
+            elif mine != theirs:
+                return None
+        return merged
+
+    def offline_problems(self, run, changes):
+        """What this step would need from the network; --offline stops before any change if not empty."""
+        return []
 
     def validate(self):
         """Checks on the rendered arguments (after {{parameters}} are filled in)."""
@@ -1433,6 +1536,14 @@ OWNERSHIP = {"owner": Field("str"), "group": Field("str"), "mode": Field("mode")
 class PackagesStep(Step):
     kind = "packages"
     schema = {"names": Field("list", required=True, help="packages to install (one batch query for all)")}
+    merge_lists = ("names",)
+
+    def missing(self, run):
+        versions = run.package_versions(self.args["names"])
+        return [name for name in self.args["names"] if not versions.get(name)]
+
+    def offline_problems(self, run, changes):
+        return ["package %s (not installed)" % name for name in self.missing(run)]
 
     def target(self):
         return " ".join(self.args["names"])
@@ -1441,13 +1552,11 @@ class PackagesStep(Step):
         run.wanted_packages.update(self.args["names"])
 
     def check(self, run):
-        versions = run.package_versions(self.args["names"])
-        missing = [name for name in self.args["names"] if not versions.get(name)]
+        missing = self.missing(run)
         return [Change("+", "install " + " ".join(missing))] if missing else []
 
     def act(self, run, changes):
-        versions = run.package_versions(self.args["names"])
-        run.packages.install(run, [name for name in self.args["names"] if not versions.get(name)])
+        run.packages.install(run, self.missing(run))
         run.probed.pop("packages", None)
 
 
@@ -1609,7 +1718,7 @@ class FileStep(ManagedFileStep):
             return "\n".join(lines) + "\n"
         body = args.get("content") if args.get("content") is not None else args.get("template")
         if isinstance(body, list):
-            body = "\n".join(body) + "\n"
+            body = "".join(render_scalar(line) + "\n" for line in body)
         return "\n".join(lines + [body]) if lines else body
 
     def desired(self, run):
@@ -1733,6 +1842,9 @@ class DownloadStep(Step):
         except ValueError as exc:
             raise ProfileError(self.profile.origin, self.where + ".sha256", str(exc))
 
+    def offline_problems(self, run, changes):
+        return [] if self.args["url"].startswith("file://") else ["%s (not in the cache)" % self.args["url"]]
+
     def check(self, run):
         dest = self.dest()
         if run.host.exists(dest):
@@ -1813,6 +1925,7 @@ class BuildStep(Step):
     """An autotools source build, installed through a staging tree so every file is recorded."""
 
     kind = "build"
+    merge_lists = ("configure", "make")   # roles sharing one build each add their modules
     schema = {"name": Field("str", required=True), "archive": Field("path", required=True),
               "sha256": Field("str", help="the archive's sha256 (saves hashing it on every run)"),
               "version": Field("str"), "autoreconf": Field("bool", default=False),
@@ -1993,6 +2106,65 @@ class ServiceStep(Step):
                                  "look at the daemon's log")
 
 
+class MountStep(Step):
+    """A filesystem mounted now (seen in the kernel's mount table) and kept in fstab."""
+
+    kind = "mount"
+    schema = {"path": Field("path", required=True, help="the mount point"),
+              "device": Field("str", required=True), "fstype": Field("str", required=True),
+              "options": Field("list", default=["defaults"]), "fstab": Field("bool", default=True),
+              "mount": Field("argv", help="how to mount it now (default: mount PATH, which reads fstab)")}
+
+    def fstab_line(self):
+        return "%s %s %s %s 0 0" % (self.args["device"], self.args["path"], self.args["fstype"],
+                                    ",".join(self.args.get("options") or ["defaults"]))
+
+    def fstab_text(self, run):
+        """fstab with our line in place of any other line for the same mount point."""
+        current = as_text(run.host.read("/etc/fstab") or b"")
+        lines, placed = [], False
+        for line in current.splitlines():
+            fields = line.split()
+            if len(fields) >= 2 and not line.lstrip().startswith("#") and fields[1] == self.args["path"]:
+                if not placed:
+                    lines.append(self.fstab_line())
+                    placed = True
+                continue
+            lines.append(line)
+        if not placed:
+            lines.append(self.fstab_line())
+        return current, "\n".join(lines) + "\n"
+
+    def mounted(self, run):
+        if "mounts" not in run.probed:
+            run.probed["mounts"] = MOUNT_TABLES.get(run.facts["platform"], LinuxMounts)().table(run)
+        return run.host.path(self.args["path"]) in run.probed["mounts"]
+
+    def check(self, run):
+        changes = []
+        if self.args.get("fstab", True):
+            current, new = self.fstab_text(run)
+            if current != new:
+                changes.append(Change("~" if current else "+", "fstab: " + self.fstab_line(),
+                                      unified_diff(current, new, "/etc/fstab"), action="fstab"))
+        if not self.mounted(run):
+            changes.append(Change("+", "mount now", action="mount"))
+        return changes
+
+    def act(self, run, changes):
+        for change in changes:
+            if change.action == "fstab":
+                st = run.host.stat("/etc/fstab")
+                mode = st.st_mode & 0o7777 if st else 0o644
+                run.host.write_file("/etc/fstab", self.fstab_text(run)[1].encode(), mode)
+            else:
+                full = run.host.path(self.args["path"])
+                if not os.path.isdir(full):
+                    os.makedirs(full, 0o755)
+                run.runner.run(self.args.get("mount") or ["mount", self.args["path"]], change=True)
+                run.probed.pop("mounts", None)
+
+
 class MooseFSMetadataStep(Step):
     """Guards MooseFS metadata: a new cluster starts only in a data directory with no history.
 
@@ -2003,7 +2175,8 @@ class MooseFSMetadataStep(Step):
 
     kind = "moosefs-metadata"
     schema = dict(OWNERSHIP, data_path=Field("path", required=True),
-                  empty=Field("path", help="the empty-metadata template (default DATA_PATH/metadata.mfs.empty)"))
+                  empty=Field("path", help="the empty-metadata template (default DATA_PATH/metadata.mfs.empty)"),
+                  restore=Field("argv", help="the master's own recovery command (mfsmaster -c CFG restore)"))
     HISTORY = re.compile(r"^(metadata\.mfs\.back.*|metadata_ml\.mfs\.back.*|changelog(_ml)?(_back)?\.[0-9]+\.mfs"
                          r"|metadata\.mfs\.emergency|metadata\.mfs\.tmp)$")
 
@@ -2026,15 +2199,27 @@ class MooseFSMetadataStep(Step):
         if run.host.exists(self.target()) or self.master_running(run):
             return []
         history = self.history(run)
+        if history and self.args.get("restore"):
+            return [Change("~", "recover metadata.mfs from the cluster's history (%s) with `%s`"
+                           % (", ".join(history[:6]), " ".join(self.args["restore"])), action="restore")]
         if history:
             return [Change("!", "no metadata.mfs but the cluster's history is here (%s); refusing to start an empty "
                                 "cluster over it: recover with `mfsmaster -a`" % ", ".join(history[:4]))]
-        return [Change("+", "new cluster: metadata.mfs from %s" % self.empty())]
+        return [Change("+", "new cluster: metadata.mfs from %s" % self.empty(), action="create")]
 
     def empty(self):
         return self.args.get("empty") or self.args["data_path"] + "/metadata.mfs.empty"
 
     def act(self, run, changes):
+        if changes[0].action == "restore":
+            result = run.runner.run(self.args["restore"], change=True, check=False)
+            run.host.forget(self.target())
+            if result.rc != 0 or not run.host.exists(self.target()):
+                raise CommandFailed(result, "the history could not be replayed; see `mfsmaster -x restore`, never "
+                                            "start the master on an empty metadata file here")
+            used = [line for line in (result.out + result.err).splitlines() if "metadata" in line or "changelog" in line]
+            run.out.info("  recovered metadata.mfs" + (": " + "; ".join(used[:5]) if used else ""))
+            return
         template = run.host.read(self.empty())
         if template is None:
             raise StackbootError("%s is missing" % self.empty(), "install the MooseFS master first")
@@ -2074,7 +2259,7 @@ class CommandStep(Step):
 
 STEP_KINDS = dict((cls.kind, cls) for cls in (
     PackagesStep, RepositoryStep, GroupStep, UserStep, DirectoryStep, FileStep, LineStep,
-    DownloadStep, BuildStep, ServiceStep, MooseFSMetadataStep, CommandStep))
+    DownloadStep, BuildStep, ServiceStep, MountStep, MooseFSMetadataStep, CommandStep))
 
 
 # ---------------------------------------------------------------------------
@@ -2177,26 +2362,51 @@ def build_steps(library, roles, values, facts):
         for index, spec in enumerate(profile.steps):
             if "when" in spec and not condition_holds(spec["when"], values, facts):
                 continue
-            cls = STEP_KINDS[spec["kind"]]
-            args = {}
-            for key, field in cls.schema.items():
-                if key in spec:
-                    args[key] = spec[key] if field.literal else substitute(spec[key], context)
-                elif field.default is not None:
-                    args[key] = json.loads(json.dumps(field.default))
-            step = cls(profile, "$.steps[%d]" % index, spec, args)
-            if step.id in by_id:
-                if by_id[step.id].args == step.args:
-                    continue   # the same step from two roles runs once
-                raise ProfileError(profile.origin, "$.steps[%d]" % index, "step %s is also defined differently by %s"
-                                   % (step.id, by_id[step.id].profile.name))
-            by_id[step.id] = step
-            steps.append(step)
+            for step in render_step(profile, index, spec, context):
+                if step.id in by_id:   # the same step from two roles runs once, merged where its kind allows
+                    merged = by_id[step.id].merged_args(step)
+                    if merged is None:
+                        raise ProfileError(profile.origin, step.where, "step %s is also defined differently by %s"
+                                           % (step.id, by_id[step.id].profile.name))
+                    by_id[step.id].args = merged
+                    continue
+                by_id[step.id] = step
+                steps.append(step)
     for step in steps:
         for key in ("restart_on", "reload_on"):
             for ref in step.args.get(key) or []:
                 if ref not in by_id and ref not in explicit_ids:
                     raise ProfileError(step.profile.origin, "%s.%s" % (step.where, key), "no step has the id %s" % json.dumps(ref))
+    return steps
+
+
+def render_step(profile, index, spec, context):
+    """The step with {{values}} filled in; a `for_each` step once per item of its list."""
+    cls = STEP_KINDS[spec["kind"]]
+    where = "$.steps[%d]" % index
+    items = [None]
+    if "for_each" in spec:
+        items = substitute(spec["for_each"], context)
+        if not isinstance(items, list):
+            raise ProfileError(profile.origin, where + ".for_each", "expected a list parameter, got %s" % json.dumps(items))
+    steps = []
+    for number, item in enumerate(items):
+        scope = context
+        if "for_each" in spec:
+            name = spec.get("as", "item")
+            scope = dict(context, **{name: item})
+            scope.update((name + "." + key, value) for key, value in (item.items() if isinstance(item, dict) else []))
+        args = {}
+        for key, field in cls.schema.items():
+            if key in spec:
+                args[key] = spec[key] if field.literal else substitute(spec[key], scope)
+                if args[key] is None and field.required:
+                    raise BadInput("%s: %s needs a value for its %s step" % (spec[key], profile.name, cls.kind),
+                                   "pass --set %s=VALUE" % TEMPLATE_REF.fullmatch(spec[key].strip()).group(1))
+            elif field.default is not None:
+                args[key] = json.loads(json.dumps(field.default))
+        spec_for_item = dict(spec, id=spec["id"] + "#%d" % number) if "for_each" in spec and "id" in spec else spec
+        steps.append(cls(profile, where if item is None else "%s(%s)" % (where, render_scalar(item)), spec_for_item, args))
     return steps
 
 
@@ -2258,6 +2468,11 @@ def apply_steps(run, steps):
             report_change(run.out, step, change)
         raise StackbootError("%d step(s) refused, nothing was changed: %s" % (len(conflicts), conflicts[0][1].summary),
                              "resolve what it says, then run again (--force only replaces files edited by hand)")
+    if run.offline:
+        missing = [problem for step, changes in planned if changes for problem in step.offline_problems(run, changes)]
+        if missing:
+            raise StackbootError("--offline, and %d thing(s) are missing: %s" % (len(missing), "; ".join(missing)),
+                                 "bring them with a bundle (or install them), then run again")
     run.planning = False
     run.runner.allow_changes = True
     run.changed = set()
@@ -2612,85 +2827,1456 @@ def main(argv=None, runner=None, uname=None):
 # ---------------------------------------------------------------------------
 
 EMBEDDED_PROFILES = {
-    "master": r"""{
-  "description": "MooseFS master: the metadata server every other node talks to",
-  "requires": ["moosefs-common"],
+    "chunkserver": r"""{
+  "description": "MooseFS chunkserver: stores the data chunks on local disks",
+  "requires": [
+    "moosefs-common"
+  ],
   "parameters": {
-    "master_listen_host": {"type": "host", "default": "*", "help": "address the master listens on (* = all)"},
-    "metalogger_port": {"type": "port", "default": 9419, "help": "port for metaloggers (MATOML_LISTEN_PORT)"},
-    "chunkserver_port": {"type": "port", "default": 9420, "help": "port for chunkservers (MATOCS_LISTEN_PORT)"},
-    "client_port": {"type": "port", "default": 9421, "help": "port for clients and tools (MATOCL_LISTEN_PORT)"},
-    "exports": {
-      "type": "list", "items": "string", "allow": "*",
-      "default": ["* / rw,alldirs,admin,maproot=0:0", "* . rw"],
-      "help": "mfsexports.cfg lines: IPRANGE PATH OPTIONS"
+    "labels": {
+      "type": "labels",
+      "default": [],
+      "help": "chunkserver labels (single letters), e.g. M,B"
     },
-    "master_service": {"type": "string", "default": "moosefs-master", "help": "the master's service name"},
-    "master_extra": {"type": "settings", "default": {}, "help": "more mfsmaster.cfg settings, KEY=VALUE,..."}
+    "disks": {
+      "type": "list",
+      "items": "hdd",
+      "default": [
+        "{{data_path}}/hdd1"
+      ],
+      "help": "mfshdd.cfg lines: [*|<|>|~]PATH [LIMIT] (each directory is created, owned by the working user)"
+    },
+    "chunkserver_listen_host": {
+      "type": "host",
+      "default": "*",
+      "help": "address chunkserver listens on for clients"
+    },
+    "chunkserver_listen_port": {
+      "type": "port",
+      "default": 9422,
+      "help": "port for clients (CSSERV_LISTEN_PORT)"
+    },
+    "leave_space": {
+      "type": "size",
+      "default": "256MiB",
+      "help": "free space kept on every disk (HDD_LEAVE_SPACE_DEFAULT)"
+    },
+    "chunkserver_service": {
+      "type": "string",
+      "default": "moosefs-chunkserver",
+      "help": "the chunkserver's service name"
+    },
+    "chunkserver_packages": {
+      "type": "list",
+      "default": [
+        "moosefs-chunkserver"
+      ],
+      "help": "packages for method=packages"
+    },
+    "chunkserver_extra": {
+      "type": "settings",
+      "default": {},
+      "help": "more mfschunkserver.cfg settings"
+    }
   },
   "overlays": {
-    "freebsd": {"master_service": "mfsmaster"}
+    "freebsd": {
+      "chunkserver_service": "mfschunkserver"
+    }
   },
   "steps": [
-    {"kind": "packages", "names": ["moosefs-master"], "when": {"method": "packages"}},
-    {"kind": "file", "id": "mfsmaster.cfg", "path": "{{config_dir}}/mfsmaster.cfg", "mode": "0644",
-     "header": "# mfsmaster.cfg: written by stackboot; change it with `stackboot install master --set ...`",
-     "settings": {
-       "WORKING_USER": "{{working_user}}",
-       "WORKING_GROUP": "{{working_group}}",
-       "DATA_PATH": "{{data_path}}",
-       "EXPORTS_FILENAME": "{{config_dir}}/mfsexports.cfg",
-       "MATOML_LISTEN_HOST": "{{master_listen_host}}",
-       "MATOML_LISTEN_PORT": "{{metalogger_port}}",
-       "MATOCS_LISTEN_HOST": "{{master_listen_host}}",
-       "MATOCS_LISTEN_PORT": "{{chunkserver_port}}",
-       "MATOCL_LISTEN_HOST": "{{master_listen_host}}",
-       "MATOCL_LISTEN_PORT": "{{client_port}}",
-       "extra": "{{master_extra}}"
-     }},
-    {"kind": "file", "id": "mfsexports.cfg", "path": "{{config_dir}}/mfsexports.cfg", "mode": "0644",
-     "header": "# mfsexports.cfg: written by stackboot", "template": "{{exports}}"},
-    {"kind": "moosefs-metadata", "data_path": "{{data_path}}", "owner": "{{working_user}}", "group": "{{working_group}}"},
-    {"kind": "service", "name": "{{master_service}}", "restart_on": ["mfsmaster.cfg"], "reload_on": ["mfsexports.cfg"],
-     "direct": {
-       "start": ["{{sbin_dir}}/mfsmaster", "-c", "{{config_dir}}/mfsmaster.cfg", "start"],
-       "stop": ["{{sbin_dir}}/mfsmaster", "-c", "{{config_dir}}/mfsmaster.cfg", "stop"],
-       "reload": ["{{sbin_dir}}/mfsmaster", "-c", "{{config_dir}}/mfsmaster.cfg", "reload"],
-       "pidfile": "{{data_path}}/.mfsmaster.lock"
-     }}
+    {
+      "kind": "packages",
+      "names": "{{chunkserver_packages}}",
+      "when": {
+        "method": "packages"
+      }
+    },
+    {
+      "kind": "build",
+      "id": "moosefs-build",
+      "name": "moosefs",
+      "when": {
+        "method": [
+          "source",
+          "git"
+        ]
+      },
+      "archive": "{{source_archive}}",
+      "version": "{{version}}",
+      "autoreconf": "{{source_autoreconf}}",
+      "configure": [
+        "{{configure_flags}}",
+        "--enable-mfschunkserver"
+      ],
+      "env": {
+        "PYTHON": "{{python}}"
+      }
+    },
+    {
+      "kind": "directory",
+      "for_each": "{{disks}}",
+      "as": "disk",
+      "path": "{{disk.path}}",
+      "owner": "{{working_user}}",
+      "group": "{{working_group}}",
+      "mode": "0750"
+    },
+    {
+      "kind": "file",
+      "id": "mfshdd.cfg",
+      "path": "{{config_dir}}/mfshdd.cfg",
+      "mode": "0644",
+      "header": "# mfshdd.cfg: written by stackboot",
+      "template": "{{disks}}"
+    },
+    {
+      "kind": "file",
+      "id": "mfschunkserver.cfg",
+      "path": "{{config_dir}}/mfschunkserver.cfg",
+      "mode": "0644",
+      "header": "# mfschunkserver.cfg: written by stackboot",
+      "settings": {
+        "WORKING_USER": "{{working_user}}",
+        "WORKING_GROUP": "{{working_group}}",
+        "DATA_PATH": "{{data_path}}",
+        "MASTER_HOST": "{{master_host}}",
+        "MASTER_PORT": "{{chunkserver_port}}",
+        "LABELS": "{{labels}}",
+        "HDD_CONF_FILENAME": "{{config_dir}}/mfshdd.cfg",
+        "HDD_LEAVE_SPACE_DEFAULT": "{{leave_space}}",
+        "CSSERV_LISTEN_HOST": "{{chunkserver_listen_host}}",
+        "CSSERV_LISTEN_PORT": "{{chunkserver_listen_port}}",
+        "extra": "{{chunkserver_extra}}"
+      }
+    },
+    {
+      "kind": "file",
+      "id": "mfschunkserver-unit",
+      "path": "/etc/systemd/system/{{chunkserver_service}}.service",
+      "template": [
+        "[Unit]",
+        "Description=MooseFS chunkserver (built by stackboot)",
+        "Wants=network-online.target",
+        "After=network.target network-online.target",
+        "",
+        "[Service]",
+        "Type=forking",
+        "ExecStart={{sbin_dir}}/mfschunkserver -c {{config_dir}}/mfschunkserver.cfg start",
+        "ExecStop={{sbin_dir}}/mfschunkserver -c {{config_dir}}/mfschunkserver.cfg stop",
+        "ExecReload={{sbin_dir}}/mfschunkserver -c {{config_dir}}/mfschunkserver.cfg reload",
+        "PIDFile={{data_path}}/.mfschunkserver.lock",
+        "Restart=on-abnormal",
+        "",
+        "[Install]",
+        "WantedBy=multi-user.target"
+      ],
+      "when": {
+        "method": [
+          "source",
+          "git"
+        ],
+        "facts.init": "systemd"
+      }
+    },
+    {
+      "kind": "file",
+      "id": "mfschunkserver-rcd",
+      "path": "/usr/local/etc/rc.d/{{chunkserver_service}}",
+      "mode": "0755",
+      "template": [
+        "#!/bin/sh",
+        "#",
+        "# PROVIDE: mfschunkserver",
+        "# REQUIRE: NETWORKING",
+        "# KEYWORD: shutdown",
+        "#",
+        "# Written by stackboot for a MooseFS source build.",
+        "",
+        ". /etc/rc.subr",
+        "",
+        "name=\"mfschunkserver\"",
+        "rcvar=\"mfschunkserver_enable\"",
+        "",
+        "load_rc_config $name",
+        "",
+        ": ${mfschunkserver_enable:=\"NO\"}",
+        ": ${mfschunkserver_config:=\"{{config_dir}}/mfschunkserver.cfg\"}",
+        "",
+        "command=\"{{sbin_dir}}/mfschunkserver\"",
+        "command_args=\"-c ${mfschunkserver_config} start\"",
+        "pidfile=\"{{data_path}}/.mfschunkserver.lock\"",
+        "stop_cmd=\"${command} -c ${mfschunkserver_config} stop\"",
+        "reload_cmd=\"${command} -c ${mfschunkserver_config} reload\"",
+        "extra_commands=\"reload\"",
+        "",
+        "run_rc_command \"$1\""
+      ],
+      "when": {
+        "method": [
+          "source",
+          "git"
+        ],
+        "os": "freebsd"
+      }
+    },
+    {
+      "kind": "service",
+      "name": "{{chunkserver_service}}",
+      "restart_on": [
+        "mfschunkserver.cfg",
+        "moosefs-build",
+        "mfschunkserver-unit",
+        "mfschunkserver-rcd"
+      ],
+      "reload_on": [
+        "mfshdd.cfg"
+      ],
+      "direct": {
+        "start": [
+          "{{sbin_dir}}/mfschunkserver",
+          "-c",
+          "{{config_dir}}/mfschunkserver.cfg",
+          "start"
+        ],
+        "stop": [
+          "{{sbin_dir}}/mfschunkserver",
+          "-c",
+          "{{config_dir}}/mfschunkserver.cfg",
+          "stop"
+        ],
+        "reload": [
+          "{{sbin_dir}}/mfschunkserver",
+          "-c",
+          "{{config_dir}}/mfschunkserver.cfg",
+          "reload"
+        ],
+        "pidfile": "{{data_path}}/.mfschunkserver.lock"
+      }
+    }
+  ]
+}
+""",
+    "cli": r"""{
+  "description": "MooseFS command-line tools: mfscli, to query and administer the cluster",
+  "requires": [
+    "moosefs-common"
+  ],
+  "parameters": {
+    "cli_packages": {
+      "type": "list",
+      "default": [
+        "moosefs-cli"
+      ],
+      "help": "packages for method=packages"
+    }
+  },
+  "steps": [
+    {
+      "kind": "packages",
+      "names": "{{cli_packages}}",
+      "when": {
+        "method": "packages"
+      }
+    },
+    {
+      "kind": "build",
+      "id": "moosefs-build",
+      "name": "moosefs",
+      "when": {
+        "method": [
+          "source",
+          "git"
+        ]
+      },
+      "archive": "{{source_archive}}",
+      "version": "{{version}}",
+      "autoreconf": "{{source_autoreconf}}",
+      "configure": [
+        "{{configure_flags}}",
+        "--enable-mfscli"
+      ],
+      "env": {
+        "PYTHON": "{{python}}"
+      }
+    }
+  ]
+}
+""",
+    "client": r"""{
+  "description": "MooseFS client: mfsmount, mounted now and at boot",
+  "requires": [
+    "moosefs-common"
+  ],
+  "parameters": {
+    "mount_point": {
+      "type": "path",
+      "default": "/mnt/mfs",
+      "help": "where the file system is mounted"
+    },
+    "subfolder": {
+      "type": "path",
+      "default": "/",
+      "help": "which exported directory to mount"
+    },
+    "mount_options": {
+      "type": "list",
+      "default": [
+        "mfsdelayedinit"
+      ],
+      "help": "extra mount options (mfsmount -o)"
+    },
+    "client_packages": {
+      "type": "list",
+      "default": [
+        "moosefs-client"
+      ],
+      "help": "packages for method=packages"
+    },
+    "fuse_packages": {
+      "type": "list",
+      "default": [
+        "fuse3"
+      ],
+      "help": "the FUSE runtime the client needs"
+    }
+  },
+  "overlays": {
+    "freebsd": {
+      "fuse_packages": [
+        "fusefs-libs3"
+      ]
+    }
+  },
+  "steps": [
+    {
+      "kind": "packages",
+      "names": "{{fuse_packages}}"
+    },
+    {
+      "kind": "packages",
+      "names": "{{client_packages}}",
+      "when": {
+        "method": "packages"
+      }
+    },
+    {
+      "kind": "build",
+      "id": "moosefs-build",
+      "name": "moosefs",
+      "when": {
+        "method": [
+          "source",
+          "git"
+        ]
+      },
+      "archive": "{{source_archive}}",
+      "version": "{{version}}",
+      "autoreconf": "{{source_autoreconf}}",
+      "configure": [
+        "{{configure_flags}}",
+        "--enable-mfsmount"
+      ],
+      "env": {
+        "PYTHON": "{{python}}"
+      }
+    },
+    {
+      "kind": "file",
+      "id": "mfsmount.cfg",
+      "path": "{{config_dir}}/mfsmount.cfg",
+      "mode": "0644",
+      "template": [
+        "# mfsmount.cfg: defaults for mfsmount, written by stackboot",
+        "mfsmaster={{master_host}}",
+        "mfsport={{client_port}}"
+      ]
+    },
+    {
+      "kind": "command",
+      "id": "fusefs-loaded",
+      "when": {
+        "os": "freebsd"
+      },
+      "argv": [
+        "kldload",
+        "fusefs"
+      ],
+      "unless": [
+        "kldstat",
+        "-q",
+        "-m",
+        "fusefs"
+      ]
+    },
+    {
+      "kind": "command",
+      "id": "fusefs-at-boot",
+      "when": {
+        "os": "freebsd"
+      },
+      "argv": [
+        "sysrc",
+        "kld_list+=fusefs"
+      ],
+      "unless": [
+        "sysrc",
+        "-c",
+        "kld_list+=fusefs"
+      ]
+    },
+    {
+      "kind": "mount",
+      "path": "{{mount_point}}",
+      "when": {
+        "os": "linux"
+      },
+      "device": "{{master_host}}:{{client_port}}:{{subfolder}}",
+      "fstype": "moosefs",
+      "options": [
+        "defaults",
+        "_netdev",
+        "{{mount_options}}"
+      ]
+    },
+    {
+      "kind": "mount",
+      "path": "{{mount_point}}",
+      "when": {
+        "os": "freebsd"
+      },
+      "device": "{{master_host}}:{{client_port}}:{{subfolder}}",
+      "fstype": "moosefs",
+      "options": [
+        "rw",
+        "mountprog={{bin_dir}}/mfsmount",
+        "late",
+        "{{mount_options}}"
+      ]
+    }
+  ]
+}
+""",
+    "gui": r"""{
+  "description": "MooseFS web GUI: mfsgui (4.x) or mfscgiserv (3.x packages)",
+  "requires": [
+    "moosefs-common"
+  ],
+  "parameters": {
+    "gui_listen_host": {
+      "type": "host",
+      "default": "*",
+      "help": "address the GUI listens on (* = all)"
+    },
+    "gui_port": {
+      "type": "port",
+      "default": 9425,
+      "help": "port of the GUI"
+    },
+    "gui_service": {
+      "type": "string",
+      "default": "moosefs-gui",
+      "help": "the GUI's service name (4.x)"
+    },
+    "gui_packages": {
+      "type": "list",
+      "default": [
+        "moosefs-gui"
+      ],
+      "help": "packages for method=packages (4.x)"
+    },
+    "cgi_packages": {
+      "type": "list",
+      "default": [
+        "moosefs-cgi",
+        "moosefs-cgiserv"
+      ],
+      "help": "packages for method=packages (3.x)"
+    },
+    "cgi_root": {
+      "type": "path",
+      "default": "/usr/share/mfscgi",
+      "help": "the 3.x CGI files"
+    },
+    "gui_extra": {
+      "type": "settings",
+      "default": {},
+      "help": "more mfsgui.cfg settings"
+    }
+  },
+  "overlays": {
+    "freebsd": {
+      "gui_service": "mfsgui"
+    },
+    "debian": {
+      "cgi_root": "/usr/share/moosefs-cgi"
+    }
+  },
+  "steps": [
+    {
+      "kind": "packages",
+      "names": "{{gui_packages}}",
+      "when": {
+        "method": "packages",
+        "series": "4"
+      }
+    },
+    {
+      "kind": "packages",
+      "names": "{{cgi_packages}}",
+      "when": {
+        "method": "packages",
+        "series": "3"
+      }
+    },
+    {
+      "kind": "build",
+      "id": "moosefs-build",
+      "name": "moosefs",
+      "when": {
+        "method": [
+          "source",
+          "git"
+        ]
+      },
+      "archive": "{{source_archive}}",
+      "version": "{{version}}",
+      "autoreconf": "{{source_autoreconf}}",
+      "configure": [
+        "{{configure_flags}}",
+        "--enable-mfsgui"
+      ],
+      "env": {
+        "PYTHON": "{{python}}"
+      }
+    },
+    {
+      "kind": "file",
+      "id": "mfsgui.cfg",
+      "path": "{{config_dir}}/mfsgui.cfg",
+      "mode": "0644",
+      "when": {
+        "series": "4"
+      },
+      "header": "# mfsgui.cfg: written by stackboot (the master comes from ?masterhost= or DNS mfsmaster)",
+      "settings": {
+        "WORKING_USER": "{{working_user}}",
+        "WORKING_GROUP": "{{working_group}}",
+        "DATA_PATH": "{{data_path}}",
+        "GUISERV_LISTEN_HOST": "{{gui_listen_host}}",
+        "GUISERV_LISTEN_PORT": "{{gui_port}}",
+        "extra": "{{gui_extra}}"
+      }
+    },
+    {
+      "kind": "file",
+      "id": "mfsgui-unit",
+      "path": "/etc/systemd/system/{{gui_service}}.service",
+      "when": {
+        "method": [
+          "source",
+          "git"
+        ],
+        "facts.init": "systemd"
+      },
+      "template": [
+        "[Unit]",
+        "Description=MooseFS GUI (built by stackboot)",
+        "After=network.target",
+        "",
+        "[Service]",
+        "Type=forking",
+        "ExecStart={{sbin_dir}}/mfsgui -c {{config_dir}}/mfsgui.cfg start",
+        "ExecStop={{sbin_dir}}/mfsgui -c {{config_dir}}/mfsgui.cfg stop",
+        "PIDFile={{data_path}}/.mfsgui.lock",
+        "Restart=on-abnormal",
+        "",
+        "[Install]",
+        "WantedBy=multi-user.target"
+      ]
+    },
+    {
+      "kind": "file",
+      "id": "mfsgui-rcd",
+      "path": "/usr/local/etc/rc.d/{{gui_service}}",
+      "mode": "0755",
+      "when": {
+        "method": [
+          "source",
+          "git"
+        ],
+        "os": "freebsd"
+      },
+      "template": [
+        "#!/bin/sh",
+        "#",
+        "# PROVIDE: mfsgui",
+        "# REQUIRE: NETWORKING",
+        "# KEYWORD: shutdown",
+        "",
+        ". /etc/rc.subr",
+        "",
+        "name=\"mfsgui\"",
+        "rcvar=\"mfsgui_enable\"",
+        "load_rc_config $name",
+        ": ${mfsgui_enable:=\"NO\"}",
+        "command=\"{{sbin_dir}}/mfsgui\"",
+        "command_args=\"-c {{config_dir}}/mfsgui.cfg start\"",
+        "pidfile=\"{{data_path}}/.mfsgui.lock\"",
+        "stop_cmd=\"${command} -c {{config_dir}}/mfsgui.cfg stop\"",
+        "",
+        "run_rc_command \"$1\""
+      ]
+    },
+    {
+      "kind": "service",
+      "name": "{{gui_service}}",
+      "when": {
+        "series": "4"
+      },
+      "restart_on": [
+        "mfsgui.cfg",
+        "moosefs-build",
+        "mfsgui-unit",
+        "mfsgui-rcd"
+      ],
+      "direct": {
+        "start": [
+          "{{sbin_dir}}/mfsgui",
+          "-c",
+          "{{config_dir}}/mfsgui.cfg",
+          "start"
+        ],
+        "stop": [
+          "{{sbin_dir}}/mfsgui",
+          "-c",
+          "{{config_dir}}/mfsgui.cfg",
+          "stop"
+        ],
+        "pidfile": "{{data_path}}/.mfsgui.lock"
+      }
+    },
+    {
+      "kind": "file",
+      "id": "cgiserv-defaults",
+      "path": "/etc/default/moosefs-cgiserv",
+      "mode": "0644",
+      "when": {
+        "series": "3",
+        "os": [
+          "debian",
+          "ubuntu"
+        ]
+      },
+      "header": "# /etc/default/moosefs-cgiserv: written by stackboot",
+      "separator": "=",
+      "settings": {
+        "BIND_HOST": "{{gui_listen_host}}",
+        "BIND_PORT": "{{gui_port}}",
+        "ROOT_PATH": "{{cgi_root}}"
+      }
+    },
+    {
+      "kind": "service",
+      "name": "moosefs-cgiserv",
+      "when": {
+        "series": "3"
+      },
+      "restart_on": [
+        "cgiserv-defaults"
+      ],
+      "direct": {
+        "start": [
+          "{{sbin_dir}}/mfscgiserv",
+          "-H",
+          "{{gui_listen_host}}",
+          "-P",
+          "{{gui_port}}",
+          "-R",
+          "{{cgi_root}}",
+          "start"
+        ],
+        "stop": [
+          "{{sbin_dir}}/mfscgiserv",
+          "stop"
+        ],
+        "pidfile": "{{data_path}}/.mfscgiserv.lock"
+      }
+    }
+  ]
+}
+""",
+    "master": r"""{
+  "description": "MooseFS master: the metadata server every other node talks to",
+  "requires": [
+    "moosefs-common"
+  ],
+  "parameters": {
+    "master_listen_host": {
+      "type": "host",
+      "default": "*",
+      "help": "address the master listens on (* = all)"
+    },
+    "exports": {
+      "type": "list",
+      "items": "string",
+      "allow": "*",
+      "default": [
+        "* / rw,alldirs,admin,maproot=0:0",
+        "* . rw"
+      ],
+      "help": "mfsexports.cfg lines: IPRANGE PATH OPTIONS"
+    },
+    "master_service": {
+      "type": "string",
+      "default": "moosefs-master",
+      "help": "the master's service name"
+    },
+    "master_packages": {
+      "type": "list",
+      "default": [
+        "moosefs-master"
+      ],
+      "help": "packages for method=packages"
+    },
+    "master_extra": {
+      "type": "settings",
+      "default": {},
+      "help": "more mfsmaster.cfg settings, KEY=VALUE,..."
+    }
+  },
+  "overlays": {
+    "freebsd": {
+      "master_service": "mfsmaster"
+    }
+  },
+  "steps": [
+    {
+      "kind": "packages",
+      "names": "{{master_packages}}",
+      "when": {
+        "method": "packages"
+      }
+    },
+    {
+      "kind": "build",
+      "id": "moosefs-build",
+      "name": "moosefs",
+      "when": {
+        "method": [
+          "source",
+          "git"
+        ]
+      },
+      "archive": "{{source_archive}}",
+      "version": "{{version}}",
+      "autoreconf": "{{source_autoreconf}}",
+      "configure": [
+        "{{configure_flags}}",
+        "--enable-mfsmaster"
+      ],
+      "env": {
+        "PYTHON": "{{python}}"
+      }
+    },
+    {
+      "kind": "file",
+      "id": "mfsmaster.cfg",
+      "path": "{{config_dir}}/mfsmaster.cfg",
+      "mode": "0644",
+      "header": "# mfsmaster.cfg: written by stackboot; change it with `stackboot install master --set ...`",
+      "settings": {
+        "WORKING_USER": "{{working_user}}",
+        "WORKING_GROUP": "{{working_group}}",
+        "DATA_PATH": "{{data_path}}",
+        "EXPORTS_FILENAME": "{{config_dir}}/mfsexports.cfg",
+        "MATOML_LISTEN_HOST": "{{master_listen_host}}",
+        "MATOML_LISTEN_PORT": "{{metalogger_port}}",
+        "MATOCS_LISTEN_HOST": "{{master_listen_host}}",
+        "MATOCS_LISTEN_PORT": "{{chunkserver_port}}",
+        "MATOCL_LISTEN_HOST": "{{master_listen_host}}",
+        "MATOCL_LISTEN_PORT": "{{client_port}}",
+        "extra": "{{master_extra}}"
+      }
+    },
+    {
+      "kind": "file",
+      "id": "mfsexports.cfg",
+      "path": "{{config_dir}}/mfsexports.cfg",
+      "mode": "0644",
+      "header": "# mfsexports.cfg: written by stackboot",
+      "template": "{{exports}}"
+    },
+    {
+      "kind": "moosefs-metadata",
+      "data_path": "{{data_path}}",
+      "owner": "{{working_user}}",
+      "group": "{{working_group}}",
+      "restore": [
+        "{{sbin_dir}}/mfsmaster",
+        "-c",
+        "{{config_dir}}/mfsmaster.cfg",
+        "restore"
+      ]
+    },
+    {
+      "kind": "file",
+      "id": "mfsmaster-unit",
+      "path": "/etc/systemd/system/{{master_service}}.service",
+      "template": [
+        "[Unit]",
+        "Description=MooseFS master (built by stackboot)",
+        "Wants=network-online.target",
+        "After=network.target network-online.target",
+        "",
+        "[Service]",
+        "Type=forking",
+        "ExecStart={{sbin_dir}}/mfsmaster -c {{config_dir}}/mfsmaster.cfg start",
+        "ExecStop={{sbin_dir}}/mfsmaster -c {{config_dir}}/mfsmaster.cfg stop",
+        "ExecReload={{sbin_dir}}/mfsmaster -c {{config_dir}}/mfsmaster.cfg reload",
+        "PIDFile={{data_path}}/.mfsmaster.lock",
+        "TimeoutStartSec=1800",
+        "TimeoutStopSec=1800",
+        "Restart=no",
+        "",
+        "[Install]",
+        "WantedBy=multi-user.target"
+      ],
+      "when": {
+        "method": [
+          "source",
+          "git"
+        ],
+        "facts.init": "systemd"
+      }
+    },
+    {
+      "kind": "file",
+      "id": "mfsmaster-rcd",
+      "path": "/usr/local/etc/rc.d/{{master_service}}",
+      "mode": "0755",
+      "template": [
+        "#!/bin/sh",
+        "#",
+        "# PROVIDE: mfsmaster",
+        "# REQUIRE: NETWORKING",
+        "# KEYWORD: shutdown",
+        "#",
+        "# Written by stackboot for a MooseFS source build.",
+        "",
+        ". /etc/rc.subr",
+        "",
+        "name=\"mfsmaster\"",
+        "rcvar=\"mfsmaster_enable\"",
+        "",
+        "load_rc_config $name",
+        "",
+        ": ${mfsmaster_enable:=\"NO\"}",
+        ": ${mfsmaster_config:=\"{{config_dir}}/mfsmaster.cfg\"}",
+        "",
+        "command=\"{{sbin_dir}}/mfsmaster\"",
+        "command_args=\"-c ${mfsmaster_config} start\"",
+        "pidfile=\"{{data_path}}/.mfsmaster.lock\"",
+        "stop_cmd=\"${command} -c ${mfsmaster_config} stop\"",
+        "reload_cmd=\"${command} -c ${mfsmaster_config} reload\"",
+        "extra_commands=\"reload\"",
+        "",
+        "run_rc_command \"$1\""
+      ],
+      "when": {
+        "method": [
+          "source",
+          "git"
+        ],
+        "os": "freebsd"
+      }
+    },
+    {
+      "kind": "service",
+      "name": "{{master_service}}",
+      "restart_on": [
+        "mfsmaster.cfg",
+        "moosefs-build",
+        "mfsmaster-unit",
+        "mfsmaster-rcd"
+      ],
+      "reload_on": [
+        "mfsexports.cfg"
+      ],
+      "direct": {
+        "start": [
+          "{{sbin_dir}}/mfsmaster",
+          "-c",
+          "{{config_dir}}/mfsmaster.cfg",
+          "start"
+        ],
+        "stop": [
+          "{{sbin_dir}}/mfsmaster",
+          "-c",
+          "{{config_dir}}/mfsmaster.cfg",
+          "stop"
+        ],
+        "reload": [
+          "{{sbin_dir}}/mfsmaster",
+          "-c",
+          "{{config_dir}}/mfsmaster.cfg",
+          "reload"
+        ],
+        "pidfile": "{{data_path}}/.mfsmaster.lock"
+      }
+    }
+  ]
+}
+""",
+    "metalogger": r"""{
+  "description": "MooseFS metalogger: keeps a copy of the master's metadata for recovery",
+  "requires": [
+    "moosefs-common"
+  ],
+  "parameters": {
+    "back_logs": {
+      "type": "int",
+      "default": 50,
+      "min": 1,
+      "max": 10000,
+      "help": "changelog files kept (BACK_LOGS)"
+    },
+    "meta_download_freq": {
+      "type": "int",
+      "default": 24,
+      "min": 1,
+      "max": 1000,
+      "help": "hours between metadata downloads"
+    },
+    "metalogger_service": {
+      "type": "string",
+      "default": "moosefs-metalogger",
+      "help": "the metalogger's service name"
+    },
+    "metalogger_packages": {
+      "type": "list",
+      "default": [
+        "moosefs-metalogger"
+      ],
+      "help": "packages for method=packages"
+    },
+    "metalogger_extra": {
+      "type": "settings",
+      "default": {},
+      "help": "more mfsmetalogger.cfg settings"
+    }
+  },
+  "overlays": {
+    "freebsd": {
+      "metalogger_service": "mfsmetalogger"
+    }
+  },
+  "steps": [
+    {
+      "kind": "packages",
+      "names": "{{metalogger_packages}}",
+      "when": {
+        "method": "packages"
+      }
+    },
+    {
+      "kind": "build",
+      "id": "moosefs-build",
+      "name": "moosefs",
+      "when": {
+        "method": [
+          "source",
+          "git"
+        ]
+      },
+      "archive": "{{source_archive}}",
+      "version": "{{version}}",
+      "autoreconf": "{{source_autoreconf}}",
+      "configure": [
+        "{{configure_flags}}",
+        "--enable-mfsmetalogger"
+      ],
+      "env": {
+        "PYTHON": "{{python}}"
+      }
+    },
+    {
+      "kind": "file",
+      "id": "mfsmetalogger.cfg",
+      "path": "{{config_dir}}/mfsmetalogger.cfg",
+      "mode": "0644",
+      "header": "# mfsmetalogger.cfg: written by stackboot",
+      "settings": {
+        "WORKING_USER": "{{working_user}}",
+        "WORKING_GROUP": "{{working_group}}",
+        "DATA_PATH": "{{data_path}}",
+        "MASTER_HOST": "{{master_host}}",
+        "MASTER_PORT": "{{metalogger_port}}",
+        "BACK_LOGS": "{{back_logs}}",
+        "META_DOWNLOAD_FREQ": "{{meta_download_freq}}",
+        "extra": "{{metalogger_extra}}"
+      }
+    },
+    {
+      "kind": "file",
+      "id": "mfsmetalogger-unit",
+      "path": "/etc/systemd/system/{{metalogger_service}}.service",
+      "template": [
+        "[Unit]",
+        "Description=MooseFS metalogger (built by stackboot)",
+        "Wants=network-online.target",
+        "After=network.target network-online.target",
+        "",
+        "[Service]",
+        "Type=forking",
+        "ExecStart={{sbin_dir}}/mfsmetalogger -c {{config_dir}}/mfsmetalogger.cfg start",
+        "ExecStop={{sbin_dir}}/mfsmetalogger -c {{config_dir}}/mfsmetalogger.cfg stop",
+        "ExecReload={{sbin_dir}}/mfsmetalogger -c {{config_dir}}/mfsmetalogger.cfg reload",
+        "PIDFile={{data_path}}/.mfsmetalogger.lock",
+        "Restart=on-abnormal",
+        "",
+        "[Install]",
+        "WantedBy=multi-user.target"
+      ],
+      "when": {
+        "method": [
+          "source",
+          "git"
+        ],
+        "facts.init": "systemd"
+      }
+    },
+    {
+      "kind": "file",
+      "id": "mfsmetalogger-rcd",
+      "path": "/usr/local/etc/rc.d/{{metalogger_service}}",
+      "mode": "0755",
+      "template": [
+        "#!/bin/sh",
+        "#",
+        "# PROVIDE: mfsmetalogger",
+        "# REQUIRE: NETWORKING",
+        "# KEYWORD: shutdown",
+        "#",
+        "# Written by stackboot for a MooseFS source build.",
+        "",
+        ". /etc/rc.subr",
+        "",
+        "name=\"mfsmetalogger\"",
+        "rcvar=\"mfsmetalogger_enable\"",
+        "",
+        "load_rc_config $name",
+        "",
+        ": ${mfsmetalogger_enable:=\"NO\"}",
+        ": ${mfsmetalogger_config:=\"{{config_dir}}/mfsmetalogger.cfg\"}",
+        "",
+        "command=\"{{sbin_dir}}/mfsmetalogger\"",
+        "command_args=\"-c ${mfsmetalogger_config} start\"",
+        "pidfile=\"{{data_path}}/.mfsmetalogger.lock\"",
+        "stop_cmd=\"${command} -c ${mfsmetalogger_config} stop\"",
+        "reload_cmd=\"${command} -c ${mfsmetalogger_config} reload\"",
+        "extra_commands=\"reload\"",
+        "",
+        "run_rc_command \"$1\""
+      ],
+      "when": {
+        "method": [
+          "source",
+          "git"
+        ],
+        "os": "freebsd"
+      }
+    },
+    {
+      "kind": "service",
+      "name": "{{metalogger_service}}",
+      "restart_on": [
+        "mfsmetalogger.cfg",
+        "moosefs-build",
+        "mfsmetalogger-unit",
+        "mfsmetalogger-rcd"
+      ],
+      "reload_on": [],
+      "direct": {
+        "start": [
+          "{{sbin_dir}}/mfsmetalogger",
+          "-c",
+          "{{config_dir}}/mfsmetalogger.cfg",
+          "start"
+        ],
+        "stop": [
+          "{{sbin_dir}}/mfsmetalogger",
+          "-c",
+          "{{config_dir}}/mfsmetalogger.cfg",
+          "stop"
+        ],
+        "reload": [
+          "{{sbin_dir}}/mfsmetalogger",
+          "-c",
+          "{{config_dir}}/mfsmetalogger.cfg",
+          "reload"
+        ],
+        "pidfile": "{{data_path}}/.mfsmetalogger.lock"
+      }
+    }
   ]
 }
 """,
     "moosefs-common": r"""{
-  "description": "MooseFS groundwork shared by every MooseFS role: working user and group, paths, how binaries are obtained",
+  "description": "MooseFS groundwork shared by every MooseFS role: user, paths, ports, and how the binaries get here (source build, git, or packages)",
   "parameters": {
     "method": {
-      "type": "string", "default": "packages", "choices": ["packages"],
-      "help": "how MooseFS gets onto the host: packages (the distribution's moosefs-* packages)"
+      "type": "string",
+      "default": "source",
+      "choices": [
+        "source",
+        "git",
+        "packages"
+      ],
+      "help": "source: build the release tarball; git: build a pinned commit; packages: the distribution's moosefs-* packages"
+    },
+    "version": {
+      "type": "string",
+      "default": "4.59.1",
+      "pattern": "[0-9A-Za-z][0-9A-Za-z.+-]*",
+      "help": "MooseFS version to build (a label for method=git)"
+    },
+    "source_url": {
+      "type": "url",
+      "default": "https://repository.moosefs.com/src/moosefs-{{version}}-1.tar.gz",
+      "help": "release tarball (or a GitHub tag archive) for method=source"
+    },
+    "source_sha256": {
+      "type": "sha256",
+      "default": null,
+      "lookup": {
+        "key": "version",
+        "table": {
+          "4.59.1": "58e67f654a109b9ff2b9356e25a8c54ae743f2a74d29f09b052fefb99be6bc5d"
+        }
+      },
+      "help": "sha256 of source_url; known for the default version, required for any other"
+    },
+    "git_url": {
+      "type": "url",
+      "default": "https://github.com/moosefs/moosefs.git",
+      "help": "repository for method=git"
+    },
+    "git_commit": {
+      "type": "string",
+      "default": null,
+      "pattern": "[0-9a-f]{7,40}",
+      "help": "commit to build for method=git"
+    },
+    "source_autoreconf": {
+      "type": "bool",
+      "default": null,
+      "lookup": {
+        "key": "method",
+        "table": {
+          "git": true,
+          "source": false,
+          "packages": false
+        }
+      },
+      "help": "regenerate the build system first (needed for git checkouts)"
+    },
+    "download_dir": {
+      "type": "path",
+      "default": "/var/cache/stackboot/downloads",
+      "help": "where source tarballs are kept"
+    },
+    "source_archive": {
+      "type": "path",
+      "default": "{{download_dir}}/moosefs-{{version}}.tar.gz",
+      "help": "the tarball the build uses"
+    },
+    "prefix": {
+      "type": "path",
+      "default": "/usr",
+      "help": "install prefix of a source build"
+    },
+    "sysconf_dir": {
+      "type": "path",
+      "default": "/etc",
+      "help": "configure --sysconfdir"
+    },
+    "localstate_dir": {
+      "type": "path",
+      "default": "/var/lib",
+      "help": "configure --localstatedir"
+    },
+    "man_dir": {
+      "type": "path",
+      "default": "/usr/share/man",
+      "help": "configure --mandir"
+    },
+    "python": {
+      "type": "path",
+      "default": "/usr/bin/python3",
+      "help": "the system Python written into the CLI and GUI scripts"
+    },
+    "configure_flags": {
+      "type": "list",
+      "allow": "",
+      "default": [
+        "--prefix={{prefix}}",
+        "--mandir={{man_dir}}",
+        "--sysconfdir={{sysconf_dir}}",
+        "--localstatedir={{localstate_dir}}",
+        "--with-default-user={{working_user}}",
+        "--with-default-group={{working_group}}",
+        "--enable-option-checking=fatal",
+        "--disable-all"
+      ],
+      "help": "configure flags every role shares; each role adds its module's --enable flag"
+    },
+    "build_packages": {
+      "type": "list",
+      "default": [
+        "build-essential",
+        "libpcap-dev",
+        "zlib1g-dev",
+        "libfuse3-dev",
+        "pkg-config",
+        "python3"
+      ],
+      "help": "build dependencies for a source build"
+    },
+    "git_packages": {
+      "type": "list",
+      "default": [
+        "git",
+        "autoconf",
+        "automake",
+        "libtool"
+      ],
+      "help": "extra build dependencies for method=git"
     },
     "working_user": {
-      "type": "string", "default": "mfs", "pattern": "[a-z_][a-z0-9_-]{0,31}",
+      "type": "string",
+      "default": "mfs",
+      "pattern": "[a-z_][a-z0-9_-]{0,31}",
       "help": "user the MooseFS daemons run as"
     },
     "working_group": {
-      "type": "string", "default": "mfs", "pattern": "[a-z_][a-z0-9_-]{0,31}",
+      "type": "string",
+      "default": "mfs",
+      "pattern": "[a-z_][a-z0-9_-]{0,31}",
       "help": "group the MooseFS daemons run as"
     },
-    "config_dir": {"type": "path", "default": "/etc/mfs", "help": "where the mfs*.cfg files live"},
-    "data_path": {"type": "path", "default": "/var/lib/mfs", "help": "the daemons' data directory (metadata, changelogs, locks)"},
-    "sbin_dir": {"type": "path", "default": "/usr/sbin", "help": "where the mfs daemons are installed"},
-    "nologin_shell": {"type": "path", "default": "/usr/sbin/nologin", "help": "login shell of the working user"}
+    "config_dir": {
+      "type": "path",
+      "default": "{{sysconf_dir}}/mfs",
+      "help": "where the mfs*.cfg files live"
+    },
+    "data_path": {
+      "type": "path",
+      "default": "{{localstate_dir}}/mfs",
+      "help": "the daemons' data directory (metadata, changelogs, locks)"
+    },
+    "sbin_dir": {
+      "type": "path",
+      "default": "{{prefix}}/sbin",
+      "help": "where the daemons are installed"
+    },
+    "bin_dir": {
+      "type": "path",
+      "default": "{{prefix}}/bin",
+      "help": "where mfsmount and the tools are installed"
+    },
+    "nologin_shell": {
+      "type": "path",
+      "default": "/usr/sbin/nologin",
+      "help": "login shell of the working user"
+    },
+    "master_host": {
+      "type": "host",
+      "default": "mfsmaster",
+      "help": "name or address of the master, for every other role"
+    },
+    "metalogger_port": {
+      "type": "port",
+      "default": 9419,
+      "help": "master port for metaloggers (MATOML)"
+    },
+    "chunkserver_port": {
+      "type": "port",
+      "default": 9420,
+      "help": "master port for chunkservers (MATOCS)"
+    },
+    "client_port": {
+      "type": "port",
+      "default": 9421,
+      "help": "master port for clients and tools (MATOCL)"
+    },
+    "series": {
+      "type": "string",
+      "default": null,
+      "choices": [
+        "3",
+        "4"
+      ],
+      "lookup": {
+        "key": "method",
+        "table": {
+          "source": "4",
+          "git": "4",
+          "packages": "{{package_series}}"
+        }
+      },
+      "help": "MooseFS major version on this host (3.x and 4.x differ in the GUI and some keys)"
+    },
+    "package_series": {
+      "type": "string",
+      "default": "4",
+      "choices": [
+        "3",
+        "4"
+      ],
+      "help": "major version of the distribution's packages (Debian and Ubuntu ship 3.0.117)"
+    }
   },
   "overlays": {
-    "freebsd": {"config_dir": "/usr/local/etc/mfs", "data_path": "/var/mfs", "sbin_dir": "/usr/local/sbin"}
+    "debian": {
+      "package_series": "3"
+    },
+    "ubuntu": {
+      "package_series": "3"
+    },
+    "fedora": {
+      "build_packages": [
+        "gcc",
+        "make",
+        "libpcap-devel",
+        "zlib-devel",
+        "fuse3-devel",
+        "pkgconfig",
+        "python3"
+      ]
+    },
+    "freebsd": {
+      "prefix": "/usr/local",
+      "sysconf_dir": "/usr/local/etc",
+      "localstate_dir": "/var",
+      "man_dir": "/usr/local/man",
+      "python": "/usr/local/bin/python3",
+      "build_packages": [
+        "python3",
+        "pkgconf",
+        "fusefs-libs3"
+      ]
+    }
   },
   "steps": [
-    {"kind": "group", "name": "{{working_group}}"},
-    {"kind": "user", "name": "{{working_user}}", "group": "{{working_group}}", "home": "{{data_path}}",
-     "shell": "{{nologin_shell}}"},
-    {"kind": "directory", "path": "{{config_dir}}", "mode": "0755"},
-    {"kind": "directory", "path": "{{data_path}}", "owner": "{{working_user}}", "group": "{{working_group}}",
-     "mode": "0755"}
+    {
+      "kind": "group",
+      "name": "{{working_group}}"
+    },
+    {
+      "kind": "user",
+      "name": "{{working_user}}",
+      "group": "{{working_group}}",
+      "home": "{{data_path}}",
+      "shell": "{{nologin_shell}}"
+    },
+    {
+      "kind": "directory",
+      "path": "{{config_dir}}",
+      "mode": "0755"
+    },
+    {
+      "kind": "directory",
+      "path": "{{data_path}}",
+      "owner": "{{working_user}}",
+      "group": "{{working_group}}",
+      "mode": "0755"
+    },
+    {
+      "kind": "packages",
+      "names": "{{build_packages}}",
+      "when": {
+        "method": [
+          "source",
+          "git"
+        ]
+      }
+    },
+    {
+      "kind": "packages",
+      "names": "{{git_packages}}",
+      "when": {
+        "method": "git"
+      }
+    },
+    {
+      "kind": "download",
+      "id": "moosefs-source",
+      "url": "{{source_url}}",
+      "sha256": "{{source_sha256}}",
+      "dest": "{{source_archive}}",
+      "when": {
+        "method": "source"
+      }
+    },
+    {
+      "kind": "command",
+      "id": "moosefs-clone",
+      "when": {
+        "method": "git"
+      },
+      "argv": [
+        "git",
+        "clone",
+        "--quiet",
+        "--no-checkout",
+        "{{git_url}}",
+        "{{download_dir}}/moosefs.git"
+      ],
+      "creates": "{{download_dir}}/moosefs.git/.git"
+    },
+    {
+      "kind": "command",
+      "id": "moosefs-fetch",
+      "when": {
+        "method": "git"
+      },
+      "argv": [
+        "git",
+        "-C",
+        "{{download_dir}}/moosefs.git",
+        "fetch",
+        "--quiet",
+        "origin"
+      ],
+      "unless": [
+        "git",
+        "-C",
+        "{{download_dir}}/moosefs.git",
+        "cat-file",
+        "-e",
+        "{{git_commit}}^{commit}"
+      ]
+    },
+    {
+      "kind": "command",
+      "id": "moosefs-archive",
+      "when": {
+        "method": "git"
+      },
+      "argv": [
+        "git",
+        "-C",
+        "{{download_dir}}/moosefs.git",
+        "archive",
+        "--format=tar.gz",
+        "--prefix=moosefs-{{version}}/",
+        "-o",
+        "{{source_archive}}",
+        "{{git_commit}}"
+      ],
+      "creates": "{{source_archive}}"
+    }
   ]
 }
 """,

@@ -18,7 +18,8 @@ CACHE = os.environ.get("STACKBOOT_ROOT_CACHE", "/var/cache/stackboot-tests")
 SUITES = ("bullseye", "bookworm", "trixie")
 MARKER = ".stackboot-base-complete"
 # Fetched into the root's apt cache (not installed), so a test can install them offline.
-PREFETCH = ["busybox"]
+PREFETCH = ["busybox", "moosefs-master", "moosefs-chunkserver", "moosefs-metalogger", "moosefs-client",
+            "moosefs-cli", "moosefs-cgi", "moosefs-cgiserv", "fuse3"]
 # The host PATH may hold pyenv shims or /usr/local paths that mean nothing inside a root;
 # proxy settings are kept so debootstrap and apt reach the mirror the way the host does.
 ENV = dict({k: v for k, v in os.environ.items() if k.lower().endswith("_proxy")},
@@ -124,12 +125,29 @@ def _build(suite, final, lock):
         _run(apt + ["install", "-y", "--download-only"] + PREFETCH, **held)
         _kill_processes_in(tmp)
         _unmount_all(tmp)  # some debootstrap versions leave /proc or /sys mounted
-        with open(os.path.join(tmp, MARKER), "w") as f:
-            f.write("%s built %s\n" % (suite, time.strftime("%Y-%m-%d %H:%M:%S")))
+        _write_marker(tmp, suite)
         os.rename(tmp, final)  # atomic: a reader sees no root or a complete one
     except BaseException:
         cleanup_root(tmp)
         raise
+
+
+def _write_marker(root, suite):
+    with open(os.path.join(root, MARKER), "w") as f:
+        f.write("%s built %s\nprefetch: %s\n" % (suite, time.strftime("%Y-%m-%d %H:%M:%S"), " ".join(PREFETCH)))
+
+
+def _prefetched(root):
+    with open(os.path.join(root, MARKER)) as f:
+        return ("prefetch: %s\n" % " ".join(PREFETCH)) in f.read()
+
+
+def _top_up(suite, root):
+    """A cache built before PREFETCH grew: fetch the new packages into it instead of rebuilding."""
+    apt = ["chroot", root, "apt-get", "-o", "Acquire::Languages=none"]
+    _run(apt + ["install", "-y", "--download-only"] + PREFETCH)
+    _kill_processes_in(root)
+    _write_marker(root, suite)
 
 
 def base_root(suite):
@@ -138,12 +156,14 @@ def base_root(suite):
     if suite not in SUITES:
         raise ValueError("unknown suite %r (known: %s)" % (suite, ", ".join(SUITES)))
     final = os.path.join(CACHE, suite)
-    if _complete(final):
+    if _complete(final) and _prefetched(final):
         return final  # fast path, no lock: the marker is only ever seen in a finished root
     os.makedirs(CACHE, exist_ok=True)
     with open(os.path.join(CACHE, ".%s.lock" % suite), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one builder per suite; others wait, then reuse
         if _complete(final):
+            if not _prefetched(final):
+                _top_up(suite, final)
             return final
         # Holding the lock, any leftover build dir belongs to a builder that died.
         for name in os.listdir(CACHE):
