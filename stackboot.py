@@ -485,6 +485,7 @@ def detect_facts(host, uname=None):
         "distro": distro,
         "id_like": id_like,
         "version": release.get("VERSION_ID", ""),
+        "major": release.get("VERSION_ID", "").split(".")[0],
         "codename": release.get("VERSION_CODENAME", ""),
         "pretty_name": release.get("PRETTY_NAME", sysname),
         "init": init,
@@ -897,7 +898,7 @@ class Library:
                         raise ProfileError(profile.origin, "$.steps[%d].when.%s" % (index, pname), "unknown parameter")
 
 
-FACT_NAMES = ("platform", "distro", "version", "codename", "init", "package_manager", "arch", "cores", "python")
+FACT_NAMES = ("platform", "distro", "version", "major", "codename", "init", "package_manager", "arch", "cores", "python")
 
 
 def load_library(extra_dirs, host):
@@ -1654,14 +1655,16 @@ class ManagedFileStep(Step):
 
     def check(self, run):
         changes = []
-        for path, (data, mode, secret) in self.desired(run).items():
-            changes += self.file_changes(run, path, data, secret)
+        desired = self.desired(run)
+        for path, (data, mode, secret) in desired.items():
+            changes += self.file_changes(run, path, data, secret, named=len(desired) > 1)
         return changes
 
-    def file_changes(self, run, path, data, secret):
+    def file_changes(self, run, path, data, secret, named=False):
         current = run.host.read(path)
         if current is None:
-            return [Change("+", "create" + describe_ownership(self.args), None if secret else unified_diff("", as_text(data), path))]
+            return [Change("+", "create" + (" " + path if named else "") + describe_ownership(self.args),
+                           None if secret else unified_diff("", as_text(data), path))]
         changes = []
         if current != data:
             diff = "(secret content not shown)" if secret else unified_diff(as_text(current), as_text(data), path)
@@ -1805,8 +1808,15 @@ REPOSITORY_FORMATS = {"apt": AptRepository, "dnf": RpmRepository, "yum": RpmRepo
 class RepositoryStep(ManagedFileStep):
     kind = "repository"
     schema = {"name": Field("str", required=True), "url": Field("str", required=True),
-              "key": Field("text", required=True, literal=True, help="the repository's public signing key"),
+              "key": Field("text", literal=True, help="the repository's public signing key, inline"),
+              "key_file": Field("path", help="or a file holding it (say, from a download step with its sha256)"),
               "suite": Field("str"), "components": Field("list")}
+
+    @classmethod
+    def spec_problem(cls, spec):
+        if ("key" in spec) == ("key_file" in spec):
+            return "a repository step needs exactly one of key or key_file"
+        return None
 
     def desired(self, run):
         fmt = REPOSITORY_FORMATS.get(run.facts["package_manager"])
@@ -1814,7 +1824,9 @@ class RepositoryStep(ManagedFileStep):
             raise StackbootError("repository %s: no repository format for package manager %s"
                                  % (self.args["name"], run.facts["package_manager"]))
         args = dict(self.args)
-        if isinstance(args["key"], list):
+        if args.get("key_file"):
+            args["key"] = as_text(run.host.read(args["key_file"]) or b"(the key from %s, once downloaded)\n" % args["key_file"].encode())
+        elif isinstance(args["key"], list):
             args["key"] = "\n".join(args["key"]) + "\n"
         return dict((path, (text.encode("utf-8"), 0o644, False)) for path, text in fmt().files(args).items())
 
@@ -1942,20 +1954,26 @@ class BuildStep(Step):
         keys = ("version", "autoreconf", "configure", "env", "make")
         return sha256_bytes(json.dumps([archive_sha] + [self.args.get(key) for key in keys], sort_keys=True).encode())
 
+    def recipe(self):
+        """What the plan shows under a build line: the exact configure command and its environment."""
+        env = " ".join("%s=%s" % item for item in sorted(self.args.get("env", {}).items()))
+        return "%s./configure %s\n" % (env + " " if env else "", " ".join(self.args.get("configure", [])))
+
     def check(self, run):
         record = run.state.data["builds"].get(self.args["name"])
         digest = self.inputs(run)
         version = self.args.get("version") or ""
         if record is None:
-            return [Change("+", "build and install %s %s" % (self.args["name"], version))]
+            return [Change("+", "build and install %s %s" % (self.args["name"], version), self.recipe())]
         if record["inputs"] == digest:
             missing = [path for path in record["files"] if not run.host.exists(path)]
             if not missing:
                 return []
-            return [Change("~", "reinstall: %d installed files are missing (%s…)" % (len(missing), missing[0]))]
+            return [Change("~", "reinstall: %d installed files are missing (%s…)" % (len(missing), missing[0]), self.recipe())]
         if record.get("version") != version:
-            return [Change("~", "upgrade %s %s -> %s: rebuild and reinstall" % (self.args["name"], record.get("version"), version))]
-        return [Change("~", "rebuild %s: the build inputs changed" % self.args["name"])]
+            return [Change("~", "upgrade %s %s -> %s: rebuild and reinstall" % (self.args["name"], record.get("version"), version),
+                           self.recipe())]
+        return [Change("~", "rebuild %s: the build inputs changed" % self.args["name"], self.recipe())]
 
     def act(self, run, changes):
         import shutil
@@ -2687,6 +2705,9 @@ def cmd_install(session):
         lock.close()
 
 
+USER_SOURCES = ("--set", "environment", "site file", "remembered")
+
+
 def remember_inputs(state, library, roles, values):
     """Keep what the user chose (not defaults), so a repair run needs no flags."""
     for role in roles:
@@ -2694,7 +2715,7 @@ def remember_inputs(state, library, roles, values):
         for profile in library.closure([role]):
             names |= set(profile.parameters)
         inputs = dict((name, values.values[name]) for name in sorted(names)
-                      if values.sources.get(name) not in (None, "default") and not values.sources[name].startswith("os overlay"))
+                      if values.sources.get(name, "").startswith(USER_SOURCES))
         state.data["roles"][role] = {"inputs": inputs, "installed": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
 
@@ -3246,7 +3267,7 @@ EMBEDDED_PROFILES = {
         "os": "freebsd"
       },
       "device": "{{master_host}}:{{client_port}}:{{subfolder}}",
-      "fstype": "moosefs",
+      "fstype": "fusefs",
       "options": [
         "rw",
         "mountprog={{bin_dir}}/mfsmount",
@@ -4110,6 +4131,56 @@ EMBEDDED_PROFILES = {
       "default": 9421,
       "help": "master port for clients and tools (MATOCL)"
     },
+    "moosefs_repository": {
+      "type": "bool",
+      "default": false,
+      "help": "method=packages: use the official MooseFS repository (4.x) instead of the distribution's packages"
+    },
+    "repo_url": {
+      "type": "url",
+      "default": "https://repository.moosefs.com/moosefs-4/yum/el{{facts.major}}",
+      "help": "the official MooseFS repository for this platform"
+    },
+    "repo_suite": {
+      "type": "string",
+      "default": null,
+      "help": "apt suite of the repository (the release codename)"
+    },
+    "repo_key_url": {
+      "type": "url",
+      "default": "https://repository.moosefs.com/moosefs.key",
+      "help": "the repository's signing key"
+    },
+    "repo_key_sha256": {
+      "type": "sha256",
+      "default": null,
+      "help": "sha256 of the signing key: required with moosefs_repository (upstream publishes none; pin the one you checked)"
+    },
+    "distro_package_series": {
+      "type": "string",
+      "default": "4",
+      "choices": [
+        "3",
+        "4"
+      ],
+      "help": "major version of the distribution's own MooseFS packages"
+    },
+    "package_series": {
+      "type": "string",
+      "default": null,
+      "choices": [
+        "3",
+        "4"
+      ],
+      "lookup": {
+        "key": "moosefs_repository",
+        "table": {
+          "true": "4",
+          "false": "{{distro_package_series}}"
+        }
+      },
+      "help": "major version of the packages method=packages installs"
+    },
     "series": {
       "type": "string",
       "default": null,
@@ -4126,23 +4197,18 @@ EMBEDDED_PROFILES = {
         }
       },
       "help": "MooseFS major version on this host (3.x and 4.x differ in the GUI and some keys)"
-    },
-    "package_series": {
-      "type": "string",
-      "default": "4",
-      "choices": [
-        "3",
-        "4"
-      ],
-      "help": "major version of the distribution's packages (Debian and Ubuntu ship 3.0.117)"
     }
   },
   "overlays": {
     "debian": {
-      "package_series": "3"
+      "distro_package_series": "3",
+      "repo_url": "https://repository.moosefs.com/moosefs-4/apt/debian/{{facts.codename}}",
+      "repo_suite": "{{facts.codename}}"
     },
     "ubuntu": {
-      "package_series": "3"
+      "distro_package_series": "3",
+      "repo_url": "https://repository.moosefs.com/moosefs-4/apt/ubuntu/{{facts.codename}}",
+      "repo_suite": "{{facts.codename}}"
     },
     "fedora": {
       "build_packages": [
@@ -4153,7 +4219,8 @@ EMBEDDED_PROFILES = {
         "fuse3-devel",
         "pkgconfig",
         "python3"
-      ]
+      ],
+      "moosefs_repository": true
     },
     "freebsd": {
       "prefix": "/usr/local",
@@ -4165,7 +4232,8 @@ EMBEDDED_PROFILES = {
         "python3",
         "pkgconf",
         "fusefs-libs3"
-      ]
+      ],
+      "repo_url": "https://repository.moosefs.com/moosefs-4/freebsd/{{facts.major}}"
     }
   },
   "steps": [
@@ -4191,6 +4259,32 @@ EMBEDDED_PROFILES = {
       "owner": "{{working_user}}",
       "group": "{{working_group}}",
       "mode": "0755"
+    },
+    {
+      "kind": "download",
+      "id": "moosefs-repo-key",
+      "url": "{{repo_key_url}}",
+      "sha256": "{{repo_key_sha256}}",
+      "dest": "{{download_dir}}/moosefs-repository.key",
+      "when": {
+        "method": "packages",
+        "moosefs_repository": true
+      }
+    },
+    {
+      "kind": "repository",
+      "id": "moosefs-repository",
+      "name": "moosefs",
+      "url": "{{repo_url}}",
+      "suite": "{{repo_suite}}",
+      "components": [
+        "main"
+      ],
+      "key_file": "{{download_dir}}/moosefs-repository.key",
+      "when": {
+        "method": "packages",
+        "moosefs_repository": true
+      }
     },
     {
       "kind": "packages",

@@ -34,6 +34,9 @@ class FakeTools:
         self.units = {}              # unit -> {"enabled": bool, "active": bool}
         self.handlers = []           # (predicate, function(argv) -> (rc, out, err))
         self.next_uid = 400
+        self.modules = set()         # FreeBSD kernel modules loaded
+        self.mounted = {}            # mount point -> (device, fstype)
+        self.package_files = {}      # package -> {path: content} its install creates
 
     def path(self, path):
         return os.path.join(self.root, path.lstrip("/")) if self.root != "/" else path
@@ -84,6 +87,11 @@ class FakeTools:
             return 100, "", "E: Unable to locate package %s" % missing[0]
         for name in names:
             self.installed[name] = "1.0-1"
+            for path, content in self.package_files.get(name, {}).items():
+                full = self.path(path)
+                os.makedirs(os.path.dirname(full), exist_ok=True)
+                with open(full, "w") as handle:
+                    handle.write(content)
         return 0, "installed\n", ""
 
     def tool_apt_get(self, args):
@@ -198,9 +206,52 @@ class FakeTools:
             state["active"] = False
         return 0, "", ""
 
+    def rc_conf(self):
+        try:
+            with open(self.path("/etc/rc.conf")) as handle:
+                return handle.read()
+        except FileNotFoundError:
+            return ""
+
     def tool_sysrc(self, args):
-        key, _, value = args[0].partition("=")
+        check = args[0] == "-c"
+        key, _, value = args[-1].partition("=")
+        if key.endswith("+"):   # kld_list+=fusefs: add a word to a list variable
+            key = key[:-1]
+            current = ([line.split("=", 1)[1].strip('"') for line in self.rc_conf().splitlines()
+                        if line.startswith(key + "=")] or [""])[-1].split()
+            if check:
+                return (0 if value in current else 1), "", ""
+            value = " ".join(current + [value] if value not in current else current)
+        elif check:
+            return (0 if '%s="%s"' % (key, value) in self.rc_conf() else 1), "", ""
         self.append("/etc/rc.conf", '%s="%s"' % (key, value))
+        return 0, "", ""
+
+    def tool_kldstat(self, args):
+        return (0 if args[-1] in self.modules else 1), "", ""
+
+    def tool_kldload(self, args):
+        self.modules.add(args[-1])
+        return 0, "", ""
+
+    def tool_mount(self, args):
+        """Linux: appends to the fake /proc/self/mountinfo; FreeBSD: `mount -p` lists fstab-style."""
+        if args == ["-p"]:
+            return 0, "".join("%s %s %s rw 0 0\n" % (dev, point, fstype) for point, (dev, fstype) in self.mounted.items()), ""
+        point = args[-1]
+        device, fstype = "unknown", "unknown"
+        try:
+            for line in open(self.path("/etc/fstab")):
+                fields = line.split()
+                if len(fields) >= 3 and fields[1] == point:
+                    device, fstype = fields[0], fields[2]
+        except FileNotFoundError:
+            pass
+        self.mounted[point] = (device, fstype)
+        if os.path.exists("/proc/self/mountinfo") and self.root == "/":
+            with open("/proc/self/mountinfo", "a") as handle:
+                handle.write("99 1 0:99 / %s rw - %s %s rw\n" % (point, fstype, device))
         return 0, "", ""
 
     def tool_service(self, args):
@@ -242,12 +293,12 @@ class RecordingRunner(stackboot.Runner):
         return [argv for argv, kind, _ in self.calls if kind == "probe"]
 
 
-DEBIAN = {"platform": "linux", "distro": "debian", "id_like": [], "version": "12", "pretty_name": "Debian 12",
+DEBIAN = {"platform": "linux", "distro": "debian", "id_like": [], "version": "12", "major": "12", "pretty_name": "Debian 12",
           "codename": "bookworm", "init": "systemd", "package_manager": "apt", "arch": "x86_64", "cores": 2,
           "python": "3.11.2"}
-FREEBSD = dict(DEBIAN, platform="freebsd", distro="freebsd", version="14.1", pretty_name="FreeBSD 14.1",
+FREEBSD = dict(DEBIAN, platform="freebsd", distro="freebsd", version="14.1", major="14", pretty_name="FreeBSD 14.1",
                codename="", init="rc", package_manager="pkg")
-ROCKY = dict(DEBIAN, distro="rocky", id_like=["rhel", "centos", "fedora"], version="9.4", pretty_name="Rocky 9.4",
+ROCKY = dict(DEBIAN, distro="rocky", id_like=["rhel", "centos", "fedora"], version="9.4", major="9", pretty_name="Rocky 9.4",
              codename="", package_manager="dnf")
 
 

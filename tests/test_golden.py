@@ -1,0 +1,93 @@
+"""Golden plans for platforms this machine cannot run (FreeBSD, the RHEL family).
+
+Each case plans roles on a fake host made from tests/fixtures/hosts (its real
+os-release and binaries), then, for method=packages, installs against stateful
+fake tools and records every command. The result must match tests/golden/ to the
+byte: a change to a plan fails here until the golden file is regenerated on
+purpose (STACKBOOT_UPDATE_GOLDEN=1) and reviewed against FACTS.md.
+"""
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+
+import pytest
+
+import stackboot
+from conftest import TESTS, FakeTools, RecordingRunner, quote
+
+HOSTS = os.path.join(TESTS, "fixtures", "hosts")
+GOLDEN = os.path.join(TESTS, "golden")
+FAKE_KEY = "-----BEGIN PGP PUBLIC KEY BLOCK-----\nfake MooseFS key for the golden tests\n-----END PGP PUBLIC KEY BLOCK-----\n"
+ROLE_SETS = [["master"], ["metalogger"], ["chunkserver"], ["client"], ["gui"], ["cli"], ["master", "metalogger", "gui", "cli"]]
+CASES = [(host, roles, method) for host in ("freebsd-14", "rocky-9") for roles in ROLE_SETS for method in ("packages", "source")]
+FIXTURES = {}
+for _host in ("freebsd-14", "rocky-9"):
+    with open(os.path.join(HOSTS, _host, "host.json")) as _handle, open(os.path.join(HOSTS, _host, "os-release")) as _release:
+        FIXTURES[_host] = (json.load(_handle), _release.read())
+
+
+def fake_host(fs, host):
+    spec, release = FIXTURES[host]
+    fs.create_file("/etc/os-release", contents=release)
+    for binary in spec["binaries"]:
+        fs.create_file(binary, st_mode=0o100755)
+    if spec["systemd_running"]:
+        fs.create_dir("/run/systemd/system")
+    fs.create_file("/etc/passwd", contents="root:x:0:0:root:/root:/bin/sh\n")
+    fs.create_file("/etc/group", contents="root:x:0:\nwheel:x:0:root\n")
+    fs.create_file("/etc/fstab", contents="# fstab\n")
+    if spec["system"] == "FreeBSD":
+        fs.create_file("/etc/rc.conf", contents='hostname="node1"\n')
+    else:
+        fs.create_file("/proc/self/mountinfo", contents="22 1 8:1 / / rw,relatime - ext4 /dev/sda1 rw\n")
+    data = "/var/mfs" if spec["system"] == "FreeBSD" else "/var/lib/mfs"
+    tools = FakeTools("/")
+    tools.package_files["moosefs-master"] = {data + "/metadata.mfs.empty": "MFSM NEW"}
+    fs.create_file("/var/cache/stackboot/downloads/moosefs-repository.key", contents=FAKE_KEY)
+    return spec, tools
+
+
+def run_main(argv, runner, uname):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = stackboot.main(argv, runner=runner, uname=uname)
+    return code, out.getvalue(), err.getvalue()
+
+
+def golden_text(fs, host, roles, method):
+    spec, tools = fake_host(fs, host)
+    uname = (spec["system"], spec["machine"])
+    sets = ["--set", "method=" + method, "--set", "master_host=10.1.0.1",
+            "--set", "repo_key_sha256=" + hashlib.sha256(FAKE_KEY.encode()).hexdigest()]
+    code, out, err = run_main(["plan"] + roles + sets, RecordingRunner("/", tools), uname)
+    assert code == 0, err
+    text = "# stackboot plan %s --set method=%s (host: %s)\n%s" % (" ".join(roles), method, host, out)
+    if method == "packages":
+        runner = RecordingRunner("/", tools)
+        code, out, err = run_main(["install"] + roles + sets, runner, uname)
+        assert code == 0, out + err
+        text += "\n# install runs, in order:\n" + "".join(quote(argv) + "\n" for argv in runner.changes())
+        text += "# %s\n" % out.splitlines()[-1]
+        code, out, err = run_main(["install"] + roles, RecordingRunner("/", tools), uname)
+        text += "# again, with no flags: %s\n" % out.splitlines()[-1]
+    return text
+
+
+@pytest.mark.parametrize("host,roles,method", CASES, ids=["%s-%s-%s" % (h, "+".join(r), m) for h, r, m in CASES])
+def test_golden_plan(fs, host, roles, method):
+    name = "%s-%s-%s.txt" % (host, "+".join(roles), method)
+    text = golden_text(fs, host, roles, method)
+    fs.pause()   # the golden files live on the real disk
+    path = os.path.join(GOLDEN, name)
+    if os.environ.get("STACKBOOT_UPDATE_GOLDEN"):
+        with open(path, "w") as handle:
+            handle.write(text)
+    with open(path) as handle:
+        expected = handle.read()
+    fs.resume()
+    assert text == expected, "plan changed: review it, then STACKBOOT_UPDATE_GOLDEN=1 make test"
+    if method == "packages":
+        assert text.rstrip().splitlines()[-1].startswith("# again, with no flags: Install: 0 changed")
