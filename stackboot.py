@@ -267,14 +267,16 @@ class Runner:
         return (["chroot", self.root] if self.root != "/" else []) + [redact(part, self.secrets) for part in argv]
 
     def run(self, argv, change=False, check=True, cwd=None, env=None, input=None,
-            timeout=None, stream=None):
+            timeout=None, stream=None, detach=False):
+        """`detach`: the command starts a daemon, which may keep stdout open forever; read
+        its output from a file once the command itself has exited, not from a pipe."""
         argv = [str(part) for part in argv]
         kind = "change" if change else "probe"
         if change and not self.allow_changes:
             raise StackbootError("internal: refused to run %s while only reading" % argv)
         self.counts[kind] += 1
         started = time.time()
-        result = self.spawn(argv, cwd, env, input, timeout, stream)
+        result = self.spawn(argv, cwd, env, input, timeout, stream, detach)
         result.out, result.err = redact(result.out, self.secrets), redact(result.err, self.secrets)
         result.seconds = time.time() - started
         self.write_log(result, kind)
@@ -282,7 +284,7 @@ class Runner:
             raise CommandFailed(result)
         return result
 
-    def spawn(self, argv, cwd, env, input, timeout, stream):
+    def spawn(self, argv, cwd, env, input, timeout, stream, detach=False):
         import subprocess
         child_env = {"PATH": CHILD_PATH, "LC_ALL": "C", "HOME": "/root"}
         for key in ("TERM", "http_proxy", "https_proxy", "no_proxy"):
@@ -296,15 +298,25 @@ class Runner:
                 os.chroot(root)
                 os.chdir(cwd or "/")
 
+        capture = None
+        if detach:
+            import tempfile
+            capture = tempfile.TemporaryFile()
         try:
             proc = subprocess.Popen(
                 argv, cwd=cwd if root == "/" else None, env=child_env,
                 preexec_fn=enter_root if root != "/" else None,
                 stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE if stream is None else subprocess.STDOUT,
+                stdout=capture or subprocess.PIPE,
+                stderr=subprocess.STDOUT if capture or stream is not None else subprocess.PIPE,
                 universal_newlines=True)
         except OSError as exc:
             return Result(self.display(argv), 127, "", "%s: %s" % (argv[0], exc.strerror))
+        if capture is not None:
+            with capture:
+                rc = proc.wait()
+                capture.seek(0)
+                return Result(self.display(argv), rc, "", capture.read().decode("utf-8", "replace"))
         if stream is not None:
             lines = []
             for line in proc.stdout:
@@ -1337,10 +1349,10 @@ class DirectServices:
     def do(self, run, step, verb):
         direct = self.commands(step)
         if verb in direct:
-            run.runner.run(direct[verb], change=True)
+            run.runner.run(direct[verb], change=True, detach=True)
         elif verb in ("restart", "reload") and direct.get("stop"):
-            run.runner.run(direct["stop"], change=True)
-            run.runner.run(direct["start"], change=True)
+            run.runner.run(direct["stop"], change=True, detach=True)
+            run.runner.run(direct["start"], change=True, detach=True)
         else:
             raise StackbootError("service %s: the profile gives no direct %s command" % (step.args["name"], verb),
                                  "add it to the step's \"direct\" commands")
@@ -1999,8 +2011,8 @@ class BuildStep(Step):
 
             def show(line, label=label, started=started):
                 lines.append(line)
-                run.out.progress("  %s %s: %s (%ds)" % (name, label, line[:60], time.time() - started)
-                                 if run.out.tty else "")
+                if run.out.tty:   # a live status line; logs and cloud-init get the stage lines only
+                    run.out.progress("  %s %s: %s (%ds)" % (name, label, line[:60], time.time() - started))
 
             if not run.out.tty:
                 run.out.info("  %s: %s" % (name, label))
@@ -2419,8 +2431,9 @@ def render_step(profile, index, spec, context):
             if key in spec:
                 args[key] = spec[key] if field.literal else substitute(spec[key], scope)
                 if args[key] is None and field.required:
-                    raise BadInput("%s: %s needs a value for its %s step" % (spec[key], profile.name, cls.kind),
-                                   "pass --set %s=VALUE" % TEMPLATE_REF.fullmatch(spec[key].strip()).group(1))
+                    name = TEMPLATE_REF.fullmatch(spec[key].strip()).group(1)
+                    raise BadInput("parameter %s has no value, and the %s step of %s needs one" % (name, cls.kind, profile.name),
+                                   "pass --set %s=VALUE" % name)
             elif field.default is not None:
                 args[key] = json.loads(json.dumps(field.default))
         spec_for_item = dict(spec, id=spec["id"] + "#%d" % number) if "for_each" in spec and "id" in spec else spec

@@ -273,7 +273,7 @@ class RecordingRunner(stackboot.Runner):
         self.tools = tools or FakeTools(root)
         self.calls = []
 
-    def spawn(self, argv, cwd, env, input, timeout, stream):
+    def spawn(self, argv, cwd, env, input, timeout, stream, detach=False):
         rc, out, err = self.tools(argv, env)
         self.calls.append((list(argv), self.counts["change"], env))
         if stream is not None:

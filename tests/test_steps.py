@@ -109,7 +109,8 @@ def test_apt_repository_with_signed_by_then_update(fakefs):
                   "components": ["main"], "key": KEY},
                  {"kind": "packages", "names": ["moosefs-master"]}])
     plan = h.plan()
-    assert plan[:2] == ["+ repository moosefs: create", "+ repository moosefs: create"]
+    assert plan[:2] == ["+ repository moosefs: create /etc/apt/keyrings/moosefs.asc",
+                        "+ repository moosefs: create /etc/apt/sources.list.d/moosefs.list"]
     changes = h.converge()
     assert changes[0] == ["apt-get", "update", "-q"]
     with open("/etc/apt/sources.list.d/moosefs.list") as handle:
