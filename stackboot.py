@@ -3299,8 +3299,8 @@ EMBEDDED_PROFILES = {
   "parameters": {
     "gui_listen_host": {
       "type": "host",
-      "default": "*",
-      "help": "address the GUI listens on (* = all)"
+      "default": "0.0.0.0",
+      "help": "address the GUI listens on (0.0.0.0 = all; mfscgiserv does not take *)"
     },
     "gui_port": {
       "type": "port",

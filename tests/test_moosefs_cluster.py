@@ -90,11 +90,24 @@ def test_cluster_installs_node_by_node(cluster):
                        (cs2, ["chunkserver"]), (client, ["client", "cli"])):
         assert install(node, *args).splitlines()[-1].startswith("Install: 0 changed"), node.name
 
+    # the GUI (3.x packages: mfscgiserv) on the master host, reached from the client's namespace
+    install(master, "gui", "--set", "method=packages")
+    fetch = "import urllib.request; print(urllib.request.urlopen('http://%s:9425/mfs.cgi', timeout=10).status)" % master.ip
+    assert wait_for("the GUI", lambda: client.run(["python3", "-c", fetch], check=False).stdout.strip() == "200")
+
+    # a clean stop writes metadata.mfs; install must leave it as it is and start the master on it
+    master.run(["mfsmaster", "-c", "/etc/mfs/mfsmaster.cfg", "stop"])
+    metadata = master.path("/var/lib/mfs/metadata.mfs")
+    saved = open(metadata, "rb").read()
+    assert saved.startswith(b"MFSM") and len(saved) > 8
+    out = install(master, "master")
+    assert "moosefs-metadata" not in out and "+ service moosefs-master: start" in out
+    assert open(master.path("/var/lib/mfs/metadata.mfs.back"), "rb").read() == saved   # the master's own rename
+
     # the master dies hard; install recovers the metadata with mfsmaster's own restore
     pid = master.pid_of("/var/lib/mfs/.mfsmaster.lock")
     os.kill(pid, signal.SIGKILL)
     wait_for("the master to die", lambda: not os.path.exists("/proc/%d" % pid) or None)
-    metadata = master.path("/var/lib/mfs/metadata.mfs")
     if os.path.exists(metadata):
         os.unlink(metadata)
     plan = master.stackboot("plan", "master").stdout

@@ -435,3 +435,17 @@ def test_systemd_service_stopped_and_disabled_on_request(fakefs):
     h = Harness([{"kind": "service", "name": "demo", "enabled": False, "running": False}], tools=tools)
     assert h.plan() == ["- service demo: disable at boot", "- service demo: stop"]
     assert h.converge() == [["systemctl", "disable", "demo.service"], ["systemctl", "stop", "demo.service"]]
+
+
+def test_offline_run_lists_everything_missing_before_changing_anything(fakefs):
+    h = Harness([{"kind": "directory", "path": "/srv/early"},
+                 {"kind": "packages", "names": ["gcc", "zlib1g-dev", "make"]},
+                 {"kind": "download", "url": "https://example.invalid/src.tar.gz", "sha256": "c" * 64}])
+    h.tools.installed["make"] = "4.3"
+    run, steps = h.run()
+    run.offline = True
+    with pytest.raises(stackboot.StackbootError) as caught:
+        stackboot.apply_steps(run, steps)
+    assert caught.value.message == ("--offline, and 3 thing(s) are missing: package gcc (not installed); "
+                                    "package zlib1g-dev (not installed); https://example.invalid/src.tar.gz (not in the cache)")
+    assert h.runner.changes() == [] and not os.path.exists("/srv/early")
