@@ -1394,11 +1394,14 @@ MOUNT_TABLES = {"freebsd": FreeBSDMounts}
 
 
 def pid_alive(pid):
+    """True for a live process; a zombie (exited, not yet reaped by its parent) counts as gone."""
     try:
         os.kill(pid, 0)
     except OSError as exc:
-        return exc.errno == errno.EPERM
-    return True
+        if exc.errno != errno.EPERM:
+            return False
+    stat = read_bytes("/proc/%d/stat" % pid)
+    return not (stat and stat.rsplit(b")", 1)[-1].split()[:1] == [b"Z"])
 
 
 SERVICE_MANAGERS = {"systemd": Systemd, "rc": RcD, "none": DirectServices}

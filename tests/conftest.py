@@ -310,6 +310,22 @@ def write_profile(directory, name, data):
     return path
 
 
+def need_bare_root(suite):
+    """Skip where debootstrapped roots cannot be had (not root, no debootstrap, no cache)."""
+    import bareroot
+    ok, why = bareroot.available(suite)
+    if not ok:
+        pytest.skip(why)
+    bareroot.base_root(suite)
+
+
+def bare_root_copy(suite, dest):
+    """A fresh copy of the cached root for suite at dest."""
+    import bareroot
+    need_bare_root(suite)
+    return bareroot.fresh_root(suite, dest)
+
+
 def quote(argv):
     return " ".join(shlex.quote(a) for a in argv)
 

@@ -16,7 +16,7 @@ import urllib.request
 import pytest
 
 import bareroot
-from conftest import TESTS, TOP
+from conftest import TESTS, TOP, bare_root_copy
 
 pytestmark = [pytest.mark.root, pytest.mark.bareroot]
 PYTHONS = {"bookworm": "3.11", "bullseye": "3.9"}
@@ -30,11 +30,7 @@ def free_port():
 
 @pytest.fixture(params=sorted(PYTHONS))
 def root(request, tmp_path):
-    ok, why = bareroot.available(request.param)
-    if not ok:
-        pytest.skip(why)
-    bareroot.base_root(request.param)
-    path = bareroot.fresh_root(request.param, str(tmp_path / "root"))
+    path = bare_root_copy(request.param, str(tmp_path / "root"))
     yield request.param, path
     stop_demo(path)
     bareroot.cleanup_root(path)

@@ -4,11 +4,12 @@ import json
 import os
 import signal
 import subprocess
+import time
 
 import pytest
 
 import stackboot
-from conftest import TOP, FakeTools, RecordingRunner, write_profile
+from conftest import TOP, FakeTools, RecordingRunner, bare_root_copy, write_profile
 
 PARAMS = {
     "port": {"type": "port", "default": 9421, "help": "a port"},
@@ -202,11 +203,7 @@ def kill_profile(base, position):
 @pytest.fixture(scope="module")
 def bare_root(tmp_path_factory):
     import bareroot
-    ok, why = bareroot.available("bookworm")
-    if not ok:
-        pytest.skip(why)
-    bareroot.base_root("bookworm")
-    path = bareroot.fresh_root("bookworm", str(tmp_path_factory.mktemp("kill") / "root"))
+    path = bare_root_copy("bookworm", str(tmp_path_factory.mktemp("kill") / "root"))
     yield path
     bareroot.cleanup_root(path)
 
@@ -258,3 +255,14 @@ def test_secrets_never_reach_the_log_or_an_error(env, capsys):
     assert "Very$ecret" not in err and "--password=***" in err
     log = open(os.path.join(env.root, "var/log/stackboot.log")).read()
     assert "Very$ecret" not in log and "--password=***" in log
+
+
+def test_a_zombie_is_not_a_running_daemon():
+    """Where PID 1 reaps slowly (containers), a stopped daemon lingers as a zombie."""
+    child = subprocess.Popen(["true"])
+    deadline = time.time() + 5
+    while open("/proc/%d/stat" % child.pid).read().rsplit(")", 1)[1].split()[0] != "Z" and time.time() < deadline:
+        time.sleep(0.05)
+    assert not stackboot.pid_alive(child.pid)
+    child.wait()
+    assert stackboot.pid_alive(os.getpid())

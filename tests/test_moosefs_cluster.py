@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-import bareroot
 from cluster import Cluster
+from conftest import need_bare_root
 
 pytestmark = [pytest.mark.root, pytest.mark.bareroot]
 
@@ -38,10 +38,7 @@ def install(node, *args):
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    ok, why = bareroot.available("bookworm")
-    if not ok:
-        pytest.skip(why)
-    bareroot.base_root("bookworm")
+    need_bare_root("bookworm")
     built = Cluster(str(tmp_path_factory.mktemp("cluster")))
     try:
         for name in ("master", "metalogger", "cs1", "cs2", "client"):

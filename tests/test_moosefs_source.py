@@ -15,7 +15,7 @@ import tarfile
 import pytest
 
 import bareroot
-from conftest import DEBIAN, FakeTools, RecordingRunner
+from conftest import DEBIAN, FakeTools, RecordingRunner, bare_root_copy
 from test_build import Server
 
 import stackboot
@@ -138,11 +138,7 @@ def test_unknown_version_needs_an_explicit_sha256(tmp_path, capsys):
 
 @pytest.fixture
 def root(tmp_path):
-    ok, why = bareroot.available("bookworm")
-    if not ok:
-        pytest.skip(why)
-    bareroot.base_root("bookworm")
-    path = bareroot.fresh_root("bookworm", str(tmp_path / "root"))
+    path = bare_root_copy("bookworm", str(tmp_path / "root"))
     yield path
     try:
         os.kill(int(open(os.path.join(path, "var/lib/mfs/.mfsmaster.lock")).read().split()[0]), signal.SIGTERM)
