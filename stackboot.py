@@ -640,7 +640,9 @@ def type_hdd(value, decl):
         raise ValueError("expected an mfshdd.cfg line like /mnt/hdd1, */mnt/hdd2 or /mnt/hdd3 -10%%, got %s" % json.dumps(text))
     marker, path, limit = HDD_RE.match(text.strip()).groups()
     type_path(path, {})
-    return {"text": marker + path + (" " + limit if limit else ""), "path": path, "marker": marker, "limit": limit or ""}
+    quota = limit if limit and SIZE_RE.match(limit) else None   # a plain size can also be a btrfs/ZFS quota
+    return {"text": marker + path + (" " + limit if limit else ""), "path": path, "marker": marker, "limit": limit or "",
+            "quota": quota}
 
 
 def type_settings(value, decl):
@@ -2148,9 +2150,13 @@ class MountStep(Step):
               "options": Field("list", default=["defaults"]), "fstab": Field("bool", default=True),
               "mount": Field("argv", help="how to mount it now (default: mount PATH, which reads fstab)")}
 
+    def mount_spec(self):
+        """(device, fstype, options) as fstab wants them."""
+        return self.args["device"], self.args["fstype"], self.args.get("options") or ["defaults"]
+
     def fstab_line(self):
-        return "%s %s %s %s 0 0" % (self.args["device"], self.args["path"], self.args["fstype"],
-                                    ",".join(self.args.get("options") or ["defaults"]))
+        device, fstype, options = self.mount_spec()
+        return "%s %s %s %s 0 0" % (device, self.args["path"], fstype, ",".join(options))
 
     def fstab_text(self, run):
         """fstab with our line in place of any other line for the same mount point."""
@@ -2169,19 +2175,19 @@ class MountStep(Step):
         return current, "\n".join(lines) + "\n"
 
     def mounted(self, run):
-        if "mounts" not in run.probed:
-            run.probed["mounts"] = MOUNT_TABLES.get(run.facts["platform"], LinuxMounts)().table(run)
-        return run.host.path(self.args["path"]) in run.probed["mounts"]
+        """The mount table's entry for our mount point, or None."""
+        return mount_table(run).get(run.host.path(self.args["path"]))
 
     def check(self, run):
+        return self.fstab_changes(run) + ([] if self.mounted(run) else [Change("+", "mount now", action="mount")])
+
+    def fstab_changes(self, run):
         changes = []
         if self.args.get("fstab", True):
             current, new = self.fstab_text(run)
             if current != new:
                 changes.append(Change("~" if current else "+", "fstab: " + self.fstab_line(),
                                       unified_diff(current, new, "/etc/fstab"), action="fstab"))
-        if not self.mounted(run):
-            changes.append(Change("+", "mount now", action="mount"))
         return changes
 
     def act(self, run, changes):
@@ -2190,12 +2196,189 @@ class MountStep(Step):
                 st = run.host.stat("/etc/fstab")
                 mode = st.st_mode & 0o7777 if st else 0o644
                 run.host.write_file("/etc/fstab", self.fstab_text(run)[1].encode(), mode)
-            else:
+            elif change.action == "mount":
                 full = run.host.path(self.args["path"])
                 if not os.path.isdir(full):
                     os.makedirs(full, 0o755)
                 run.runner.run(self.args.get("mount") or ["mount", self.args["path"]], change=True)
                 run.probed.pop("mounts", None)
+
+
+def mount_table(run):
+    if "mounts" not in run.probed:
+        run.probed["mounts"] = MOUNT_TABLES.get(run.facts["platform"], LinuxMounts)().table(run)
+    return run.probed["mounts"]
+
+
+def size_bytes(text):
+    """'10GiB' or '10G' -> binary bytes, '10GB' -> decimal; as btrfs and ZFS read sizes."""
+    match = re.match(r"^([0-9]+(?:\.[0-9]+)?)([kKMGTPE]?)(i?)(B?)$", text)
+    if not match:
+        raise ValueError("not a size: %s" % text)
+    number, unit, binary, byte = match.groups()
+    if not unit:
+        return int(float(number))
+    base = 1000 if byte and not binary else 1024
+    return int(float(number) * base ** ("KMGTPE".index(unit.upper()) + 1))
+
+
+def probe_target(run, path):
+    """What a block device or image holds (blkid's TYPE, LABEL...), and every other reason
+    it is not proven blank: missing, a partition table, signatures, a mount, a loop device.
+
+    Blank means TYPE is absent and the list is empty. Nothing here is ever wiped.
+    """
+    if not os.path.exists(run.host.path("/proc/self/mountinfo")) and run.facts["platform"] == "linux":
+        raise StackbootError("%s is not mounted, and blkid, mkfs and losetup need it" % run.host.path("/proc"),
+                             "mount -t proc proc %s (and bind /dev) before using --root for stores" % run.host.path("/proc"))
+    if not run.host.exists(path):
+        return {}, ["%s does not exist" % path]
+    result = run.runner.run(["blkid", "-p", "-o", "export", path], check=False)
+    info = dict(line.partition("=")[::2] for line in result.out.splitlines() if "=" in line)
+    problems = []
+    if result.rc not in (0, 2):
+        problems.append("blkid could not read it (%s)" % (result.err.strip() or "exit %d" % result.rc))
+    if info.get("PTTYPE"):
+        problems.append("it has a %s partition table" % info["PTTYPE"])
+    signatures = run.runner.run(["wipefs", "-n", path], check=False).out.splitlines()[1:]
+    if signatures and not info:
+        problems.append("wipefs finds signatures: %s" % ", ".join(line.split()[2] for line in signatures if len(line.split()) > 2))
+    real = os.path.realpath(run.host.path(path))
+    for point, entry in mount_table(run).items():
+        if entry["source"] in (path, real):
+            problems.append("it is mounted on %s" % point)
+    import stat as stat_module
+    st = run.host.stat(path)
+    if st is not None and stat_module.S_ISREG(st.st_mode):
+        loops = run.runner.run(["losetup", "-j", path], check=False).out.split(":")[0].strip()
+        if loops:
+            problems.append("loop device %s holds it" % loops)
+    return info, problems
+
+
+class BtrfsFilesystemStep(MountStep):
+    """A btrfs filesystem on a device or an image file, created only on a target proven blank.
+
+    Never `mkfs -f`: an existing btrfs is adopted, anything else is refused with what
+    was found. Mounted with its options and kept in fstab (image files through `loop`).
+    """
+
+    kind = "btrfs-filesystem"
+    schema = dict(OWNERSHIP, path=Field("path", required=True, help="the mount point"),
+                  device=Field("path", help="a block device"),
+                  image=Field("path", help="or an image file, created at `size` when missing"),
+                  size=Field("str"), label=Field("str", default="stackboot"),
+                  options=Field("list", default=["noatime"]), fstab=Field("bool", default=True))
+
+    @classmethod
+    def spec_problem(cls, spec):
+        if ("device" in spec) == ("image" in spec):
+            return "a btrfs-filesystem step needs exactly one of device or image"
+        if "image" in spec and "size" not in spec:
+            return "an image needs a size"
+        return None
+
+    def target_path(self):
+        return self.args.get("image") or self.args["device"]
+
+    def mount_spec(self):
+        options = list(self.args.get("options") or [])
+        if self.args.get("image"):   # a loop mount that waits for the file's own filesystem
+            options = ["loop"] + options + ["nofail", "x-systemd.requires-mounts-for=%s" % os.path.dirname(self.args["image"])]
+        return self.target_path(), "btrfs", options or ["defaults"]
+
+    def check(self, run):
+        target = self.target_path()
+        mounted = self.mounted(run)
+        if mounted:
+            if mounted["fstype"] != "btrfs":
+                return [Change("!", "%s is mounted with %s, not btrfs" % (self.args["path"], mounted["fstype"]))]
+            return self.fstab_changes(run) + self.ownership_changes(run, run.host.stat(self.args["path"]))
+        changes = []
+        if self.args.get("image") and not run.host.exists(target):
+            changes += [Change("+", "create image %s (%s, sparse)" % (target, self.args["size"]), action="image"),
+                        Change("+", "mkfs.btrfs -L %s %s" % (self.args.get("label"), target), action="mkfs")]
+        else:
+            info, problems = probe_target(run, target)
+            if info.get("TYPE") not in (None, "btrfs"):
+                problems.insert(0, "it holds a %s filesystem" % info["TYPE"])
+            if info.get("TYPE") == "btrfs" and not problems:
+                changes.append(Change("~", "adopt the existing btrfs on %s (never reformatted)" % target, action="adopt"))
+            elif problems:
+                return [Change("!", "refusing to create a filesystem on %s: %s" % (target, "; ".join(problems)))]
+            else:
+                changes.append(Change("+", "mkfs.btrfs -L %s %s (blank: no signature, partition table, mount or loop)"
+                                      % (self.args.get("label"), target), action="mkfs"))
+        return changes + self.fstab_changes(run) + [Change("+", "mount now", action="mount")]
+
+    def act(self, run, changes):
+        target = self.target_path()
+        for change in changes:
+            if change.action == "image":
+                full = run.host.path(target)
+                if not os.path.isdir(os.path.dirname(full)):
+                    os.makedirs(os.path.dirname(full), 0o755)
+                fd = os.open(full, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                try:
+                    os.ftruncate(fd, size_bytes(self.args["size"]))
+                finally:
+                    os.close(fd)
+            elif change.action == "mkfs":
+                info, problems = probe_target(run, target)   # proven blank again, right before mkfs
+                if problems or info.get("TYPE"):
+                    raise StackbootError("refusing to create a filesystem on %s: %s" % (target, "; ".join(problems)))
+                run.runner.run(["mkfs.btrfs", "-L", self.args.get("label") or "stackboot", target], change=True)
+        MountStep.act(self, run, [change for change in changes if change.action in ("fstab", "mount")])
+        run.host.forget()
+        st = run.host.stat(self.args["path"])
+        if self.ownership_changes(run, st):
+            uid, gid = self.resolved_ids(run)
+            os.chown(run.host.path(self.args["path"]), uid, gid)
+            if self.args.get("mode"):
+                os.chmod(run.host.path(self.args["path"]), parse_mode(self.args["mode"]))
+
+
+class BtrfsSubvolumeStep(Step):
+    """A btrfs subvolume (inode 256 on btrfs), with an optional qgroup limit, owner and mode."""
+
+    kind = "btrfs-subvolume"
+    schema = dict(OWNERSHIP, path=Field("path", required=True),
+                  limit=Field("str", help="qgroup limit (referenced bytes); quotas are enabled when one is asked"))
+
+    def current_limit(self, run):
+        result = run.runner.run(["btrfs", "qgroup", "show", "-re", "--raw", "-f", self.args["path"]], check=False)
+        for line in result.out.splitlines():
+            fields = line.split()
+            if result.rc == 0 and fields and fields[0].startswith("0/") and len(fields) >= 4:
+                return None if fields[3] == "none" else int(fields[3])
+        return None
+
+    def check(self, run):
+        st = run.host.stat(self.args["path"])
+        limit = self.args.get("limit")
+        if st is None:
+            return [Change("+", "create subvolume" + (" limited to %s" % limit if limit else "") + describe_ownership(self.args),
+                           action="create")]
+        if st.st_ino != 256:
+            return [Change("!", "%s exists and is not a btrfs subvolume" % self.args["path"])]
+        changes = self.ownership_changes(run, st)
+        if limit and self.current_limit(run) != size_bytes(limit):
+            changes.append(Change("~", "qgroup limit -> %s" % limit, action="limit"))
+        return changes
+
+    def act(self, run, changes):
+        path = self.args["path"]
+        if changes[0].action == "create":
+            run.runner.run(["btrfs", "subvolume", "create", path], change=True)
+            run.host.forget()
+        if self.args.get("limit") and (changes[0].action == "create" or any(c.action == "limit" for c in changes)):
+            run.runner.run(["btrfs", "quota", "enable", path], change=True)
+            run.runner.run(["btrfs", "qgroup", "limit", str(size_bytes(self.args["limit"])), path], change=True)
+        uid, gid = self.resolved_ids(run)
+        os.chown(run.host.path(path), uid, gid)
+        if self.args.get("mode"):
+            os.chmod(run.host.path(path), parse_mode(self.args["mode"]))
+        run.host.forget()
 
 
 class MooseFSMetadataStep(Step):
@@ -2292,7 +2475,8 @@ class CommandStep(Step):
 
 STEP_KINDS = dict((cls.kind, cls) for cls in (
     PackagesStep, RepositoryStep, GroupStep, UserStep, DirectoryStep, FileStep, LineStep,
-    DownloadStep, BuildStep, ServiceStep, MountStep, MooseFSMetadataStep, CommandStep))
+    DownloadStep, BuildStep, ServiceStep, MountStep, BtrfsFilesystemStep, BtrfsSubvolumeStep, MooseFSMetadataStep,
+    CommandStep))
 
 
 # ---------------------------------------------------------------------------
@@ -2864,6 +3048,119 @@ def main(argv=None, runner=None, uname=None):
 # ---------------------------------------------------------------------------
 
 EMBEDDED_PROFILES = {
+    "btrfs-store": r"""{
+  "description": "btrfs store: a filesystem on a device or an image file, mounted, kept in fstab, with subvolumes",
+  "parameters": {
+    "store_target": {
+      "type": "string",
+      "default": "image",
+      "choices": [
+        "image",
+        "device"
+      ],
+      "help": "image: a file created at store_size and loop-mounted; device: store_device"
+    },
+    "store_image": {
+      "type": "path",
+      "default": "/srv/stackboot-store.img",
+      "help": "the image file (store_target=image)"
+    },
+    "store_size": {
+      "type": "size",
+      "default": "10GiB",
+      "help": "size of a new image file (sparse)"
+    },
+    "store_device": {
+      "type": "path",
+      "default": null,
+      "help": "the block device (store_target=device); must be blank or btrfs"
+    },
+    "store_mount": {
+      "type": "path",
+      "default": "/srv/store",
+      "help": "where the store is mounted"
+    },
+    "store_label": {
+      "type": "string",
+      "default": "stackboot",
+      "help": "filesystem label of a new store"
+    },
+    "store_options": {
+      "type": "list",
+      "default": [
+        "noatime"
+      ],
+      "help": "mount options (noatime, compress=zstd:3, user_subvol_rm_allowed...)"
+    },
+    "store_subvolumes": {
+      "type": "list",
+      "items": "hdd",
+      "default": [],
+      "help": "subvolumes to create: PATH [LIMIT] (a size LIMIT becomes a qgroup limit)"
+    },
+    "store_owner": {
+      "type": "string",
+      "default": "root",
+      "help": "owner of the subvolumes"
+    },
+    "store_group": {
+      "type": "string",
+      "default": "root",
+      "help": "group of the subvolumes"
+    },
+    "store_mode": {
+      "type": "string",
+      "default": "0755",
+      "pattern": "0?[0-7]{3,4}",
+      "help": "mode of the subvolumes"
+    }
+  },
+  "platforms": [
+    "linux"
+  ],
+  "steps": [
+    {
+      "kind": "packages",
+      "names": [
+        "btrfs-progs"
+      ]
+    },
+    {
+      "kind": "btrfs-filesystem",
+      "id": "btrfs-store",
+      "when": {
+        "store_target": "image"
+      },
+      "path": "{{store_mount}}",
+      "image": "{{store_image}}",
+      "size": "{{store_size}}",
+      "label": "{{store_label}}",
+      "options": "{{store_options}}"
+    },
+    {
+      "kind": "btrfs-filesystem",
+      "id": "btrfs-store",
+      "when": {
+        "store_target": "device"
+      },
+      "path": "{{store_mount}}",
+      "device": "{{store_device}}",
+      "label": "{{store_label}}",
+      "options": "{{store_options}}"
+    },
+    {
+      "kind": "btrfs-subvolume",
+      "for_each": "{{store_subvolumes}}",
+      "as": "sub",
+      "path": "{{sub.path}}",
+      "limit": "{{sub.quota}}",
+      "owner": "{{store_owner}}",
+      "group": "{{store_group}}",
+      "mode": "{{store_mode}}"
+    }
+  ]
+}
+""",
     "chunkserver": r"""{
   "description": "MooseFS chunkserver: stores the data chunks on local disks",
   "requires": [
@@ -2914,6 +3211,15 @@ EMBEDDED_PROFILES = {
       "type": "settings",
       "default": {},
       "help": "more mfschunkserver.cfg settings"
+    },
+    "disk_store": {
+      "type": "string",
+      "default": "directory",
+      "choices": [
+        "directory",
+        "btrfs-subvolume"
+      ],
+      "help": "what each disk is: a plain directory, or a btrfs subvolume (install btrfs-store first) with its size limit as qgroup"
     }
   },
   "overlays": {
@@ -2957,7 +3263,23 @@ EMBEDDED_PROFILES = {
       "path": "{{disk.path}}",
       "owner": "{{working_user}}",
       "group": "{{working_group}}",
-      "mode": "0750"
+      "mode": "0750",
+      "when": {
+        "disk_store": "directory"
+      }
+    },
+    {
+      "kind": "btrfs-subvolume",
+      "for_each": "{{disks}}",
+      "as": "disk",
+      "path": "{{disk.path}}",
+      "limit": "{{disk.quota}}",
+      "owner": "{{working_user}}",
+      "group": "{{working_group}}",
+      "mode": "0750",
+      "when": {
+        "disk_store": "btrfs-subvolume"
+      }
     },
     {
       "kind": "file",
