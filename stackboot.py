@@ -642,7 +642,7 @@ def type_hdd(value, decl):
     type_path(path, {})
     quota = limit if limit and SIZE_RE.match(limit) else None   # a plain size can also be a btrfs/ZFS quota
     return {"text": marker + path + (" " + limit if limit else ""), "path": path, "marker": marker, "limit": limit or "",
-            "quota": quota}
+            "quota": quota, "name": os.path.basename(path)}
 
 
 def type_settings(value, decl):
@@ -2087,7 +2087,7 @@ def install_tree(host, stage):
 class ServiceStep(Step):
     kind = "service"
     schema = {"name": Field("str", required=True), "enabled": Field("bool", default=True),
-              "running": Field("bool", default=True),
+              "running": Field("bool", default=True, help="false stops it; null leaves it as it is (oneshot units)"),
               "restart_on": Field("list", default=[], help="ids of steps whose change restarts the service"),
               "reload_on": Field("list", default=[], help="ids of steps whose change reloads the service"),
               "direct": Field("dict", help="start/stop/status/reload commands and pidfile, used when no init system runs")}
@@ -2105,11 +2105,13 @@ class ServiceStep(Step):
     def check(self, run):
         state = run.services.state(run, self)
         changes = []
-        want_enabled, want_running = self.args.get("enabled", True), self.args.get("running", True)
+        want_enabled, want_running = self.args.get("enabled", True), self.args.get("running", True) if "running" in self.args else True
         if run.services.persistent and want_enabled and not state.enabled:
             changes.append(Change("+", "enable at boot", action="enable"))
         if run.services.persistent and not want_enabled and state.enabled:
             changes.append(Change("-", "disable at boot", action="disable"))
+        if want_running is None:
+            return changes
         if want_running and not state.running:
             changes.append(Change("+", "start", action="start"))
         elif not want_running and state.running:
@@ -2381,6 +2383,119 @@ class BtrfsSubvolumeStep(Step):
         run.host.forget()
 
 
+class ZfsPoolStep(Step):
+    """A ZFS pool by name: used when it exists; created only from the vdevs the user listed,
+    each proven blank. stackboot never picks "the first pool" or a disk of its own choosing."""
+
+    kind = "zfs-pool"
+    schema = {"name": Field("str", required=True), "vdevs": Field("list", default=[]),
+              "vdev_size": Field("str", help="size of a file vdev created when it does not exist yet"),
+              "mountpoint": Field("path", help="mount point of the pool's root dataset")}
+
+    def pools(self, run):
+        if "pools" not in run.probed:
+            result = run.runner.run(["zpool", "list", "-H", "-o", "name,health"], check=False)
+            run.probed["pools"] = dict(line.split("\t")[:2] for line in result.out.splitlines() if "\t" in line)
+        return run.probed["pools"]
+
+    def creatable(self, run, vdev):
+        return bool(self.args.get("vdev_size")) and not vdev.startswith("/dev/") and not run.host.exists(vdev)
+
+    def check(self, run):
+        name = self.args["name"]
+        if name in self.pools(run):
+            return []
+        if not self.args.get("vdevs"):
+            return [Change("!", "pool %s does not exist and no vdevs are listed to create it "
+                                "(stackboot never chooses a disk or a pool for you)" % name)]
+        problems = []
+        for vdev in self.args["vdevs"]:
+            if self.creatable(run, vdev):
+                continue
+            info, found = probe_target(run, vdev)
+            if info.get("TYPE"):
+                found.insert(0, "it holds a %s filesystem" % info["TYPE"])
+            problems += ["%s: %s" % (vdev, problem) for problem in found]
+        if problems:
+            return [Change("!", "refusing to create pool %s: %s" % (name, "; ".join(problems)))]
+        return [Change("+", "zpool create %s %s" % (name, " ".join(self.args["vdevs"])), action="create")]
+
+    def act(self, run, changes):
+        for vdev in self.args["vdevs"]:
+            if self.creatable(run, vdev):
+                fd = os.open(run.host.path(vdev), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                try:
+                    os.ftruncate(fd, size_bytes(self.args["vdev_size"]))
+                finally:
+                    os.close(fd)
+        for vdev in self.args["vdevs"]:   # proven blank again, right before zpool create
+            info, problems = probe_target(run, vdev)
+            if problems or info.get("TYPE"):
+                raise StackbootError("refusing to create pool %s on %s: %s" % (
+                    self.args["name"], vdev, "; ".join(problems) or "it holds " + info["TYPE"]))
+        mountpoint = ["-m", self.args["mountpoint"]] if self.args.get("mountpoint") else []
+        run.runner.run(["zpool", "create"] + mountpoint + [self.args["name"]] + self.args["vdevs"], change=True)
+        run.probed.pop("pools", None)
+        run.probed.pop("mounts", None)
+
+
+class ZfsDatasetStep(Step):
+    """A dataset with its properties. `zfs create -p` ignores -o on an existing dataset, so
+    properties are compared and set one by one; new datasets are marked stackboot:profile."""
+
+    kind = "zfs-dataset"
+    schema = {"name": Field("str", required=True), "properties": Field("dict", default={}),
+              "user_properties": Field("dict", default={}, help="module:name properties to keep set")}
+    SIZES = ("quota", "refquota", "reservation", "refreservation", "recordsize", "volsize")
+
+    def wanted(self):
+        """Properties to enforce; a null value (an optional parameter left unset) is left alone."""
+        props = dict(self.args.get("properties") or {}, **(self.args.get("user_properties") or {}))
+        return dict((key, render_scalar(value)) for key, value in props.items() if value is not None)
+
+    def comparable(self, key, value):
+        """How `zfs get -p` prints a value we asked for: sizes in bytes, none as 0."""
+        if key in self.SIZES:
+            return "0" if value in ("none", "0") else str(size_bytes(value))
+        return value
+
+    def current(self, run):
+        names = sorted(self.wanted()) or ["type"]
+        result = run.runner.run(["zfs", "get", "-H", "-p", "-o", "property,value", ",".join(names), self.args["name"]],
+                                check=False)
+        if result.rc != 0:
+            return None
+        return dict(line.split("\t", 1) for line in result.out.splitlines() if "\t" in line)
+
+    def check(self, run):
+        current = self.current(run)
+        wanted = self.wanted()
+        if current is None:
+            shown = " ".join("%s=%s" % item for item in sorted(wanted.items()))
+            return [Change("+", "zfs create %s%s" % (self.args["name"], " (%s)" % shown if shown else ""), action="create")]
+        return [Change("~", "set %s=%s (now %s)" % (key, value, current.get(key, "-")), action=key)
+                for key, value in sorted(wanted.items()) if current.get(key) != self.comparable(key, value)]
+
+    def zfs(self, run, argv):
+        result = run.runner.run(argv, change=True, check=False)
+        if result.rc != 0:
+            raise CommandFailed(result, "this ZFS does not take that property or value; choose one it lists "
+                                        "(zfs-fuse has no lz4: use compression=on, lzjb or gzip)")
+
+    def act(self, run, changes):
+        name = self.args["name"]
+        if changes[0].action == "create":
+            options = []
+            for key, value in sorted(self.wanted().items()):
+                options += ["-o", "%s=%s" % (key, value)]
+            options += ["-o", "stackboot:profile=%s" % self.profile.name]
+            self.zfs(run, ["zfs", "create", "-p"] + options + [name])
+            run.probed.pop("mounts", None)
+            return
+        for change in changes:   # one property at a time, only the ones that differ
+            self.zfs(run, ["zfs", "set", "%s=%s" % (change.action, self.wanted()[change.action]), name])
+
+
 class MooseFSMetadataStep(Step):
     """Guards MooseFS metadata: a new cluster starts only in a data directory with no history.
 
@@ -2475,8 +2590,8 @@ class CommandStep(Step):
 
 STEP_KINDS = dict((cls.kind, cls) for cls in (
     PackagesStep, RepositoryStep, GroupStep, UserStep, DirectoryStep, FileStep, LineStep,
-    DownloadStep, BuildStep, ServiceStep, MountStep, BtrfsFilesystemStep, BtrfsSubvolumeStep, MooseFSMetadataStep,
-    CommandStep))
+    DownloadStep, BuildStep, ServiceStep, MountStep, BtrfsFilesystemStep, BtrfsSubvolumeStep, ZfsPoolStep,
+    ZfsDatasetStep, MooseFSMetadataStep, CommandStep))
 
 
 # ---------------------------------------------------------------------------
@@ -3217,9 +3332,16 @@ EMBEDDED_PROFILES = {
       "default": "directory",
       "choices": [
         "directory",
-        "btrfs-subvolume"
+        "btrfs-subvolume",
+        "zfs-dataset"
       ],
-      "help": "what each disk is: a plain directory, or a btrfs subvolume (install btrfs-store first) with its size limit as qgroup"
+      "help": "what each disk is: a plain directory, a btrfs subvolume (install btrfs-store first), or a ZFS dataset under disk_dataset_root mounted at the disk's path; a size limit becomes the qgroup or quota"
+    },
+    "disk_dataset_root": {
+      "type": "string",
+      "default": null,
+      "pattern": "[A-Za-z][A-Za-z0-9_.:/-]*",
+      "help": "disk_store=zfs-dataset: the dataset the disks go under (POOL/...); its pool must exist"
     }
   },
   "overlays": {
@@ -3279,6 +3401,32 @@ EMBEDDED_PROFILES = {
       "mode": "0750",
       "when": {
         "disk_store": "btrfs-subvolume"
+      }
+    },
+    {
+      "kind": "zfs-dataset",
+      "for_each": "{{disks}}",
+      "as": "disk",
+      "name": "{{disk_dataset_root}}/{{disk.name}}",
+      "properties": {
+        "mountpoint": "{{disk.path}}",
+        "quota": "{{disk.quota}}",
+        "atime": "off"
+      },
+      "when": {
+        "disk_store": "zfs-dataset"
+      }
+    },
+    {
+      "kind": "directory",
+      "for_each": "{{disks}}",
+      "as": "disk",
+      "path": "{{disk.path}}",
+      "owner": "{{working_user}}",
+      "group": "{{working_group}}",
+      "mode": "0750",
+      "when": {
+        "disk_store": "zfs-dataset"
       }
     },
     {
@@ -4708,6 +4856,127 @@ EMBEDDED_PROFILES = {
         "{{git_commit}}"
       ],
       "creates": "{{source_archive}}"
+    }
+  ]
+}
+""",
+    "zfs-store": r"""{
+  "description": "ZFS store: an existing pool (or one made from vdevs you list, each proven blank) and datasets with properties",
+  "parameters": {
+    "zfs_pool": {
+      "type": "string",
+      "pattern": "[A-Za-z][A-Za-z0-9_.:-]*",
+      "help": "the pool to use (never guessed)"
+    },
+    "zfs_vdevs": {
+      "type": "list",
+      "items": "path",
+      "default": [],
+      "help": "vdevs to create the pool from when it does not exist"
+    },
+    "zfs_vdev_size": {
+      "type": "size",
+      "default": null,
+      "help": "size of file vdevs created when missing"
+    },
+    "zfs_pool_mountpoint": {
+      "type": "path",
+      "default": null,
+      "help": "mount point of a new pool's root dataset"
+    },
+    "zfs_root": {
+      "type": "string",
+      "default": "stackboot",
+      "pattern": "[A-Za-z0-9_.:/-]+",
+      "help": "anchor dataset under the pool (canmount=off) holding the store's datasets"
+    },
+    "zfs_mount": {
+      "type": "path",
+      "default": "/srv/zfs",
+      "help": "where the anchor's children mount"
+    },
+    "zfs_datasets": {
+      "type": "list",
+      "default": [],
+      "pattern": "[A-Za-z0-9_.:-]+",
+      "help": "datasets to create under the anchor (each mounts at zfs_mount/NAME)"
+    },
+    "zfs_properties": {
+      "type": "settings",
+      "default": {
+        "compression": "on",
+        "atime": "off"
+      },
+      "help": "properties for every dataset (compression, atime, recordsize, quota, refquota, reservation...)"
+    },
+    "zfs_packages": {
+      "type": "list",
+      "default": [
+        "zfsutils-linux"
+      ],
+      "help": "packages that bring zpool and zfs"
+    },
+    "zfs_services": {
+      "type": "list",
+      "default": [
+        "zfs-import-cache",
+        "zfs-mount"
+      ],
+      "help": "services that bring pools back at boot (enabled, not restarted)"
+    }
+  },
+  "overlays": {
+    "freebsd": {
+      "zfs_packages": [],
+      "zfs_services": [
+        "zfs"
+      ]
+    },
+    "fedora": {
+      "zfs_packages": [
+        "zfs"
+      ]
+    }
+  },
+  "steps": [
+    {
+      "kind": "packages",
+      "names": "{{zfs_packages}}"
+    },
+    {
+      "kind": "zfs-pool",
+      "name": "{{zfs_pool}}",
+      "vdevs": "{{zfs_vdevs}}",
+      "vdev_size": "{{zfs_vdev_size}}",
+      "mountpoint": "{{zfs_pool_mountpoint}}"
+    },
+    {
+      "kind": "zfs-dataset",
+      "name": "{{zfs_pool}}/{{zfs_root}}",
+      "properties": {
+        "canmount": "off",
+        "mountpoint": "{{zfs_mount}}"
+      }
+    },
+    {
+      "kind": "zfs-dataset",
+      "for_each": "{{zfs_datasets}}",
+      "as": "dataset",
+      "name": "{{zfs_pool}}/{{zfs_root}}/{{dataset}}",
+      "properties": "{{zfs_properties}}"
+    },
+    {
+      "kind": "service",
+      "for_each": "{{zfs_services}}",
+      "as": "unit",
+      "name": "{{unit}}",
+      "running": null,
+      "when": {
+        "facts.init": [
+          "systemd",
+          "rc"
+        ]
+      }
     }
   ]
 }

@@ -37,6 +37,8 @@ class FakeTools:
         self.modules = set()         # FreeBSD kernel modules loaded
         self.mounted = {}            # mount point -> (device, fstype)
         self.package_files = {}      # package -> {path: content} its install creates
+        self.pools = set()           # ZFS pools
+        self.datasets = {}           # ZFS dataset -> {property: value as `zfs get -p` prints it}
 
     def path(self, path):
         return os.path.join(self.root, path.lstrip("/")) if self.root != "/" else path
@@ -233,6 +235,39 @@ class FakeTools:
 
     def tool_kldload(self, args):
         self.modules.add(args[-1])
+        return 0, "", ""
+
+    def tool_zpool(self, args):
+        if args[0] == "list":
+            return 0, "".join("%s\tONLINE\n" % pool for pool in sorted(self.pools)), ""
+        words = [a for i, a in enumerate(args[1:]) if not a.startswith("-") and not (i and args[i] == "-m")]
+        self.pools.add(words[0])
+        self.datasets[words[0]] = {}
+        return 0, "", ""
+
+    def tool_zfs(self, args):
+        import stackboot
+        sizes = ("quota", "refquota", "reservation", "recordsize")
+
+        def value(key, val):
+            return str(stackboot.size_bytes(val)) if key in sizes and val != "none" else val
+        name = args[-1]
+        if args[0] == "get":
+            if name not in self.datasets:
+                return 1, "", "cannot open '%s': dataset does not exist" % name
+            props = self.datasets[name]
+            return 0, "".join("%s\t%s\n" % (key, props.get(key, "-")) for key in args[-2].split(",")), ""
+        if args[0] == "create":
+            if name.split("/")[0] not in self.pools:
+                return 1, "", "cannot create '%s': no such pool" % name
+            parts = name.split("/")
+            for depth in range(2, len(parts)):
+                self.datasets.setdefault("/".join(parts[:depth]), {})
+            options = [args[i + 1] for i, a in enumerate(args) if a == "-o"]
+            self.datasets[name] = dict((o.split("=", 1)[0], value(*o.split("=", 1))) for o in options)
+            return 0, "", ""
+        key, val = args[1].split("=", 1)
+        self.datasets[name][key] = value(key, val)
         return 0, "", ""
 
     def tool_mount(self, args):

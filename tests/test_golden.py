@@ -23,6 +23,11 @@ GOLDEN = os.path.join(TESTS, "golden")
 FAKE_KEY = "-----BEGIN PGP PUBLIC KEY BLOCK-----\nfake MooseFS key for the golden tests\n-----END PGP PUBLIC KEY BLOCK-----\n"
 ROLE_SETS = [["master"], ["metalogger"], ["chunkserver"], ["client"], ["gui"], ["cli"], ["master", "metalogger", "gui", "cli"]]
 CASES = [(host, roles, method) for host in ("freebsd-14", "rocky-9") for roles in ROLE_SETS for method in ("packages", "source")]
+# Stores (method names the case; the sets below say what it installs).
+CASES += [("freebsd-14", ["zfs-store"], "zfs"), ("freebsd-14", ["zfs-store", "chunkserver"], "zfs")]
+STORE_SETS = ["--set", "zfs_pool=tank", "--set", "zfs_datasets=images,volumes"]
+CHUNKS_ON_ZFS = ["--set", "method=packages", "--set", "master_host=10.1.0.1", "--set", "disk_store=zfs-dataset",
+                 "--set", "disk_dataset_root=tank/mfs", "--set", "disks=/srv/mfs/hdd1 100GiB,/srv/mfs/hdd2"]
 FIXTURES = {}
 for _host in ("freebsd-14", "rocky-9"):
     with open(os.path.join(HOSTS, _host, "host.json")) as _handle, open(os.path.join(HOSTS, _host, "os-release")) as _release:
@@ -62,10 +67,14 @@ def golden_text(fs, host, roles, method):
     uname = (spec["system"], spec["machine"])
     sets = ["--set", "method=" + method, "--set", "master_host=10.1.0.1",
             "--set", "repo_key_sha256=" + hashlib.sha256(FAKE_KEY.encode()).hexdigest()]
+    if method == "zfs":   # a pool that exists already, as on most FreeBSD hosts
+        tools.pools.add("tank")
+        tools.datasets["tank"] = {}
+        sets = STORE_SETS + (CHUNKS_ON_ZFS if "chunkserver" in roles else [])
     code, out, err = run_main(["plan"] + roles + sets, RecordingRunner("/", tools), uname)
     assert code == 0, err
-    text = "# stackboot plan %s --set method=%s (host: %s)\n%s" % (" ".join(roles), method, host, out)
-    if method == "packages":
+    text = "# stackboot plan %s %s\n# host: %s\n%s" % (" ".join(roles), " ".join(quote([item]) for item in sets), host, out)
+    if method in ("packages", "zfs"):
         runner = RecordingRunner("/", tools)
         code, out, err = run_main(["install"] + roles + sets, runner, uname)
         assert code == 0, out + err
@@ -89,5 +98,5 @@ def test_golden_plan(fs, host, roles, method):
         expected = handle.read()
     fs.resume()
     assert text == expected, "plan changed: review it, then STACKBOOT_UPDATE_GOLDEN=1 make test"
-    if method == "packages":
+    if method in ("packages", "zfs"):
         assert text.rstrip().splitlines()[-1].startswith("# again, with no flags: Install: 0 changed")
