@@ -2105,7 +2105,7 @@ class ServiceStep(Step):
     def check(self, run):
         state = run.services.state(run, self)
         changes = []
-        want_enabled, want_running = self.args.get("enabled", True), self.args.get("running", True) if "running" in self.args else True
+        want_enabled, want_running = self.args.get("enabled", True), self.args.get("running", True)
         if run.services.persistent and want_enabled and not state.enabled:
             changes.append(Change("+", "enable at boot", action="enable"))
         if run.services.persistent and not want_enabled and state.enabled:
@@ -2656,10 +2656,10 @@ class State:
 class Run:
     """One command's view of the host: facts, platform tools, state, probe caches."""
 
-    def __init__(self, host, facts, values, out, force=False, offline=False):
+    def __init__(self, host, facts, values, out, force=False, offline=False, state=None):
         self.host, self.runner, self.facts, self.values, self.out = host, host.runner, facts, values, out
         self.force, self.offline = force, offline
-        self.state = State(host)
+        self.state = state or State(host)
         self.packages = PACKAGE_MANAGERS[facts["package_manager"]]()
         self.services = SERVICE_MANAGERS[facts["init"]]()
         self.users = USER_TOOLS.get(facts["platform"], ShadowUsers)()
@@ -2925,7 +2925,7 @@ class Session:
         profiles, values = self.resolve(roles, self.remembered_inputs(state, roles))
         steps = build_steps(self.library, roles, values, self.facts)
         run = Run(self.host, self.facts, values, self.out, force=getattr(self.args, "force", False),
-                  offline=self.args.offline)
+                  offline=self.args.offline, state=state)
         return profiles, values, steps, run
 
 
