@@ -91,6 +91,12 @@ class Cluster:
         sh(["mount", "--bind", "/dev/fuse", target])
         self.mounts.append(target)
 
+    def give_devices(self, node):
+        """Loop devices and mkfs need the host's /dev; rslave keeps unmounts from travelling back."""
+        sh(["mount", "--rbind", "/dev", node.path("/dev")])
+        sh(["mount", "--make-rslave", node.path("/dev")])
+        self.mounts.append(node.path("/dev"))
+
     def destroy(self):
         for node in self.nodes.values():
             for line in open("/proc/self/mountinfo"):
@@ -114,4 +120,7 @@ class Cluster:
         for node in self.nodes.values():
             sh(["ip", "netns", "del", node.netns], check=False)
             bareroot.cleanup_root(node.root)
+        for line in sh(["losetup", "-a"], check=False).stdout.splitlines():   # loop devices of our images only
+            if "(" + self.workdir in line:
+                sh(["losetup", "-d", line.split(":")[0]], check=False)
         sh(["ip", "netns", "del", self.switch], check=False)

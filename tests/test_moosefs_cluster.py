@@ -1,7 +1,8 @@
 """A real MooseFS cluster from Debian's packages, installed node by node by stackboot.
 
 master, metalogger, two chunkservers with different labels and a client, each a
-bare bookworm root in its own network namespace. A file written through the FUSE
+bare bookworm root in its own network namespace. The second chunkserver keeps its
+disks on btrfs subvolumes of a loop-image store made by the btrfs-store role. A file written through the FUSE
 mount reads back; mfscli shows the labelled chunkservers; a second install
 changes nothing anywhere; a master killed with -9 comes back through install
 (metadata recovered by mfsmaster's own restore) with the file intact.
@@ -44,6 +45,7 @@ def cluster(tmp_path_factory):
         for name in ("master", "metalogger", "cs1", "cs2", "client"):
             built.add(name)
         built.give_fuse(built.nodes["client"])
+        built.give_devices(built.nodes["cs2"])
         yield built
     finally:
         built.destroy()
@@ -63,7 +65,15 @@ def test_cluster_installs_node_by_node(cluster):
     assert master.pid_of("/var/lib/mfs/.mfsmaster.lock")
     install(metalogger, "metalogger", *common)
     install(cs1, "chunkserver", "--set", "labels=M", "--set", "disks=/srv/hdd1", *common)
-    install(cs2, "chunkserver", "--set", "labels=B", "--set", "disks=/srv/hdd1,/srv/hdd2", *common)
+    store = ["--set", "store_image=/srv/store.img", "--set", "store_size=2GiB", "--set", "store_mount=/srv/store",
+             "--set", "disk_store=btrfs-subvolume", "--set", "leave_space=64MiB"]
+    out = install(cs2, "btrfs-store", "chunkserver", "--set", "labels=B",
+                  "--set", "disks=/srv/store/hdd1 700MiB,/srv/store/hdd2", *(store + common))
+    assert "+ btrfs-subvolume /srv/store/hdd1: create subvolume limited to 700MiB (mfs mfs 0750)" in out, out
+    for disk in ("hdd1", "hdd2"):
+        assert os.stat(cs2.path("/srv/store/" + disk)).st_ino == 256   # a subvolume's root inode
+    assert open(cs2.path("/etc/mfs/mfshdd.cfg")).read().splitlines()[-2:] == ["/srv/store/hdd1 700MiB",
+                                                                                "/srv/store/hdd2"]
     out = install(client, "client", "cli", *common)
     assert "+ mount /mnt/mfs: mount now" in out
     listing = wait_for("two chunkservers", lambda: chunkservers(cluster))
@@ -78,13 +88,14 @@ def test_cluster_installs_node_by_node(cluster):
         handle.write(data)
     with open(target, "rb") as handle:
         assert handle.read() == data
-    chunks = [name for cs in (cs1, cs2) for root, _, files in os.walk(cs.path("/srv")) for name in files
-              if name.startswith("chunk_")]
-    assert chunks, "no chunk files on the chunkservers' disks"
+    def chunks(node, where):
+        return [name for root, _, files in os.walk(node.path(where)) for name in files if name.startswith("chunk_")]
+    assert chunks(cs1, "/srv/hdd1"), "no chunk files on cs1's disk"
+    assert chunks(cs2, "/srv/store/hdd1") + chunks(cs2, "/srv/store/hdd2"), "no chunk files on cs2's subvolumes"
 
     # every node converged: a second install changes nothing
     for node, args in ((master, ["master"]), (metalogger, ["metalogger"]), (cs1, ["chunkserver"]),
-                       (cs2, ["chunkserver"]), (client, ["client", "cli"])):
+                       (cs2, ["btrfs-store", "chunkserver"]), (client, ["client", "cli"])):
         assert install(node, *args).splitlines()[-1].startswith("Install: 0 changed"), node.name
 
     # the GUI (3.x packages: mfscgiserv) on the master host, reached from the client's namespace
