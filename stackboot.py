@@ -645,6 +645,31 @@ def type_hdd(value, decl):
             "quota": quota, "name": os.path.basename(path)}
 
 
+FQRN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9][A-Za-z0-9_-]*)+$")
+
+
+def type_fqrn(value, decl):
+    """A CVMFS repository's fully qualified name: dot-separated words, as mkfs and the URLs need."""
+    if not isinstance(value, str) or not FQRN_RE.match(value) or len(value) > 64:
+        raise ValueError("expected a CVMFS repository name like software.example.org (letters, digits, - and _ "
+                         "in dot-separated words, at most 64 characters), got %s" % json.dumps(value))
+    return value
+
+
+def type_cvmfs_repository(value, decl):
+    """A client's repository: FQRN, then where its public key comes from: the sha256 that pins
+    the key downloaded from the server, or an absolute path to a key file already here."""
+    text = value.get("text") if isinstance(value, dict) else value
+    words = text.split() if isinstance(text, str) else []
+    if len(words) != 2:
+        raise ValueError("expected FQRN SHA256 or FQRN /path/to/key.pub (a key is never taken unpinned), got %s"
+                         % json.dumps(text))
+    name, key = type_fqrn(words[0], {}), words[1]
+    if key.startswith("/"):
+        return {"text": text, "name": name, "key_file": type_path(key, {}), "key_sha256": None}
+    return {"text": text, "name": name, "key_file": None, "key_sha256": type_sha256(key, {})}
+
+
 def type_settings(value, decl):
     """KEY=VALUE pairs for config keys a profile does not model."""
     if isinstance(value, str):
@@ -686,11 +711,13 @@ PARAM_TYPES = {
     "labels": ("single-letter labels, comma-separated", type_labels),
     "hdd": ("an mfshdd.cfg line: [*|<|>|~]PATH [LIMIT]", type_hdd),
     "settings": ("KEY=VALUE pairs (comma-separated, or a JSON object)", type_settings),
+    "fqrn": ("a CVMFS repository name like software.example.org", type_fqrn),
+    "cvmfs_repository": ("a CVMFS repository and its key: FQRN SHA256 or FQRN /path/to/key.pub", type_cvmfs_repository),
 }
 
 PARAM_KEYS = {"type", "default", "help", "choices", "pattern", "secret", "items", "min", "max", "allow", "lookup"}
-PROFILE_KEYS = {"description", "requires", "parameters", "overlays", "steps", "platforms"}
-STEP_COMMON_KEYS = {"kind", "id", "when", "comment", "for_each", "as"}
+PROFILE_KEYS = {"description", "requires", "parameters", "overlays", "steps", "platforms", "platforms_why"}
+STEP_COMMON_KEYS = {"kind", "id", "when", "comment", "for_each", "as", "needs"}
 
 
 class ProfileError(BadInput):
@@ -706,6 +733,7 @@ class Profile:
         self.description = data.get("description", "")
         self.requires = data.get("requires", [])
         self.platforms = data.get("platforms")
+        self.platforms_why = data.get("platforms_why")
         self.parameters = data.get("parameters", {})
         self.overlays = data.get("overlays", {})
         self.steps = data.get("steps", [])
@@ -809,6 +837,8 @@ def validate_step(origin, where, step):
         expect(origin, where + ".id", step["id"], str, "text")
     if "when" in step:
         expect(origin, where + ".when", step["when"], dict, "an object of parameter -> value")
+    if "needs" in step:   # parameters that must have a value wherever this step is used
+        expect(origin, where + ".needs", step["needs"], list, "a list of parameter names")
 
 
 def is_whole_ref(value):
@@ -894,7 +924,7 @@ class Library:
             for where, value in [("$.steps", plain_steps), ("$.overlays", profile.overlays),
                                  ("$.parameters", {k: v.get("default") for k, v in profile.parameters.items()})]:
                 for ref in template_refs(value):
-                    if ref not in known and not (ref.startswith("facts.") and ref[6:] in FACT_NAMES):
+                    if ref.split(".")[0] not in known and not (ref.startswith("facts.") and ref[6:] in FACT_NAMES):
                         raise ProfileError(profile.origin, where, "unknown parameter {{%s}}" % ref)
             for selector, values in profile.overlays.items():
                 for pname in values:
@@ -905,9 +935,16 @@ class Library:
                     local = step.get("as", "item")
                     extra = set(ref for ref in template_refs(step) if ref == local or ref.startswith(local + "."))
                     unknown = template_refs(step) - extra - known - set("facts." + f for f in FACT_NAMES)
+                    unknown = set(ref for ref in unknown if ref.split(".")[0] not in known)
                     if unknown:
                         raise ProfileError(profile.origin, "$.steps[%d]" % index, "unknown parameter {{%s}}" % sorted(unknown)[0])
+                for pname in step.get("needs", []):
+                    if pname not in known:
+                        raise ProfileError(profile.origin, "$.steps[%d].needs" % index, "unknown parameter %s" % json.dumps(pname))
+                local = step.get("as", "item") if "for_each" in step else None
                 for pname in step.get("when", {}):
+                    if pname.split(".")[0] == local:
+                        continue
                     if pname not in known and pname != "os" and not (pname.startswith("facts.") and pname[6:] in FACT_NAMES):
                         raise ProfileError(profile.origin, "$.steps[%d].when.%s" % (index, pname), "unknown parameter")
 
@@ -1028,19 +1065,30 @@ def resolve_parameters(library, profiles, facts, sets=(), site=None, env=None, r
             context[name] = values.values[name] = substitute(pending.pop(name), context)
     for name, decl in decls.items():
         values.values[name] = check_value(name, decl, values.values[name], values.sources[name])
-    for name, decl in decls.items():
-        lookup = decl.get("lookup")
-        if lookup and values.values[name] is None and values.sources[name] == "default":
+    # Lookups, each after the lookups its key or its table entry refers to.
+    pending = [name for name, decl in decls.items()
+               if decl.get("lookup") and values.values[name] is None and values.sources[name] == "default"]
+    while pending:
+        for name in list(pending):
+            lookup = decls[name]["lookup"]
             key = render_scalar(values.values.get(lookup["key"]))
-            if key in lookup["table"]:
-                found = substitute(lookup["table"][key], dict(context, **values.values))
-                values.set(name, check_value(name, decl, found), "known for %s %s" % (lookup["key"], key))
+            entry = lookup["table"].get(key)
+            if ({lookup["key"]} | template_refs(entry)) & set(pending) - {name}:
+                continue
+            pending.remove(name)
+            if entry is not None:
+                found = substitute(entry, dict(context, **values.values))
+                values.set(name, check_value(name, decls[name], found), "known for %s %s" % (lookup["key"], key))
             else:
                 values.sources[name] = "no known value for %s %s" % (lookup["key"], key)
+            break
+        else:
+            raise BadInput("parameters %s look each other up in a circle" % ", ".join(sorted(pending)), "fix the profile")
     for name, decl in decls.items():
         if values.values[name] is None and "default" not in decl:
-            raise BadInput("parameter %s (role %s) needs a value" % (name, owner[name]),
-                           "pass --set %s=VALUE or put it in the site file" % name)
+            raise BadInput("parameter %s (role %s) needs a value%s" % (
+                name, owner[name], ": " + decl["help"] if decl.get("help") else ""),
+                "pass --set %s=VALUE or put it in the site file" % name)
     return values
 
 
@@ -1049,8 +1097,8 @@ def substitute(value, context):
     if isinstance(value, str):
         whole = TEMPLATE_REF.fullmatch(value.strip())
         if whole:
-            return context[whole.group(1)]
-        return TEMPLATE_REF.sub(lambda match: render_scalar(context[match.group(1)]), value)
+            return lookup_ref(context, whole.group(1))
+        return TEMPLATE_REF.sub(lambda match: render_scalar(lookup_ref(context, match.group(1))), value)
     if isinstance(value, list):
         items = []
         for item in value:   # a list parameter named alone in a list is spliced into it
@@ -1065,6 +1113,18 @@ def substitute(value, context):
     return value
 
 
+def lookup_ref(context, name):
+    """{{name}}, or {{list.field}}: that field of every item of a list of structured values."""
+    if name in context:
+        return context[name]
+    base, _, field = name.partition(".")
+    items = context.get(base)
+    if not isinstance(items, list) or not all(isinstance(item, dict) and field in item for item in items):
+        raise BadInput("{{%s}}: %s is not a list of values with a %s field" % (name, base, field),
+                       "fix the profile: only structured list items (like disks) have fields")
+    return [item[field] for item in items]
+
+
 def render_scalar(value):
     if value is None:
         return ""
@@ -1077,8 +1137,10 @@ def render_scalar(value):
     return str(value)
 
 
-def condition_holds(when, values, facts):
-    """`when`: every key (a parameter, "os", or "facts.NAME") must match; a list means any of its values."""
+def condition_holds(when, values, facts, scope=None):
+    """`when`: every key (a parameter, "os", "facts.NAME", or a for_each item's field) must match;
+    a list means any of its values."""
+    known = values.values if scope is None else scope
     for key, wanted in when.items():
         options = wanted if isinstance(wanted, list) else [wanted]
         if key == "os":
@@ -1087,7 +1149,7 @@ def condition_holds(when, values, facts):
         elif key.startswith("facts."):
             if facts.get(key[6:]) not in options:
                 return False
-        elif values.values.get(key) not in options:
+        elif known.get(key) not in options:
             return False
     return True
 
@@ -1511,6 +1573,18 @@ class Step:
     def wants(self, run):
         """Register batch probes before any check runs."""
 
+    def triggers(self, run, key):
+        """The steps named in KEY_on (restart_on, reload_on, run_on) that changed in this run,
+        or while planning would change, plus those a killed run left pending in the state."""
+        pending = set(run.state.data["pending"].get(self.id, {}).get(key, []))
+        if run.planning:   # a for_each step's copies ("id#2") answer to the step's id
+            pending |= set(self.args.get(key + "_on") or []) & (run.changed | set(i.split("#")[0] for i in run.changed))
+        return sorted(pending)
+
+    def report(self, run):
+        """Lines printed once after an install (what a user needs next); none by default."""
+        return []
+
     def check(self, run):
         raise NotImplementedError
 
@@ -1553,7 +1627,8 @@ OWNERSHIP = {"owner": Field("str"), "group": Field("str"), "mode": Field("mode")
 
 class PackagesStep(Step):
     kind = "packages"
-    schema = {"names": Field("list", required=True, help="packages to install (one batch query for all)")}
+    schema = {"names": Field("list", required=True, help="packages to install (one batch query for all)"),
+              "files": Field("list", help="local package files that provide `names` (a release package, say)")}
     merge_lists = ("names",)
 
     def missing(self, run):
@@ -1574,7 +1649,11 @@ class PackagesStep(Step):
         return [Change("+", "install " + " ".join(missing))] if missing else []
 
     def act(self, run, changes):
-        run.packages.install(run, self.missing(run))
+        if self.args.get("files"):   # a release package adds a repository: refresh before the next install
+            run.packages.install(run, self.args["files"])
+            run.refresh_packages = True
+        else:
+            run.packages.install(run, self.missing(run))
         run.probed.pop("packages", None)
 
 
@@ -1713,14 +1792,15 @@ class FileStep(ManagedFileStep):
                   content=Field("text", literal=True, help="the file, as is"),
                   template=Field("text", help="the file, with {{parameters}} filled in"),
                   settings=Field("dict", help="KEY = VALUE lines in the order given; null values are left out"),
+                  source=Field("path", help="a copy of this file on the host (made by an earlier step, say)"),
                   separator=Field("str", default=" = "), header=Field("text", literal=True),
                   secret=Field("bool", default=False))
 
     @classmethod
     def spec_problem(cls, spec):
-        given = [key for key in ("content", "template", "settings") if key in spec]
+        given = [key for key in ("content", "template", "settings", "source") if key in spec]
         if len(given) != 1:
-            return "a file step needs exactly one of content, template or settings"
+            return "a file step needs exactly one of content, template, settings or source"
         if spec.get("secret") and spec.get("mode") not in ("0600", "0400", "600", "400"):
             return "a secret file needs mode \"0600\" or \"0400\""
         return None
@@ -1743,7 +1823,21 @@ class FileStep(ManagedFileStep):
 
     def desired(self, run):
         mode = parse_mode(self.args.get("mode") or "0644")
+        if self.args.get("source"):
+            data = run.host.read(self.args["source"])
+            if data is None:
+                raise StackbootError("%s: %s does not exist" % (self.describe(), self.args["source"]),
+                                     "the step that makes it must come first")
+            return {self.args["path"]: (data, mode, self.args.get("secret", False))}
         return {self.args["path"]: (self.text().encode("utf-8"), mode, self.args.get("secret", False))}
+
+    def check(self, run):
+        source = self.args.get("source")
+        if source and not run.host.exists(source):
+            if not run.planning:
+                self.desired(run)   # raises: nothing to copy
+            return [Change("+", "copy of %s (made by an earlier step)" % source)]
+        return ManagedFileStep.check(self, run)
 
 
 class LineStep(Step):
@@ -2094,13 +2188,6 @@ class ServiceStep(Step):
 
     def wants(self, run):
         run.wanted_services.append(self)
-
-    def triggers(self, run, key):
-        """The watched steps that changed (or, while planning, would change)."""
-        pending = set(run.state.data["pending"].get(self.id, {}).get(key, []))
-        if run.planning:
-            pending |= set(self.args.get(key + "_on", [])) & run.changed
-        return sorted(pending)
 
     def check(self, run):
         state = run.services.state(run, self)
@@ -2558,18 +2645,217 @@ class MooseFSMetadataStep(Step):
         run.host.write_file(self.target(), template, parse_mode(self.args.get("mode") or "0640"), uid, gid)
 
 
+def shell_value(value):
+    """A value as a shell-sourced config file (server.conf) wants it."""
+    text = render_scalar(value)
+    return text if re.match(r"^[A-Za-z0-9_./:@,+-]*$", text) else '"%s"' % text
+
+
+class CvmfsRepositoryStep(Step):
+    """Guards a CernVM-FS repository: `cvmfs_server mkfs` runs only where no trace of it exists.
+
+    mkfs's only "exists" test is its config directory, which a failed mkfs leaves
+    behind, and other leftovers (a partial key set, a stale spool, fstab lines)
+    make the next mkfs fail. So every trace is looked for; a half-made repository
+    is listed and refused, and --repair clears it only when nothing was ever
+    published. Keys are never touched: a full set is reused by mkfs.
+    """
+
+    kind = "cvmfs-repository"
+    schema = {"name": Field("str", required=True), "owner": Field("str", required=True),
+              "stratum0": Field("str", required=True, help="the repository's URL for mkfs -w; @fqrn@ becomes its name"),
+              "s3_config": Field("path", help="S3 backend: the config file (mkfs -s); local backend when absent"),
+              "garbage_collection": Field("bool", default=False, help="mkfs -z"),
+              "settings": Field("dict", default={}, help="server.conf keys kept at these values"),
+              "client_url": Field("str", help="CVMFS_SERVER_URL for clients, printed at the end"),
+              "key_url": Field("str", help="where clients fetch the public key, printed at the end")}
+    CONFIG, KEYS, STORAGE, SPOOL = "/etc/cvmfs/repositories.d", "/etc/cvmfs/keys", "/srv/cvmfs", "/var/spool/cvmfs"
+    KEY_SUFFIXES = (".masterkey", ".key", ".pub", ".crt")
+    TRANSACTION_MARKS = ("in_transaction.lock", "in_transaction")
+
+    def url(self, key):
+        return (self.args.get(key) or "").replace("@fqrn@", self.args["name"])
+
+    def local(self):
+        return not self.args.get("s3_config")
+
+    def traces(self, run):
+        """Everything of this repository on the host, read only."""
+        name, host = self.args["name"], run.host
+        spool = "%s/%s" % (self.SPOOL, name)
+        fstab = [line for line in as_text(host.read("/etc/fstab") or b"").splitlines()
+                 if line.rstrip().endswith("added by CernVM-FS for " + name)]
+        inside = len(host.root.rstrip("/"))   # mount points as the host under --root sees them
+        mounts = sorted(point[inside:] for point in mount_table(run)
+                        if any(point == host.path(base) or point.startswith(host.path(base) + "/")
+                               for base in ("/cvmfs/" + name, spool)))
+        return {"config": host.exists("%s/%s" % (self.CONFIG, name)),
+                "server_conf": host.exists("%s/%s/server.conf" % (self.CONFIG, name)),
+                "keys": [suffix for suffix in self.KEY_SUFFIXES if host.exists("%s/%s%s" % (self.KEYS, name, suffix))],
+                "storage": self.local() and host.exists("%s/%s" % (self.STORAGE, name)),
+                "manifest": self.local() and host.exists("%s/%s/.cvmfspublished" % (self.STORAGE, name)),
+                "spool": host.exists(spool),
+                "transaction": [mark for mark in self.TRANSACTION_MARKS if host.exists(spool + "/" + mark)],
+                "fstab": fstab, "mounts": mounts}
+
+    def complete(self, found):
+        return (found["server_conf"] and len(found["keys"]) == len(self.KEY_SUFFIXES) and found["spool"]
+                and (found["manifest"] or not self.local()))
+
+    def leftovers(self, found):
+        name, items = self.args["name"], []
+        if found["config"]:
+            items.append("config directory %s/%s%s%s" % (
+                self.CONFIG, name, "" if found["server_conf"] else " without server.conf",
+                " but no storage %s/%s" % (self.STORAGE, name) if self.local() and not found["storage"] else ""))
+        if found["keys"] and len(found["keys"]) < len(self.KEY_SUFFIXES):
+            items.append("partial key set in %s: %s (no %s)" % (
+                self.KEYS, ", ".join(name + suffix for suffix in found["keys"]),
+                ", ".join(name + suffix for suffix in self.KEY_SUFFIXES if suffix not in found["keys"])))
+        if found["storage"]:
+            items.append("storage %s/%s%s" % (self.STORAGE, name, " with a published manifest" if found["manifest"] else ""))
+        if found["spool"]:
+            items.append("%sspool %s/%s" % ("" if found["config"] else "stale ", self.SPOOL, name))
+        if found["transaction"]:
+            items.append("an open transaction (%s/%s/%s)" % (self.SPOOL, name, found["transaction"][0]))
+        if found["fstab"]:
+            items.append("%d fstab line(s) added by CernVM-FS for %s" % (len(found["fstab"]), name))
+        return items + ["mounted: %s" % point for point in found["mounts"]]
+
+    def published(self, run, found):
+        """True when clients may have seen a revision; None when that cannot be told from here."""
+        if self.local():
+            return found["manifest"]
+        import urllib.request
+        import urllib.error
+        try:
+            urllib.request.urlopen(self.url("stratum0") + "/.cvmfspublished", timeout=10).close()
+            return True
+        except urllib.error.HTTPError as exc:
+            return None if exc.code >= 500 else False
+        except (urllib.error.URLError, OSError):
+            return None
+
+    def mkfs_argv(self):
+        argv = ["cvmfs_server", "mkfs", "-o", self.args["owner"], "-w", self.url("stratum0")]
+        if not self.local():
+            argv += ["-s", self.args["s3_config"]]
+        return argv + (["-z"] if self.args.get("garbage_collection") else []) + [self.args["name"]]
+
+    def check(self, run):
+        name = self.args["name"]
+        found = self.traces(run)
+        if self.complete(found):
+            if found["transaction"]:
+                return [Change("!", "%s is in an open transaction; publish it (`cvmfs_server publish %s`) or drop it "
+                                    "(`cvmfs_server abort -f %s`), then run again" % (name, name, name))]
+            return self.settings_changes(run)
+        create = "`%s`" % " ".join(self.mkfs_argv())
+        if len(found["keys"]) == len(self.KEY_SUFFIXES):
+            create += " (reusing the keys in %s)" % self.KEYS
+        leftovers = self.leftovers(found)
+        if not leftovers:
+            return [Change("+", "create repository: " + create, action="create")]
+        cleanup = "clean it up with `cvmfs_server rmfs -f %s`" % name
+        partial_keys = 0 < len(found["keys"]) < len(self.KEY_SUFFIXES)
+        if partial_keys:
+            why = "stackboot never touches keys: move the partial key set away (keep it if it is the only copy)"
+        elif not run.repair:
+            why = "or run install again with --repair if it never published anything"
+        else:
+            published = self.published(run, found)
+            if published is False:
+                return [Change("~", "repair half-made repository (remove %s), then %s" % ("; ".join(leftovers), create),
+                               action="repair")]
+            why = ("--repair refused: it has published (clients may hold it), so only you can decide to remove it"
+                   if published else "--repair refused: cannot tell whether it ever published (%s unreachable)"
+                   % self.url("stratum0"))
+        return [Change("!", "half-made repository %s: %s; %s; %s" % (name, "; ".join(leftovers), cleanup, why))]
+
+    def server_conf(self):
+        return "%s/%s/server.conf" % (self.CONFIG, self.args["name"])
+
+    def settings_changes(self, run):
+        current = {}
+        for line in as_text(run.host.read(self.server_conf()) or b"").splitlines():
+            key, sep, value = line.partition("=")
+            if sep and not line.lstrip().startswith("#"):
+                current[key.strip()] = value.strip().strip("'\"")
+        return [Change("~", "server.conf: %s=%s (was %s)" % (key, shell_value(value), current.get(key, "unset")), action="settings")
+                for key, value in sorted(self.args.get("settings", {}).items())
+                if value is not None and current.get(key) != render_scalar(value)]
+
+    def act(self, run, changes):
+        if changes[0].action in ("repair", "create"):
+            if changes[0].action == "repair":
+                self.repair(run, self.traces(run))
+            result = run.runner.run(self.mkfs_argv(), change=True, check=False, timeout=600)
+            run.host.cache.clear()
+            if result.rc != 0:
+                raise CommandFailed(result, "mkfs left the repository half-made; `stackboot plan` lists what is there "
+                                            "and how to clean it up")
+            changes = self.settings_changes(run)
+        if changes and changes[0].action == "settings":
+            self.write_settings(run)
+
+    def write_settings(self, run):
+        path = self.server_conf()
+        lines = as_text(run.host.read(path) or b"").splitlines()
+        for key, value in sorted(self.args.get("settings", {}).items()):
+            if value is None:
+                continue
+            line = "%s=%s" % (key, shell_value(value))
+            places = [i for i, text in enumerate(lines) if text.partition("=")[0].strip() == key]
+            if places:
+                lines[places[0]] = line
+            else:
+                lines.append(line)
+        st = run.host.stat(path)
+        run.host.write_file(path, ("\n".join(lines) + "\n").encode(), st.st_mode & 0o7777, st.st_uid, st.st_gid)
+
+    def repair(self, run, found):
+        """Remove what a failed mkfs left; only called when nothing was published and no key is partial."""
+        import shutil
+        name = self.args["name"]
+        for point in sorted(found["mounts"], key=len, reverse=True):
+            run.runner.run(["umount", point], change=True)
+        if found["fstab"]:
+            text = as_text(run.host.read("/etc/fstab") or b"")
+            kept = [line for line in text.splitlines() if line not in found["fstab"]]
+            st = run.host.stat("/etc/fstab")
+            run.host.write_file("/etc/fstab", ("\n".join(kept) + "\n").encode(), st.st_mode & 0o7777)
+        for path in ("%s/%s" % (self.CONFIG, name), "%s/%s" % (self.SPOOL, name), "%s/%s" % (self.STORAGE, name)):
+            if run.host.exists(path):
+                run.out.info("  removing %s" % path)
+                shutil.rmtree(run.host.path(path))
+        run.probed.pop("mounts", None)
+
+    def report(self, run):
+        name = self.args["name"]
+        key = run.host.read("%s/%s.pub" % (self.KEYS, name))
+        if key is None or not self.args.get("client_url"):
+            return []
+        digest = sha256_bytes(key)
+        return ["CVMFS repository %s: clients need" % name,
+                "  CVMFS_SERVER_URL=%s" % self.args["client_url"],
+                "  CVMFS_PUBLIC_KEY=%s/%s.pub, from %s (sha256 %s)" % (self.KEYS, name, self.url("key_url"), digest),
+                "  stackboot install cvmfs-client --set server_host=HOST --set client_repositories=\"%s %s\"" % (name, digest)]
+
+
 class CommandStep(Step):
     """The rare rest: a command guarded so a converged host never runs it again."""
 
     kind = "command"
     schema = {"argv": Field("argv", required=True), "creates": Field("path", help="skip when this path exists"),
               "unless": Field("argv", help="skip when this command exits 0"),
+              "run_on": Field("list", help="run only after one of these step ids changed (a probe after its config)"),
+              "fails": Field("str", help="what a failure means, for the error line"),
               "cwd": Field("path"), "env": Field("dict", default={})}
 
     @classmethod
     def spec_problem(cls, spec):
-        if "creates" not in spec and "unless" not in spec:
-            return "a command step needs a guard: \"creates\" or \"unless\""
+        if not set(spec) & {"creates", "unless", "run_on"}:
+            return "a command step needs a guard: \"creates\", \"unless\" or \"run_on\""
         return None
 
     def target(self):
@@ -2578,20 +2864,26 @@ class CommandStep(Step):
     def check(self, run):
         if self.args.get("creates") and run.host.exists(self.args["creates"]):
             return []
+        if self.args.get("run_on") is not None:
+            changed = self.triggers(run, "run")
+            return [Change("+", "run %s (%s changed)" % (" ".join(self.args["argv"]), ", ".join(changed)))] if changed else []
         if self.args.get("unless") and run.runner.run(self.args["unless"], check=False).rc == 0:
             return []
         return [Change("+", "run " + " ".join(self.args["argv"]))]
 
     def act(self, run, changes):
         env = dict((key, str(value)) for key, value in self.args.get("env", {}).items())
-        run.runner.run(self.args["argv"], change=True, cwd=self.args.get("cwd"), env=env)
+        result = run.runner.run(self.args["argv"], change=True, cwd=self.args.get("cwd"), env=env, check=False)
+        if result.rc != 0:   # a pending run_on stays pending: the next run tries again
+            raise CommandFailed(result, self.args.get("fails") or "see the command's message above")
+        run.state.data["pending"].pop(self.id, None)
         run.host.forget(self.args.get("creates") or "")
 
 
 STEP_KINDS = dict((cls.kind, cls) for cls in (
     PackagesStep, RepositoryStep, GroupStep, UserStep, DirectoryStep, FileStep, LineStep,
     DownloadStep, BuildStep, ServiceStep, MountStep, BtrfsFilesystemStep, BtrfsSubvolumeStep, ZfsPoolStep,
-    ZfsDatasetStep, MooseFSMetadataStep, CommandStep))
+    ZfsDatasetStep, MooseFSMetadataStep, CvmfsRepositoryStep, CommandStep))
 
 
 # ---------------------------------------------------------------------------
@@ -2659,6 +2951,7 @@ class Run:
     def __init__(self, host, facts, values, out, force=False, offline=False, state=None):
         self.host, self.runner, self.facts, self.values, self.out = host, host.runner, facts, values, out
         self.force, self.offline = force, offline
+        self.repair = False
         self.state = state or State(host)
         self.packages = PACKAGE_MANAGERS[facts["package_manager"]]()
         self.services = SERVICE_MANAGERS[facts["init"]]()
@@ -2679,22 +2972,27 @@ class Run:
         return cache
 
 
+def check_platforms(profiles, facts):
+    for profile in reversed(profiles):   # name the role asked for before what it requires
+        if profile.platforms and not any(os_matches(facts, name) for name in profile.platforms):
+            raise BadInput("role %s supports only %s%s; this host is %s" % (
+                profile.name, ", ".join(profile.platforms), " (%s)" % profile.platforms_why if profile.platforms_why else "",
+                facts["pretty_name"]), "run it on a %s host" % " or ".join(profile.platforms))
+
+
 def build_steps(library, roles, values, facts):
     """The ordered steps of `roles` (requirements first), rendered with the values."""
     profiles = library.closure(roles)
-    for profile in profiles:
-        if profile.platforms and not any(os_matches(facts, name) for name in profile.platforms):
-            raise BadInput("role %s supports only %s; this host is %s" % (
-                profile.name, ", ".join(profile.platforms), facts["pretty_name"]))
+    check_platforms(profiles, facts)
     context = dict(values.values)
     context.update(("facts." + key, facts[key]) for key in FACT_NAMES)
     steps, by_id, explicit_ids = [], {}, set()
     for profile in profiles:
         explicit_ids |= set(spec["id"] for spec in profile.steps if "id" in spec)
         for index, spec in enumerate(profile.steps):
-            if "when" in spec and not condition_holds(spec["when"], values, facts):
+            if "when" in spec and "for_each" not in spec and not condition_holds(spec["when"], values, facts):
                 continue
-            for step in render_step(profile, index, spec, context):
+            for step in render_step(profile, index, spec, context, values, facts):
                 if step.id in by_id:   # the same step from two roles runs once, merged where its kind allows
                     merged = by_id[step.id].merged_args(step)
                     if merged is None:
@@ -2705,15 +3003,16 @@ def build_steps(library, roles, values, facts):
                 by_id[step.id] = step
                 steps.append(step)
     for step in steps:
-        for key in ("restart_on", "reload_on"):
+        for key in ("restart_on", "reload_on", "run_on"):
             for ref in step.args.get(key) or []:
                 if ref not in by_id and ref not in explicit_ids:
                     raise ProfileError(step.profile.origin, "%s.%s" % (step.where, key), "no step has the id %s" % json.dumps(ref))
     return steps
 
 
-def render_step(profile, index, spec, context):
-    """The step with {{values}} filled in; a `for_each` step once per item of its list."""
+def render_step(profile, index, spec, context, values, facts):
+    """The step with {{values}} filled in; a `for_each` step once per item of its list
+    whose `when` holds (it may test the item's fields, like "repo.key_file")."""
     cls = STEP_KINDS[spec["kind"]]
     where = "$.steps[%d]" % index
     items = [None]
@@ -2721,6 +3020,10 @@ def render_step(profile, index, spec, context):
         items = substitute(spec["for_each"], context)
         if not isinstance(items, list):
             raise ProfileError(profile.origin, where + ".for_each", "expected a list parameter, got %s" % json.dumps(items))
+    for name in spec.get("needs", []):
+        if context.get(name) in (None, "", []):
+            raise BadInput("parameter %s has no value, and the %s step of %s needs one" % (name, cls.kind, profile.name),
+                           "pass --set %s=VALUE" % name)
     steps = []
     for number, item in enumerate(items):
         scope = context
@@ -2728,6 +3031,8 @@ def render_step(profile, index, spec, context):
             name = spec.get("as", "item")
             scope = dict(context, **{name: item})
             scope.update((name + "." + key, value) for key, value in (item.items() if isinstance(item, dict) else []))
+            if "when" in spec and not condition_holds(spec["when"], values, facts, scope):
+                continue
         args = {}
         for key, field in cls.schema.items():
             if key in spec:
@@ -2811,7 +3116,7 @@ def apply_steps(run, steps):
     run.changed = set()
     watchers = {}
     for step in steps:
-        for key in ("restart", "reload"):
+        for key in ("restart", "reload", "run"):
             for ref in step.args.get(key + "_on") or []:
                 watchers.setdefault(ref, []).append((step.id, key))
     changed = right = 0
@@ -2824,13 +3129,14 @@ def apply_steps(run, steps):
         report_step(run.out, step, changes)
         try:
             step.act(run, changes)
+            run.host.cache.clear()   # commands change files behind the cache's back
             step.verify(run)
         except StackbootError as exc:
             run.state.save()
             exc.message = "%s: %s" % (step.describe(), exc.message)
             raise
         run.changed.add(step.id)
-        for service_id, key in watchers.get(step.id, []):
+        for service_id, key in watchers.get(step.id, []) + watchers.get(step.id.split("#")[0], []) * ("#" in step.id):
             pending = run.state.data["pending"].setdefault(service_id, {})
             pending[key] = sorted(set(pending.get(key, [])) | {step.id})
         run.state.save()
@@ -2906,6 +3212,7 @@ class Session:
 
     def resolve(self, roles, remembered=None):
         profiles = self.library.closure(roles)
+        check_platforms(profiles, self.facts)   # before any parameter: a Linux-only role fails at once
         values = resolve_parameters(self.library, profiles, self.facts, self.args.set or [], self.site(),
                                     remembered=remembered)
         self.host.runner.secrets = self.out.secrets = values.secret_texts()
@@ -2926,6 +3233,7 @@ class Session:
         steps = build_steps(self.library, roles, values, self.facts)
         run = Run(self.host, self.facts, values, self.out, force=getattr(self.args, "force", False),
                   offline=self.args.offline, state=state)
+        run.repair = getattr(self.args, "repair", False)
         return profiles, values, steps, run
 
 
@@ -3011,6 +3319,9 @@ def cmd_install(session):
         finally:
             remember_inputs(run.state, session.library, roles, values)
             run.state.save()
+        for step in steps:
+            for line in step.report(run):
+                session.out.say(line)
         session.out.say("Install: %d changed, %d already right." % (changed, right))
         return EXIT_OK
     finally:
@@ -3045,6 +3356,95 @@ def cmd_check(session):
     return EXIT_PENDING if pending else EXIT_OK
 
 
+def sync_tree(source, dest):
+    """Make dest hold exactly what source holds (deletions included); counts of new, changed, removed.
+    Files count as the same when size and mtime match, as rsync's quick check does."""
+    import shutil
+    counts = {"new": 0, "changed": 0, "removed": 0}
+    wanted = set(os.listdir(source))
+    for name in sorted(set(os.listdir(dest)) - wanted):
+        target = os.path.join(dest, name)
+        if os.path.isdir(target) and not os.path.islink(target):
+            shutil.rmtree(target)
+        else:
+            os.unlink(target)
+        counts["removed"] += 1
+    for name in sorted(wanted):
+        src, target = os.path.join(source, name), os.path.join(dest, name)
+        st = os.lstat(src)
+        have = os.lstat(target) if os.path.lexists(target) else None
+        import stat as stat_module
+        same_kind = have is not None and stat_module.S_IFMT(have.st_mode) == stat_module.S_IFMT(st.st_mode)
+        if have is not None and not same_kind:
+            shutil.rmtree(target) if stat_module.S_ISDIR(have.st_mode) else os.unlink(target)
+        if stat_module.S_ISDIR(st.st_mode):
+            if not same_kind:
+                os.mkdir(target)
+                counts["new" if have is None else "changed"] += 1
+            os.chmod(target, st.st_mode & 0o7777)
+            for key, value in sync_tree(src, target).items():
+                counts[key] += value
+        elif stat_module.S_ISLNK(st.st_mode):
+            if not same_kind or os.readlink(target) != os.readlink(src):
+                if same_kind:
+                    os.unlink(target)
+                os.symlink(os.readlink(src), target)
+                counts["new" if have is None else "changed"] += 1
+        elif not same_kind or (have.st_size, int(have.st_mtime)) != (st.st_size, int(st.st_mtime)):
+            shutil.copy2(src, target)
+            counts["new" if have is None else "changed"] += 1
+        elif (have.st_mode & 0o7777) != (st.st_mode & 0o7777):
+            os.chmod(target, st.st_mode & 0o7777)
+            counts["changed"] += 1
+    return counts
+
+
+def cmd_cvmfs(session):
+    """cvmfs publish REPO DIR: one transaction, never left open: open, sync, publish, or abort."""
+    args, host, out = session.args, session.host, session.out
+    try:
+        name = type_fqrn(args.repository, {})
+    except ValueError as exc:
+        raise BadInput("cvmfs publish: %s" % exc, "give the repository's FQRN")
+    source = os.path.abspath(args.directory)
+    if not os.path.isdir(source):
+        raise BadInput("%s: no such directory" % args.directory, "give the directory whose content the repository should hold")
+    if not host.exists("%s/%s/server.conf" % (CvmfsRepositoryStep.CONFIG, name)):
+        raise BadInput("no CVMFS repository %s on this host" % name, "install the cvmfs-server role with it first")
+    spool = "%s/%s" % (CvmfsRepositoryStep.SPOOL, name)
+    busy = [mark for mark in CvmfsRepositoryStep.TRANSACTION_MARKS if host.exists(spool + "/" + mark)]
+    busy_fix = "wait for the other publish to finish; if it is dead, `cvmfs_server abort -f %s`" % name
+    if busy:
+        raise StackbootError("%s already has an open transaction (%s/%s); nothing was changed" % (name, spool, busy[0]), busy_fix)
+    lock = acquire_lock(host)
+    runner = host.runner
+    runner.allow_changes = True
+    opened = False
+    try:
+        result = runner.run(["cvmfs_server", "transaction", "-t", str(args.timeout), name], change=True, check=False)
+        if result.rc == 17:
+            raise StackbootError("%s already has an open transaction; nothing was changed" % name, busy_fix)
+        if result.rc != 0:
+            raise CommandFailed(result, "see cvmfs_server's message")
+        opened = True
+        out.say("+ transaction opened on %s" % name)
+        counts = sync_tree(source, host.path("/cvmfs/" + name))
+        out.say("~ synced %s into /cvmfs/%s: %d new, %d changed, %d removed" % (
+            source, name, counts["new"], counts["changed"], counts["removed"]))
+        argv = ["cvmfs_server", "publish"] + (["-a", args.tag] if args.tag else []) + \
+               (["-m", args.message] if args.message else []) + [name]
+        runner.run(argv, change=True)
+        opened = False
+        out.say("+ published %s%s" % (name, " as tag " + args.tag if args.tag else ""))
+        return EXIT_OK
+    finally:
+        if opened:   # anything went wrong, even an interrupt: drop the transaction, never leave it open
+            aborted = runner.run(["cvmfs_server", "abort", "-f", name], change=True, check=False)
+            out.say("- transaction on %s aborted%s" % (name, "" if aborted.rc == 0 else
+                                                         " FAILED (exit %d): run `cvmfs_server abort -f %s`" % (aborted.rc, name)))
+        lock.close()
+
+
 COMMANDS = [
     ("facts", cmd_facts, "what stackboot detected about this host"),
     ("list", cmd_list, "the available roles, one line each"),
@@ -3052,6 +3452,7 @@ COMMANDS = [
     ("plan", cmd_plan, "what install would change, with file diffs; changes nothing"),
     ("install", cmd_install, "converge the host to the roles, then print a summary"),
     ("check", cmd_check, "compare the host with what was installed; report drift"),
+    ("cvmfs", cmd_cvmfs, "cvmfs publish REPO DIR: one safe transaction (open, sync, publish; abort on any failure)"),
 ]
 
 EXIT_HELP = """exit codes:
@@ -3068,6 +3469,12 @@ def build_parser():
     class Parser(argparse.ArgumentParser):
         def error(self, message):
             raise BadInput(message, "see `stackboot --help`")
+
+    def tag(text):   # argparse names the function in its error: "invalid tag value"
+        return plain(text)
+
+    def message(text):
+        return type_text(text, {})
 
     def add_globals(parser, prefix):
         """Global options work before and after the command; the command's copies land in sub_*."""
@@ -3092,8 +3499,18 @@ def build_parser():
             sub.add_argument("roles", nargs="*", metavar="ROLE")
         if name == "plan":
             sub.add_argument("--detailed-exitcode", action="store_true", help="exit %d when changes are pending" % EXIT_PENDING)
+        if name == "cvmfs":
+            sub.add_argument("action", choices=["publish"])
+            sub.add_argument("repository", metavar="REPO")
+            sub.add_argument("directory", metavar="DIR")
+            sub.add_argument("--tag", type=tag, help="tag the new revision (cvmfs_server publish -a)")
+            sub.add_argument("--message", type=message, help="the revision's message (-m)")
+            sub.add_argument("--timeout", type=int, default=300, help="seconds to wait for the repository lock (transaction -t)")
         if name == "install":
             sub.add_argument("--force", action="store_true", help="replace files edited by hand (a backup is kept)")
+            sub.add_argument("--repair", action="store_true",
+                             help="clean up what a failed earlier attempt left half-made, where that is safe "
+                                  "(a CVMFS repository that never published), then make it again")
     return parser
 
 
@@ -3761,6 +4178,436 @@ EMBEDDED_PROFILES = {
         "{{mount_options}}"
       ]
     }
+  ]
+}
+""",
+    "cvmfs-client": r"""{
+  "description": "CernVM-FS client (Linux only): repositories from a stratum-0 server, keys pinned, probed",
+  "requires": ["cvmfs-common"],
+  "platforms": ["linux"],
+  "platforms_why": "CernVM-FS runs only on Linux",
+  "parameters": {
+    "client_repositories": {
+      "type": "list",
+      "items": "cvmfs_repository",
+      "help": "FQRN SHA256 (the key fetched from key_base_url, pinned) or FQRN /path/to/FQRN.pub (a key file on this host)"
+    },
+    "server_url": {
+      "type": "url",
+      "default": "http://{{server_host}}/cvmfs/@fqrn@",
+      "help": "CVMFS_SERVER_URL; the client puts each repository's name in place of @fqrn@"
+    },
+    "http_proxy": {
+      "type": "string",
+      "allow": ";|",
+      "lookup": {"key": "small_setup", "table": {"true": "DIRECT"}},
+      "help": "CVMFS_HTTP_PROXY: your site's squid(s) like http://squid1:3128|http://squid2:3128;DIRECT, or DIRECT"
+    },
+    "small_setup": {
+      "type": "bool",
+      "default": false,
+      "help": "a few clients and no proxy: talk to the server directly (http_proxy=DIRECT)"
+    },
+    "cache_quota": {
+      "type": "int",
+      "default": 4000,
+      "min": 1000,
+      "help": "local cache size in MB (CVMFS_QUOTA_LIMIT)"
+    },
+    "client_extra": {
+      "type": "settings",
+      "default": {},
+      "help": "more default.local settings"
+    },
+    "client_packages": {
+      "type": "list",
+      "default": ["cvmfs", "cvmfs-config-default"],
+      "help": "the client packages"
+    }
+  },
+  "steps": [
+    {"kind": "packages", "id": "cvmfs-client-packages", "names": "{{client_packages}}"},
+    {"kind": "directory", "path": "/etc/cvmfs/keys", "mode": "0755"},
+    {"kind": "download", "id": "cvmfs-client-key", "for_each": "{{client_repositories}}", "as": "repo",
+     "when": {"repo.key_file": null}, "url": "{{key_base_url}}/{{repo.name}}.pub", "sha256": "{{repo.key_sha256}}",
+     "dest": "/etc/cvmfs/keys/{{repo.name}}.pub", "mode": "0444"},
+    {"kind": "file", "id": "cvmfs-client-key", "for_each": "{{client_repositories}}", "as": "repo",
+     "when": {"repo.key_sha256": null}, "path": "/etc/cvmfs/keys/{{repo.name}}.pub", "source": "{{repo.key_file}}",
+     "mode": "0444"},
+    {"kind": "file", "id": "default.local", "path": "/etc/cvmfs/default.local", "mode": "0644", "separator": "=",
+     "header": "# CernVM-FS client settings: written by stackboot",
+     "settings": {"CVMFS_REPOSITORIES": "{{client_repositories.name}}", "CVMFS_HTTP_PROXY": "\"{{http_proxy}}\"",
+                  "CVMFS_QUOTA_LIMIT": "{{cache_quota}}", "extra": "{{client_extra}}"}},
+    {"kind": "file", "id": "cvmfs-client-repository", "for_each": "{{client_repositories}}", "as": "repo",
+     "path": "/etc/cvmfs/config.d/{{repo.name}}.conf", "mode": "0644", "separator": "=",
+     "header": "# written by stackboot",
+     "settings": {"CVMFS_SERVER_URL": "{{server_url}}", "CVMFS_PUBLIC_KEY": "/etc/cvmfs/keys/{{repo.name}}.pub"}},
+    {"kind": "command", "id": "cvmfs-setup", "argv": ["cvmfs_config", "setup"], "unless": ["cvmfs_config", "chksetup"]},
+    {"kind": "command", "id": "cvmfs-probe", "argv": ["cvmfs_config", "probe", "{{client_repositories.name}}"],
+     "run_on": ["default.local", "cvmfs-client-repository", "cvmfs-client-key", "cvmfs-setup"],
+     "fails": "the client cannot mount the repository: check the server URL, the proxy and the key"}
+  ]
+}
+""",
+    "cvmfs-common": r"""{
+  "description": "CernVM-FS: what the server and client roles share (CERN's release package)",
+  "platforms": ["linux"],
+  "platforms_why": "CernVM-FS runs only on Linux",
+  "parameters": {
+    "cvmfs_release": {
+      "type": "bool",
+      "default": true,
+      "help": "install CERN's release package first; false when the cvmfs packages come from a mirror the host already uses"
+    },
+    "cvmfs_release_url": {
+      "type": "url",
+      "default": "https://ecsft.cern.ch/dist/cvmfs/cvmfs-release/cvmfs-release-latest_all.deb",
+      "help": "CERN's release package for this platform"
+    },
+    "cvmfs_release_sha256": {
+      "type": "sha256",
+      "default": null,
+      "help": "sha256 of the release package; CERN publishes none for \"latest\", so check the file you trust and give it"
+    },
+    "cvmfs_release_file": {
+      "type": "path",
+      "default": "/var/cache/stackboot/downloads/cvmfs-release-latest_all.deb",
+      "help": "where the verified release package is kept"
+    },
+    "cvmfs_release_package": {
+      "type": "string",
+      "default": "cvmfs-release",
+      "help": "the package the release file installs"
+    },
+    "server_host": {
+      "type": "host",
+      "default": "localhost",
+      "help": "the stratum-0 server's name as clients reach it"
+    },
+    "key_base_url": {
+      "type": "url",
+      "default": "http://{{server_host}}/cvmfs-meta",
+      "help": "where the server publishes each repository's public key (FQRN.pub)"
+    }
+  },
+  "overlays": {
+    "fedora": {
+      "cvmfs_release_url": "https://ecsft.cern.ch/dist/cvmfs/cvmfs-release/cvmfs-release-latest.noarch.rpm",
+      "cvmfs_release_file": "/var/cache/stackboot/downloads/cvmfs-release-latest.noarch.rpm"
+    }
+  },
+  "steps": [
+    {
+      "kind": "download",
+      "id": "cvmfs-release-download",
+      "when": {"cvmfs_release": true},
+      "needs": ["cvmfs_release_sha256"],
+      "url": "{{cvmfs_release_url}}",
+      "sha256": "{{cvmfs_release_sha256}}",
+      "dest": "{{cvmfs_release_file}}"
+    },
+    {
+      "kind": "packages",
+      "id": "cvmfs-release",
+      "when": {"cvmfs_release": true},
+      "names": ["{{cvmfs_release_package}}"],
+      "files": ["{{cvmfs_release_file}}"]
+    }
+  ]
+}
+""",
+    "cvmfs-server": r"""{
+  "description": "CernVM-FS stratum 0 (Linux only): repositories made safely, served by Apache or kept in S3, resigned on a schedule",
+  "requires": ["cvmfs-common"],
+  "platforms": ["linux"],
+  "platforms_why": "CernVM-FS runs only on Linux",
+  "parameters": {
+    "repositories": {
+      "type": "list",
+      "items": "fqrn",
+      "help": "the repositories this server holds, by FQRN (software.example.org,data.example.org)"
+    },
+    "repository_owner": {
+      "type": "string",
+      "default": "root",
+      "help": "the user who owns every repository and publishes to it (mkfs -o)"
+    },
+    "backend": {
+      "type": "string",
+      "default": "local",
+      "choices": ["local", "s3"],
+      "help": "local: storage in /srv/cvmfs served by Apache; s3: storage in an S3 bucket (s3_*)"
+    },
+    "garbage_collection": {
+      "type": "bool",
+      "default": true,
+      "help": "let old revisions be collected (mkfs -z, CVMFS_GARBAGE_COLLECTION, CVMFS_AUTO_GC) and run gc weekly"
+    },
+    "auto_tag": {
+      "type": "bool",
+      "default": true,
+      "help": "tag every publish automatically (CVMFS_AUTO_TAG)"
+    },
+    "auto_tag_timespan": {
+      "type": "string",
+      "default": "4 weeks ago",
+      "allow": "",
+      "pattern": "[0-9]+ (days|weeks|months) ago",
+      "help": "automatic tags older than this are removed (CVMFS_AUTO_TAG_TIMESPAN)"
+    },
+    "server_extra": {
+      "type": "settings",
+      "default": {},
+      "help": "more server.conf keys kept at these values"
+    },
+    "resign_schedule": {
+      "type": "string",
+      "default": "weekly",
+      "choices": ["daily", "weekly"],
+      "help": "how often the whitelist is resigned; it expires after 30 days"
+    },
+    "stratum0_url": {
+      "type": "url",
+      "default": null,
+      "lookup": {"key": "backend", "table": {
+        "local": "http://localhost/cvmfs/@fqrn@",
+        "s3": "{{s3_bucket_url}}"}},
+      "help": "each repository's stratum-0 URL for mkfs -w (@fqrn@ becomes its name); S3 path-style: the bucket URL"
+    },
+    "public_url": {
+      "type": "url",
+      "default": null,
+      "lookup": {"key": "backend", "table": {
+        "local": "http://{{server_host}}/cvmfs/@fqrn@",
+        "s3": "{{s3_bucket_url}}"}},
+      "help": "CVMFS_SERVER_URL as clients use it, printed at the end"
+    },
+    "s3_host": {
+      "type": "host",
+      "default": null,
+      "help": "backend=s3: the S3 server's host name, without scheme"
+    },
+    "s3_port": {
+      "type": "port",
+      "default": 443,
+      "help": "backend=s3: its port (MinIO: 9000)"
+    },
+    "s3_https": {
+      "type": "bool",
+      "default": true,
+      "help": "backend=s3: talk HTTPS to it (CVMFS_S3_USE_HTTPS)"
+    },
+    "s3_bucket": {
+      "type": "string",
+      "default": null,
+      "pattern": "[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]",
+      "help": "backend=s3: the bucket, which must be publicly readable"
+    },
+    "s3_access_key": {
+      "type": "string",
+      "default": null,
+      "secret": true,
+      "help": "backend=s3: the access key (never printed or logged)"
+    },
+    "s3_secret_key": {
+      "type": "string",
+      "default": null,
+      "secret": true,
+      "help": "backend=s3: the secret key (never printed or logged)"
+    },
+    "s3_dns_buckets": {
+      "type": "bool",
+      "default": false,
+      "help": "backend=s3: bucket in the host name (AWS); false puts it in the path (MinIO and most self-hosted servers)"
+    },
+    "s3_region": {
+      "type": "string",
+      "default": null,
+      "help": "backend=s3: the region, when the server wants one"
+    },
+    "s3_scheme": {
+      "type": "string",
+      "default": null,
+      "lookup": {"key": "s3_https", "table": {"true": "https", "false": "http"}},
+      "help": "derived from s3_https"
+    },
+    "s3_bucket_url": {
+      "type": "url",
+      "default": null,
+      "lookup": {"key": "s3_dns_buckets", "table": {
+        "false": "{{s3_scheme}}://{{s3_host}}:{{s3_port}}/{{s3_bucket}}",
+        "true": "{{s3_scheme}}://{{s3_bucket}}.{{s3_host}}:{{s3_port}}"}},
+      "help": "the bucket's URL (path-style unless s3_dns_buckets)"
+    },
+    "s3_config": {
+      "type": "path",
+      "default": "/etc/cvmfs/stackboot-s3.conf",
+      "help": "backend=s3: the S3 config file mkfs and every publish read (mode 0600)"
+    },
+    "cvmfs_store": {
+      "type": "string",
+      "default": "directory",
+      "choices": ["directory", "btrfs-subvolume", "zfs-dataset"],
+      "help": "where /srv/cvmfs (storage) and /var/spool/cvmfs (spool) live: plain directories, btrfs subvolumes under cvmfs_store_root bind-mounted there (install btrfs-store first), or ZFS datasets under cvmfs_store_root mounted there (the spool needs OpenZFS 2.2 for overlayfs)"
+    },
+    "cvmfs_store_root": {
+      "type": "string",
+      "default": null,
+      "pattern": "[A-Za-z0-9/][A-Za-z0-9_.:/-]*",
+      "help": "cvmfs_store=btrfs-subvolume: a directory on a mounted btrfs (/srv/store); zfs-dataset: a dataset (tank/cvmfs)"
+    },
+    "server_packages": {
+      "type": "list",
+      "default": ["cvmfs", "cvmfs-server", "cvmfs-config-default"],
+      "help": "the CernVM-FS packages"
+    },
+    "apache_package": {
+      "type": "string",
+      "default": "apache2",
+      "help": "the web server package (cvmfs-server only recommends it, mkfs needs it)"
+    },
+    "apache_service": {
+      "type": "string",
+      "default": "apache2",
+      "help": "its service"
+    },
+    "apache_ctl": {
+      "type": "path",
+      "default": "/usr/sbin/apache2ctl",
+      "help": "its control program, used where no init system runs"
+    },
+    "apache_pidfile": {
+      "type": "path",
+      "default": "/var/run/apache2/apache2.pid",
+      "help": "its pid file"
+    },
+    "apache_modules": {
+      "type": "list",
+      "default": ["headers", "expires", "proxy", "proxy_http"],
+      "help": "modules mkfs wants enabled (a2enmod; built in on the RHEL family)"
+    },
+    "web_root": {
+      "type": "path",
+      "default": "/var/www/html",
+      "help": "the web server's document root; public keys go to WEB_ROOT/cvmfs-meta"
+    },
+    "cron_package": {
+      "type": "string",
+      "default": "cron",
+      "help": "cron, for the schedules where no systemd runs"
+    },
+    "cron_daemon": {
+      "type": "path",
+      "default": "/usr/sbin/cron",
+      "help": "the cron daemon, started directly where no init system runs"
+    },
+    "cron_pidfile": {
+      "type": "path",
+      "default": "/var/run/crond.pid",
+      "help": "its pid file"
+    }
+  },
+  "overlays": {
+    "fedora": {
+      "apache_package": "httpd",
+      "apache_service": "httpd",
+      "apache_ctl": "/usr/sbin/apachectl",
+      "apache_pidfile": "/var/run/httpd/httpd.pid",
+      "apache_modules": [],
+      "cron_package": "cronie",
+      "cron_daemon": "/usr/sbin/crond"
+    }
+  },
+  "steps": [
+    {"kind": "packages", "id": "cvmfs-server-packages", "names": ["{{server_packages}}", "{{apache_package}}"]},
+    {"kind": "command", "id": "apache-modules", "for_each": "{{apache_modules}}", "as": "module",
+     "argv": ["a2enmod", "-q", "{{module}}"], "creates": "/etc/apache2/mods-enabled/{{module}}.load"},
+    {"kind": "service", "name": "{{apache_service}}", "restart_on": ["apache-modules"],
+     "direct": {"start": ["{{apache_ctl}}", "start"], "stop": ["{{apache_ctl}}", "stop"],
+                "reload": ["{{apache_ctl}}", "graceful"], "pidfile": "{{apache_pidfile}}"}},
+
+    {"kind": "btrfs-subvolume", "id": "cvmfs-storage-subvolume", "when": {"cvmfs_store": "btrfs-subvolume"},
+     "needs": ["cvmfs_store_root"], "path": "{{cvmfs_store_root}}/cvmfs-storage", "mode": "0755"},
+    {"kind": "btrfs-subvolume", "id": "cvmfs-spool-subvolume", "when": {"cvmfs_store": "btrfs-subvolume"},
+     "path": "{{cvmfs_store_root}}/cvmfs-spool", "mode": "0755"},
+    {"kind": "mount", "when": {"cvmfs_store": "btrfs-subvolume"}, "path": "/srv/cvmfs",
+     "device": "{{cvmfs_store_root}}/cvmfs-storage", "fstype": "none",
+     "options": ["bind", "x-systemd.requires-mounts-for={{cvmfs_store_root}}"]},
+    {"kind": "mount", "when": {"cvmfs_store": "btrfs-subvolume"}, "path": "/var/spool/cvmfs",
+     "device": "{{cvmfs_store_root}}/cvmfs-spool", "fstype": "none",
+     "options": ["bind", "x-systemd.requires-mounts-for={{cvmfs_store_root}}"]},
+    {"kind": "zfs-dataset", "when": {"cvmfs_store": "zfs-dataset"}, "needs": ["cvmfs_store_root"],
+     "name": "{{cvmfs_store_root}}/storage", "properties": {"mountpoint": "/srv/cvmfs", "atime": "off"}},
+    {"kind": "zfs-dataset", "when": {"cvmfs_store": "zfs-dataset"},
+     "name": "{{cvmfs_store_root}}/spool", "properties": {"mountpoint": "/var/spool/cvmfs", "atime": "off"}},
+
+    {"kind": "file", "id": "cvmfs-s3-config", "when": {"backend": "s3"},
+     "needs": ["s3_host", "s3_bucket", "s3_access_key", "s3_secret_key"],
+     "path": "{{s3_config}}", "mode": "0600", "secret": true, "separator": "=",
+     "header": "# CernVM-FS S3 backend: written by stackboot, read by mkfs and every publish",
+     "settings": {"CVMFS_S3_HOST": "{{s3_host}}", "CVMFS_S3_PORT": "{{s3_port}}", "CVMFS_S3_BUCKET": "{{s3_bucket}}",
+                  "CVMFS_S3_ACCESS_KEY": "{{s3_access_key}}", "CVMFS_S3_SECRET_KEY": "{{s3_secret_key}}",
+                  "CVMFS_S3_DNS_BUCKETS": "{{s3_dns_buckets}}", "CVMFS_S3_USE_HTTPS": "{{s3_https}}",
+                  "CVMFS_S3_REGION": "{{s3_region}}"}},
+    {"kind": "cvmfs-repository", "when": {"backend": "local"}, "for_each": "{{repositories}}", "as": "repo",
+     "name": "{{repo}}", "owner": "{{repository_owner}}", "stratum0": "{{stratum0_url}}",
+     "garbage_collection": "{{garbage_collection}}", "client_url": "{{public_url}}",
+     "key_url": "{{key_base_url}}/@fqrn@.pub",
+     "settings": {"CVMFS_GARBAGE_COLLECTION": "{{garbage_collection}}", "CVMFS_AUTO_GC": "{{garbage_collection}}",
+                  "CVMFS_AUTO_TAG": "{{auto_tag}}", "CVMFS_AUTO_TAG_TIMESPAN": "{{auto_tag_timespan}}",
+                  "extra": "{{server_extra}}"}},
+    {"kind": "cvmfs-repository", "when": {"backend": "s3"}, "for_each": "{{repositories}}", "as": "repo",
+     "name": "{{repo}}", "owner": "{{repository_owner}}", "stratum0": "{{stratum0_url}}", "s3_config": "{{s3_config}}",
+     "garbage_collection": "{{garbage_collection}}", "client_url": "{{public_url}}",
+     "key_url": "{{key_base_url}}/@fqrn@.pub",
+     "settings": {"CVMFS_GARBAGE_COLLECTION": "{{garbage_collection}}", "CVMFS_AUTO_GC": "{{garbage_collection}}",
+                  "CVMFS_AUTO_TAG": "{{auto_tag}}", "CVMFS_AUTO_TAG_TIMESPAN": "{{auto_tag_timespan}}",
+                  "extra": "{{server_extra}}"}},
+
+    {"kind": "directory", "path": "{{web_root}}/cvmfs-meta", "mode": "0755"},
+    {"kind": "file", "id": "cvmfs-public-key", "for_each": "{{repositories}}", "as": "repo",
+     "path": "{{web_root}}/cvmfs-meta/{{repo}}.pub", "source": "/etc/cvmfs/keys/{{repo}}.pub", "mode": "0644"},
+
+    {"kind": "file", "id": "cvmfs-resign-unit", "when": {"facts.init": "systemd"},
+     "path": "/etc/systemd/system/stackboot-cvmfs-resign@.service",
+     "template": ["[Unit]", "Description=Resign the CernVM-FS whitelist of %i (written by stackboot)", "",
+                  "[Service]", "Type=oneshot", "ExecStart=/usr/bin/cvmfs_server resign %i"]},
+    {"kind": "file", "id": "cvmfs-resign-timer", "when": {"facts.init": "systemd"},
+     "path": "/etc/systemd/system/stackboot-cvmfs-resign@.timer",
+     "template": ["[Unit]", "Description=Resign the CernVM-FS whitelist of %i {{resign_schedule}} (it expires after 30 days)", "",
+                  "[Timer]", "OnCalendar={{resign_schedule}}", "Persistent=true", "RandomizedDelaySec=1h", "",
+                  "[Install]", "WantedBy=timers.target"]},
+    {"kind": "service", "for_each": "{{repositories}}", "as": "repo", "when": {"facts.init": "systemd"},
+     "name": "stackboot-cvmfs-resign@{{repo}}.timer", "restart_on": ["cvmfs-resign-timer"]},
+    {"kind": "file", "id": "cvmfs-gc-unit", "when": {"facts.init": "systemd", "garbage_collection": true},
+     "path": "/etc/systemd/system/stackboot-cvmfs-gc.service",
+     "template": ["[Unit]", "Description=Collect old CernVM-FS revisions (written by stackboot)", "",
+                  "[Service]", "Type=oneshot", "ExecStart=/usr/bin/cvmfs_server gc -a -f"]},
+    {"kind": "file", "id": "cvmfs-gc-timer", "when": {"facts.init": "systemd", "garbage_collection": true},
+     "path": "/etc/systemd/system/stackboot-cvmfs-gc.timer",
+     "template": ["[Unit]", "Description=Collect old CernVM-FS revisions weekly", "",
+                  "[Timer]", "OnCalendar=weekly", "Persistent=true", "RandomizedDelaySec=1h", "",
+                  "[Install]", "WantedBy=timers.target"]},
+    {"kind": "service", "when": {"facts.init": "systemd", "garbage_collection": true},
+     "name": "stackboot-cvmfs-gc.timer", "restart_on": ["cvmfs-gc-timer"]},
+    {"kind": "file", "id": "cvmfs-mount-unit", "when": {"facts.init": "systemd"},
+     "path": "/etc/systemd/system/stackboot-cvmfs-mount.service",
+     "template": ["[Unit]", "Description=Mount the CernVM-FS repositories after boot (written by stackboot)",
+                  "After=network-online.target local-fs.target {{apache_service}}.service", "Wants=network-online.target", "",
+                  "[Service]", "Type=oneshot", "RemainAfterExit=yes", "ExecStart=/usr/bin/cvmfs_server mount -a", "",
+                  "[Install]", "WantedBy=multi-user.target"]},
+    {"kind": "service", "when": {"facts.init": "systemd"}, "name": "stackboot-cvmfs-mount", "running": null},
+
+    {"kind": "packages", "id": "cron", "when": {"facts.init": "none"}, "names": ["{{cron_package}}"]},
+    {"kind": "line", "id": "cvmfs-cron-resign", "for_each": "{{repositories}}", "as": "repo", "when": {"facts.init": "none"},
+     "path": "/etc/cron.d/stackboot-cvmfs", "mode": "0644",
+     "line": "@{{resign_schedule}} root /usr/bin/cvmfs_server resign {{repo}}"},
+    {"kind": "line", "id": "cvmfs-cron-gc", "when": {"facts.init": "none", "garbage_collection": true}, "path": "/etc/cron.d/stackboot-cvmfs",
+     "line": "@weekly root /usr/bin/cvmfs_server gc -a -f"},
+    {"kind": "line", "id": "cvmfs-cron-mount", "when": {"facts.init": "none"}, "path": "/etc/cron.d/stackboot-cvmfs",
+     "line": "@reboot root /usr/bin/cvmfs_server mount -a"},
+    {"kind": "service", "when": {"facts.init": "none"}, "name": "cron",
+     "direct": {"start": ["{{cron_daemon}}"], "pidfile": "{{cron_pidfile}}"}}
   ]
 }
 """,

@@ -18,8 +18,9 @@ sys.path.insert(0, TOP)
 sys.path.insert(0, TESTS)
 
 import stackboot  # noqa: E402
+import fake_cvmfs  # noqa: E402  (imported before pyfakefs hides the real disk)
 
-MUTATING = {"apt-get", "dnf", "yum", "pkg install", "groupadd", "useradd", "usermod", "pw", "sysrc",
+MUTATING = {"apt-get", "cvmfs_server mkfs", "a2enmod", "dnf", "yum", "pkg install", "groupadd", "useradd", "usermod", "pw", "sysrc",
             "systemctl enable", "systemctl start", "systemctl restart", "systemctl reload", "systemctl stop",
             "systemctl daemon-reload", "service start", "service restart"}
 
@@ -39,6 +40,7 @@ class FakeTools:
         self.package_files = {}      # package -> {path: content} its install creates
         self.pools = set()           # ZFS pools
         self.datasets = {}           # ZFS dataset -> {property: value as `zfs get -p` prints it}
+        self.file_packages = {}      # a local package file -> the package it installs
 
     def path(self, path):
         return os.path.join(self.root, path.lstrip("/")) if self.root != "/" else path
@@ -84,6 +86,7 @@ class FakeTools:
         return (1 if err else 0), "".join(line + "\n" for line in out), "\n".join(err)
 
     def install(self, names):
+        names = [self.file_packages.get(n, os.path.basename(n).split("_")[0]) if n.startswith("/") else n for n in names]
         missing = [n for n in names if self.available is not None and n not in self.available]
         if missing:
             return 100, "", "E: Unable to locate package %s" % missing[0]
@@ -289,6 +292,50 @@ class FakeTools:
                 handle.write("99 1 0:99 / %s rw - %s %s rw\n" % (point, fstype, device))
         return 0, "", ""
 
+    def cvmfs(self):
+        if getattr(self, "_cvmfs", None) is None:
+            self._cvmfs = fake_cvmfs.Cvmfs(self.root, http_get=self.http_get, fail="", poll_seconds=0)
+        return self._cvmfs
+
+    def tool_cvmfs_server(self, args):
+        return self.cvmfs().server(args)
+
+    def tool_cvmfs_config(self, args):
+        return self.cvmfs().config(args)
+
+    def web_running(self):
+        return any(unit.split(".")[0] in ("apache2", "httpd") and state["active"] for unit, state in self.units.items())
+
+    def http_get(self, url):
+        """The fake web: Apache's aliases (cvmfs.FQRN.conf, the document root) and fake S3 buckets."""
+        scheme, _, rest = url.partition("://")
+        host, _, path = rest.partition("/")
+        if host.split(":")[0] == "localhost" or host.split(":")[0] == "127.0.0.1":
+            if not self.web_running():
+                raise OSError("connection refused")
+            if path.startswith("cvmfs/"):
+                name, _, tail = path[6:].partition("/")
+                full = self.path("/srv/cvmfs/%s/%s" % (name, tail))
+            else:
+                full = self.path("/var/www/html/" + path)
+        else:
+            full = self.path("/var/lib/fake-s3/" + path)
+        if not path:
+            return b"It works!"
+        if not os.path.isfile(full):
+            raise OSError("HTTP Error 404: Not Found")
+        with open(full, "rb") as handle:
+            return handle.read()
+
+    def tool_a2enmod(self, args):
+        for module in [a for a in args if not a.startswith("-")]:
+            self.append("/etc/apache2/mods-enabled/%s.load" % module, "LoadModule %s_module" % module)
+        return 0, "", ""
+
+    def tool_umount(self, args):
+        self.mounted.pop(args[-1], None)
+        return 0, "", ""
+
     def tool_service(self, args):
         name, verb = args[0], args[1]
         state = self.units.setdefault(name, {"enabled": False, "active": False, "restarts": 0})
@@ -359,6 +406,16 @@ def bare_root_copy(suite, dest):
     import bareroot
     need_bare_root(suite)
     return bareroot.fresh_root(suite, dest)
+
+
+def run_main(argv, runner, uname):
+    """stackboot.main on a fake host: (exit code, stdout, stderr)."""
+    import contextlib
+    import io
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = stackboot.main(argv, runner=runner, uname=uname)
+    return code, out.getvalue(), err.getvalue()
 
 
 def quote(argv):

@@ -7,16 +7,13 @@ byte: a change to a plan fails here until the golden file is regenerated on
 purpose (STACKBOOT_UPDATE_GOLDEN=1) and reviewed against FACTS.md.
 """
 
-import contextlib
 import hashlib
-import io
 import json
 import os
 
 import pytest
 
-import stackboot
-from conftest import TESTS, FakeTools, RecordingRunner, quote
+from conftest import TESTS, FakeTools, RecordingRunner, quote, run_main
 
 HOSTS = os.path.join(TESTS, "fixtures", "hosts")
 GOLDEN = os.path.join(TESTS, "golden")
@@ -53,13 +50,6 @@ def fake_host(fs, host):
     tools.package_files["moosefs-master"] = {data + "/metadata.mfs.empty": "MFSM NEW"}
     fs.create_file("/var/cache/stackboot/downloads/moosefs-repository.key", contents=FAKE_KEY)
     return spec, tools
-
-
-def run_main(argv, runner, uname):
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = stackboot.main(argv, runner=runner, uname=uname)
-    return code, out.getvalue(), err.getvalue()
 
 
 def golden_text(fs, host, roles, method):

@@ -1,0 +1,355 @@
+#!/usr/bin/python3
+"""Stateful fakes of CernVM-FS's `cvmfs_server` and `cvmfs_config` (neither can be installed here).
+
+They make the on-disk effects FACTS.md lists (config directory, keys, storage,
+spool, /cvmfs/FQRN, fstab lines, Apache config) and fail the way the real tools
+do: mkfs prompts without -o, stops on an existing config directory or a partial
+key set, fails its health check on a stale spool after leaving a half-made
+repository, needs a web server answering for the local backend; a second
+transaction gets rc 17. The client probe needs a proxy setting, the public key,
+and a manifest signed by that key, fetched over HTTP.
+
+Used two ways: in-process by tests/conftest.py's FakeTools (on pyfakefs), and as
+a script copied into a bare root as /usr/bin/cvmfs_server and /usr/bin/cvmfs_config,
+where it talks real HTTP to a real Apache. FAKE_CVMFS_FAIL injects a failure:
+"publish", "mkfs-keys" (mkfs dies after its config directory), "mkfs-poll".
+"""
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+KEYS = (".masterkey", ".key", ".pub", ".crt")
+
+
+def url_get(url, timeout=5):
+    import urllib.request
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return response.read()
+
+
+class Cvmfs:
+    def __init__(self, root="/", http_get=url_get, fail=None, poll_seconds=15, stdin_text=""):
+        self.root, self.http_get, self.poll_seconds, self.stdin_text = root, http_get, poll_seconds, stdin_text
+        self.fail = fail if fail is not None else os.environ.get("FAKE_CVMFS_FAIL", "")
+        self.out, self.err = [], []
+
+    # helpers
+    def path(self, path):
+        return os.path.join(self.root, path.lstrip("/")) if self.root != "/" else path
+
+    def exists(self, path):
+        return os.path.lexists(self.path(path))
+
+    def read(self, path):
+        with open(self.path(path)) as handle:
+            return handle.read()
+
+    def write(self, path, text, mode=0o644):
+        full = self.path(path)
+        os.makedirs(os.path.dirname(full), exist_ok=True)
+        with open(full, "w") as handle:
+            handle.write(text)
+        os.chmod(full, mode)
+
+    def settings(self, path):
+        values = {}
+        if self.exists(path):
+            for line in self.read(path).splitlines():
+                key, sep, value = line.partition("=")
+                if sep and not line.lstrip().startswith("#"):
+                    values[key.strip()] = value.strip().strip("\"'")
+        return values
+
+    def result(self, rc):
+        out, err = "".join(line + "\n" for line in self.out), "".join(line + "\n" for line in self.err)
+        self.out, self.err = [], []
+        return rc, out, err
+
+    def failed(self, message, rc=1):
+        self.err.append(message)
+        return self.result(rc)
+
+    @staticmethod
+    def options(args, with_value):
+        """getopt-style: ({flag: value or True}, [positional])."""
+        flags, rest, index = {}, [], 0
+        while index < len(args):
+            arg = args[index]
+            if arg.startswith("-") and len(arg) == 2:
+                if arg[1] in with_value:
+                    flags[arg[1]] = args[index + 1]
+                    index += 2
+                    continue
+                flags[arg[1]] = True
+            else:
+                rest.append(arg)
+            index += 1
+        return flags, rest
+
+    def spool(self, name):
+        return "/var/spool/cvmfs/" + name
+
+    def storage(self, name):
+        """(directory holding .cvmfspublished, URL-ish description)."""
+        conf = self.settings("/etc/cvmfs/repositories.d/%s/server.conf" % name)
+        upstream = conf.get("CVMFS_UPSTREAM_STORAGE", "local,/srv/cvmfs/%s/data/txn,/srv/cvmfs/%s" % (name, name))
+        if upstream.startswith("S3,"):
+            s3 = self.settings(upstream.split("@", 1)[1])
+            return "/var/lib/fake-s3/" + s3.get("CVMFS_S3_BUCKET", "bucket")
+        return upstream.split(",")[2]
+
+    def manifest(self, name, revision):
+        pub = self.read("/etc/cvmfs/keys/%s.pub" % name)
+        root_hash = hashlib.sha1(("%s-%d" % (name, revision)).encode()).hexdigest()
+        self.write(self.storage(name) + "/.cvmfspublished",
+                   "C%s\nS%d\nN%s\nK%s\n--\n" % (root_hash, revision, name, hashlib.sha256(pub.encode()).hexdigest()))
+        self.write(self.spool(name) + "/client.local", "CVMFS_ROOT_HASH=%s\n" % root_hash)
+        return root_hash
+
+    def revision(self, name):
+        for line in self.read(self.storage(name) + "/.cvmfspublished").splitlines():
+            if line.startswith("S"):
+                return int(line[1:])
+        return 0
+
+    # cvmfs_server
+    def server(self, args):
+        if not args:
+            return self.failed("usage: cvmfs_server COMMAND")
+        command = getattr(self, "server_" + args[0].replace("-", "_"), None)
+        if command is None:
+            return self.failed("cvmfs_server: unknown command %s" % args[0])
+        return command(args[1:])
+
+    def server_mkfs(self, args):
+        flags, rest = self.options(args, "owuskaZfVXm")
+        if len(rest) != 1:
+            return self.failed("usage: cvmfs_server mkfs [options] <fully qualified repository name>")
+        name = rest[0]
+        owner = flags.get("o")
+        if owner is None:   # the real tool asks, and a run without a terminal gets nothing
+            self.out.append("Owner of %s [root]: " % name)
+            owner = self.stdin_text.strip()
+            if not owner:
+                return self.failed("cannot read the owner of %s: no answer (pass -o)" % name)
+        if not any(line.split(":")[0] == owner for line in self.read("/etc/passwd").splitlines()):
+            return self.failed("user %s does not exist" % owner)
+        config = "/etc/cvmfs/repositories.d/" + name
+        if self.exists(config):
+            return self.failed("The repository %s already exists" % name)
+        have = [suffix for suffix in KEYS if self.exists("/etc/cvmfs/keys/" + name + suffix)]
+        if have and len(have) < len(KEYS):
+            return self.failed("fail! partial key set for %s in /etc/cvmfs/keys (%s)" % (name, ", ".join(have)))
+        stratum0 = flags.get("w", "http://localhost/cvmfs/" + name)
+        if flags.get("s"):
+            s3 = self.settings(flags["s"])
+            missing = [key for key in ("CVMFS_S3_HOST", "CVMFS_S3_BUCKET", "CVMFS_S3_ACCESS_KEY", "CVMFS_S3_SECRET_KEY")
+                       if not s3.get(key)]
+            if missing:
+                return self.failed("S3 config %s lacks %s" % (flags["s"], ", ".join(missing)))
+            upstream = "S3,/var/spool/cvmfs/%s/tmp,%s@%s" % (name, name, flags["s"])
+        else:
+            try:   # mkfs wants Apache up for the local backend, even with -p
+                self.http_get("http://localhost/")
+            except Exception:
+                return self.failed("Apache must be installed and running")
+            upstream = flags.get("u", "local,/srv/cvmfs/%s/data/txn,/srv/cvmfs/%s" % (name, name))
+        self.out.append("Creating Configuration Files... done")
+        server_conf = ["CVMFS_REPOSITORY_NAME=" + name, "CVMFS_REPOSITORY_TYPE=stratum0", "CVMFS_USER=" + owner,
+                       "CVMFS_UNION_DIR=/cvmfs/" + name, "CVMFS_SPOOL_DIR=/var/spool/cvmfs/" + name,
+                       "CVMFS_STRATUM0=" + stratum0, "CVMFS_UPSTREAM_STORAGE=" + upstream,
+                       "CVMFS_AUTO_TAG=true", "CVMFS_AUTO_TAG_TIMESPAN=\"2 weeks ago\""]
+        if flags.get("z"):
+            server_conf += ["CVMFS_GARBAGE_COLLECTION=true", "CVMFS_AUTO_GC=true"]
+        self.write(config + "/server.conf", "\n".join(server_conf) + "\n")
+        if self.fail == "mkfs-keys":
+            return self.failed("fail! (creating the master key)")
+        self.write(config + "/client.conf", "CVMFS_SERVER_URL=%s\nCVMFS_PUBLIC_KEY=/etc/cvmfs/keys/%s.pub\n" % (stratum0, name))
+        self.out.append("Creating CernVM-FS Master Key and Self-Signed Certificate... done")
+        if not have:
+            for suffix, mode in zip(KEYS, (0o400, 0o400, 0o444, 0o444)):
+                self.write("/etc/cvmfs/keys/" + name + suffix, "%s %s %s\n" % (suffix[1:], name, os.urandom(8).hex()), mode)
+        storage = self.storage(name)
+        self.out.append("Creating Backend Storage... done")
+        for sub in ("data", "data/txn"):
+            os.makedirs(self.path(storage + "/" + sub), exist_ok=True)
+        self.write(storage + "/.cvmfswhitelist", "%s\nE%d\nN%s\n" % (time.strftime("%Y%m%d%H%M%S"), time.time() + 30 * 86400, name))
+        spool = self.spool(name)
+        stale = self.exists(spool + "/client.local")
+        for sub in ("rdonly", "scratch/current", "tmp", "cache", "ospaths"):
+            os.makedirs(self.path(spool + "/" + sub), exist_ok=True)
+        os.makedirs(self.path("/cvmfs/" + name), exist_ok=True)
+        with open(self.path("/etc/fstab"), "a") as fstab:
+            fstab.write("cvmfs2#%s %s/rdonly fuse allow_other,fsname=%s,x-systemd.requires=... 0 0 # added by CernVM-FS for %s\n"
+                        % (name, spool, name, name))
+            fstab.write("overlay_%s /cvmfs/%s overlay upperdir=%s/scratch/current,lowerdir=%s/rdonly 0 0 # added by CernVM-FS for %s\n"
+                        % (name, name, spool, spool, name))
+        if not flags.get("s"):
+            apache = "/etc/apache2/conf-enabled" if self.exists("/etc/apache2") else "/etc/httpd/conf.d"
+            self.write("%s/cvmfs.%s.conf" % (apache, name),
+                       "Alias /cvmfs/%s %s\n<Directory \"%s\">\n  Options -MultiViews\n  AllowOverride All\n"
+                       "  Require all granted\n</Directory>\n" % (name, storage, storage))
+            if self.root == "/" and os.path.exists("/usr/sbin/apache2ctl"):
+                subprocess.call(["/usr/sbin/apache2ctl", "graceful"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.out.append("Signing 30 day whitelist with master key... done")
+        if stale:
+            self.out.append("Mounting CernVM-FS Storage... (overlayfs) done")
+            return self.failed("%s is not based on the newest published revision\nfail! (health check after mount)" % name)
+        self.manifest(name, 1)
+        self.out.append("Initial commit... New CernVM-FS repository for %s" % name)
+        deadline = time.time() + self.poll_seconds
+        while True:   # the real mkfs polls $STRATUM0/.cvmfspublished
+            try:
+                if self.fail == "mkfs-poll":
+                    raise OSError("injected")
+                self.http_get(stratum0.rstrip("/") + "/.cvmfspublished")
+                break
+            except Exception:
+                if time.time() > deadline:
+                    return self.failed("fail! (%s/.cvmfspublished is not reachable)" % stratum0)
+                time.sleep(0.5)
+        self.out.append("Before you can install anything, call `cvmfs_server transaction`")
+        return self.result(0)
+
+    def existing(self, name):
+        return name and self.exists("/etc/cvmfs/repositories.d/%s/server.conf" % name)
+
+    def lock(self, name):
+        return self.spool(name) + "/in_transaction.lock"
+
+    def server_transaction(self, args):
+        flags, rest = self.options(args, "t")
+        name = rest[0] if rest else None
+        if not self.existing(name):
+            return self.failed("repository %s does not exist" % name)
+        if self.exists(self.lock(name)):
+            return self.failed("%s is already in a transaction" % name, rc=17)
+        self.write(self.lock(name), "%d\n" % os.getpid())
+        self.out.append("Gateway reply: ok")
+        return self.result(0)
+
+    def server_publish(self, args):
+        flags, rest = self.options(args, "amf")
+        name = rest[0] if rest else None
+        if not self.existing(name):
+            return self.failed("repository %s does not exist" % name)
+        if not self.exists(self.lock(name)):
+            return self.failed("%s is not in a transaction" % name)
+        if self.fail == "publish":
+            return self.failed("failed to commit files (injected); the transaction stays open")
+        rdonly = self.path(self.spool(name) + "/rdonly")
+        shutil.rmtree(rdonly)
+        shutil.copytree(self.path("/cvmfs/" + name), rdonly, symlinks=True)
+        revision = self.revision(name) + 1
+        self.manifest(name, revision)
+        if flags.get("a"):
+            with open(self.path(self.spool(name) + "/tags"), "a") as tags:
+                tags.write("%s %d %s\n" % (flags["a"], revision, flags.get("m", "")))
+        os.unlink(self.path(self.lock(name)))
+        self.out.append("Exporting repository manifest... revision %d" % revision)
+        return self.result(0)
+
+    def server_abort(self, args):
+        flags, rest = self.options(args, "")
+        name = rest[0] if rest else None
+        if not self.existing(name):
+            return self.failed("repository %s does not exist" % name)
+        if not flags.get("f"):
+            return self.failed("You are about to DISCARD ALL CHANGES OF THE CURRENT TRANSACTION! Are you sure (y/N)?")
+        if not self.exists(self.lock(name)):
+            return self.failed("%s is not in a transaction" % name)
+        union = self.path("/cvmfs/" + name)
+        shutil.rmtree(union)
+        shutil.copytree(self.path(self.spool(name) + "/rdonly"), union, symlinks=True)
+        os.unlink(self.path(self.lock(name)))
+        return self.result(0)
+
+    def server_list(self, args):
+        base = self.path("/etc/cvmfs/repositories.d")
+        for name in sorted(os.listdir(base)) if os.path.isdir(base) else []:
+            upstream = self.settings("/etc/cvmfs/repositories.d/%s/server.conf" % name).get("CVMFS_UPSTREAM_STORAGE", "")
+            self.out.append("%s (stratum0 / %s)" % (name, "S3" if upstream.startswith("S3") else "local"))
+        return self.result(0)
+
+    def server_resign(self, args):
+        name = args[-1] if args else None
+        if not self.existing(name):
+            return self.failed("repository %s does not exist" % name)
+        self.write(self.storage(name) + "/.cvmfswhitelist", "%s\nE%d\nN%s\n" % (
+            time.strftime("%Y%m%d%H%M%S"), time.time() + 30 * 86400, name))
+        return self.result(0)
+
+    def server_gc(self, args):
+        return self.result(0)
+
+    def server_mount(self, args):
+        return self.result(0)
+
+    # cvmfs_config
+    def config(self, args):
+        verb = args[0] if args else ""
+        if verb == "setup":
+            self.add_line("/etc/auto.master", "/cvmfs /etc/auto.cvmfs")
+            self.add_line("/etc/fuse.conf", "user_allow_other")
+            return self.result(0)
+        if verb == "chksetup":
+            missing = [path for path, line in (("/etc/auto.master", "/cvmfs /etc/auto.cvmfs"), ("/etc/fuse.conf", "user_allow_other"))
+                       if not self.exists(path) or line not in self.read(path).splitlines()]
+            if missing:
+                return self.failed("Warning: %s is not set up for CernVM-FS" % missing[0])
+            self.out.append("OK")
+            return self.result(0)
+        if verb == "probe":
+            return self.probe(args[1:])
+        return self.failed("usage: cvmfs_config setup|chksetup|probe")
+
+    def add_line(self, path, line):
+        text = self.read(path) if self.exists(path) else ""
+        if line not in text.splitlines():
+            self.write(path, text + line + "\n")
+
+    def probe(self, names):
+        local = self.settings("/etc/cvmfs/default.local")
+        names = names or [name for name in local.get("CVMFS_REPOSITORIES", "").split(",") if name]
+        rc = 0
+        for name in names:
+            settings = dict(local, **self.settings("/etc/cvmfs/config.d/%s.conf" % name))
+            problem = self.probe_one(name, settings)
+            self.out.append("Probing /cvmfs/%s... %s" % (name, "Failed!" if problem else "OK"))
+            if problem:
+                self.err.append(problem)
+                rc = 1
+        return self.result(rc)
+
+    def probe_one(self, name, settings):
+        if not settings.get("CVMFS_HTTP_PROXY"):
+            return "failed to discover HTTP proxy servers (23 - proxy auto-discovery failed)"
+        key = settings.get("CVMFS_PUBLIC_KEY", "/etc/cvmfs/keys/%s.pub" % name)
+        if not self.exists(key):
+            return "Failed to initialize root file catalog (16 - file catalog failure)"
+        url = settings.get("CVMFS_SERVER_URL", "").replace("@fqrn@", name)
+        try:
+            manifest = self.http_get(url + "/.cvmfspublished")
+        except Exception as exc:
+            return "failed to download repository manifest (%s)" % exc
+        signer = [line[1:] for line in manifest.decode().splitlines() if line.startswith("K")]
+        if signer != [hashlib.sha256(self.read(key).encode()).hexdigest()]:
+            return "failed to verify repository manifest (bad signature)"
+        return None
+
+
+def main():
+    tool = os.path.basename(sys.argv[0])
+    fake = Cvmfs("/", stdin_text="" if sys.stdin is None or sys.stdin.isatty() else sys.stdin.read())
+    rc, out, err = (fake.config if tool == "cvmfs_config" else fake.server)(sys.argv[1:])
+    sys.stdout.write(out)
+    sys.stderr.write(err)
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

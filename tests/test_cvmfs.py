@@ -1,0 +1,302 @@
+"""CernVM-FS server, client and publishing against the stateful fakes in fake_cvmfs.py (pyfakefs).
+
+Every half-made state FACTS.md knows is set up, and install must list what it
+found, change nothing, and (with --repair) clean up only what never published.
+Keys are never touched. Publishing never leaves a transaction open.
+"""
+
+import hashlib
+import json
+import os
+
+import pytest
+
+from conftest import DEBIAN, FREEBSD, TESTS, FakeTools, RecordingRunner, run_main
+
+UNAME = ("Linux", "x86_64")
+REPO = "sw.example.org"
+SERVER = ["--set", "repositories=%s,data.example.org" % REPO, "--set", "cvmfs_release=false"]
+
+
+with open(os.path.join(TESTS, "fixtures", "hosts", "debian-12", "host.json")) as _handle:
+    SPEC = json.load(_handle)
+with open(os.path.join(TESTS, "fixtures", "hosts", "debian-12", "os-release")) as _handle:
+    OS_RELEASE = _handle.read()
+
+
+@pytest.fixture
+def host(fs):
+    """A Debian 12 host with systemd, as the fixture under tests/fixtures/hosts describes it."""
+    fs.create_file("/etc/os-release", contents=OS_RELEASE)
+    for binary in SPEC["binaries"]:
+        fs.create_file(binary, st_mode=0o100755)
+    fs.create_dir("/run/systemd/system")
+    fs.create_file("/etc/passwd", contents="root:x:0:0:root:/root:/bin/bash\ncvmfsowner:x:990:990::/home/c:/bin/sh\n")
+    fs.create_file("/etc/group", contents="root:x:0:\ncvmfsowner:x:990:\n")
+    fs.create_file("/etc/fstab", contents="# fstab\n")
+    fs.create_file("/proc/self/mountinfo", contents="22 1 8:1 / / rw,relatime - ext4 /dev/sda1 rw\n")
+    fs.create_file("/var/lib/apt/lists/deb_Packages")
+    return FakeTools("/")
+
+
+def stackboot(tools, *argv):
+    runner = RecordingRunner("/", tools)
+    code, out, err = run_main(list(argv), runner, UNAME)
+    return code, out, err, runner
+
+
+def install(tools, *argv):
+    code, out, err, runner = stackboot(tools, "install", *argv)
+    assert code == 0, out + err
+    return out, runner
+
+
+def read(path):
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+def tree(*bases):
+    """Every path under bases with its content, to prove that nothing changed."""
+    found = {}
+    for base in bases:
+        for root, dirs, files in os.walk(base):
+            for name in dirs + files:
+                path = os.path.join(root, name)
+                found[path] = read(path) if os.path.isfile(path) else None
+    return found
+
+
+def test_server_creates_each_repository_once_and_converges(host):
+    out, runner = install(host, "cvmfs-server", *SERVER)
+    changes = runner.changes()
+    mkfs = [argv for argv in changes if argv[:2] == ["cvmfs_server", "mkfs"]]
+    assert mkfs == [["cvmfs_server", "mkfs", "-o", "root", "-w", "http://localhost/cvmfs/" + name, "-z", name]
+                    for name in (REPO, "data.example.org")]
+    assert changes.index(["systemctl", "start", "apache2.service"]) < changes.index(mkfs[0])   # Apache up before mkfs
+    assert ["a2enmod", "-q", "proxy_http"] in changes
+    for suffix in (".masterkey", ".key", ".pub", ".crt"):
+        assert os.path.exists("/etc/cvmfs/keys/%s%s" % (REPO, suffix))
+    pub = read("/etc/cvmfs/keys/%s.pub" % REPO)
+    assert read("/var/www/html/cvmfs-meta/%s.pub" % REPO) == pub
+    conf = read("/etc/cvmfs/repositories.d/%s/server.conf" % REPO).decode().splitlines()
+    assert "CVMFS_AUTO_TAG_TIMESPAN=\"4 weeks ago\"" in conf and "CVMFS_GARBAGE_COLLECTION=true" in conf
+    for unit in ("stackboot-cvmfs-resign@%s.timer" % REPO, "stackboot-cvmfs-gc.timer"):
+        assert host.units[unit]["enabled"] and host.units[unit]["active"], unit
+    assert host.units["stackboot-cvmfs-mount.service"]["enabled"]
+    assert "OnCalendar=weekly" in read("/etc/systemd/system/stackboot-cvmfs-resign@.timer").decode()
+    digest = hashlib.sha256(pub).hexdigest()
+    assert "CVMFS repository %s: clients need" % REPO in out
+    assert "  CVMFS_SERVER_URL=http://localhost/cvmfs/@fqrn@" in out
+    assert "from http://localhost/cvmfs-meta/%s.pub (sha256 %s)" % (REPO, digest) in out
+
+    again, runner = install(host, "cvmfs-server")
+    assert again.splitlines()[-1].startswith("Install: 0 changed")
+    assert runner.changes() == []
+
+
+def test_server_conf_settings_change_alone(host):
+    install(host, "cvmfs-server", *SERVER)
+    keys = tree("/etc/cvmfs/keys")
+    code, out, err, runner = stackboot(host, "plan", "cvmfs-server", "--set", "auto_tag=false")
+    assert [line for line in out.splitlines() if line[:1] in "+~-!"] == [
+        "~ cvmfs-repository %s: server.conf: CVMFS_AUTO_TAG=false (was true)" % name for name in (REPO, "data.example.org")]
+    out, runner = install(host, "cvmfs-server", "--set", "auto_tag=false")
+    assert "CVMFS_AUTO_TAG=false" in read("/etc/cvmfs/repositories.d/%s/server.conf" % REPO).decode().splitlines()
+    assert not [argv for argv in runner.changes() if "mkfs" in argv] and tree("/etc/cvmfs/keys") == keys
+
+
+def refuse(tools, *extra):
+    """install must refuse, naming what it found, with nothing changed."""
+    before = tree("/etc", "/srv", "/var/spool", "/var/www")
+    code, out, err, runner = stackboot(tools, "install", "cvmfs-server", "--set", "repositories=" + REPO,
+                                       "--set", "cvmfs_release=false", *extra)
+    assert code == 1, out + err
+    assert runner.changes() == [] and tree("/etc", "/srv", "/var/spool", "/var/www") == before
+    return [line for line in out.splitlines() if line.startswith("!")], err
+
+
+def make_half(tools, state):
+    """The half-made states FACTS.md lists, each as the real tools leave it."""
+    tools.units["apache2.service"] = {"enabled": True, "active": True}
+    if state == "config-without-storage":   # mkfs died after its config directory (cvmfs#3743)
+        tools.cvmfs().fail = "mkfs-keys"
+        code, out, err, _ = stackboot(tools, "install", "cvmfs-server", "--set", "repositories=" + REPO, "--set", "cvmfs_release=false")
+        assert code == 1 and "fail! (creating the master key)" in err
+        tools.cvmfs().fail = ""
+    elif state == "partial-keys":
+        for suffix in (".pub", ".crt"):
+            tools.append("/etc/cvmfs/keys/%s%s" % (REPO, suffix), "old key")
+    elif state == "stale-spool":   # the seed's trouble: a spool pinning an old root hash
+        tools.append("/var/spool/cvmfs/%s/client.local" % REPO, "CVMFS_ROOT_HASH=0123abcd")
+    elif state == "stale-fstab":
+        for what in ("cvmfs2#%s /var/spool/cvmfs/%s/rdonly fuse" % (REPO, REPO), "overlay_%s /cvmfs/%s overlay" % (REPO, REPO)):
+            tools.append("/etc/fstab", "%s defaults 0 0 # added by CernVM-FS for %s" % (what, REPO))
+    elif state == "published-storage":   # config lost, the storage still holds a published revision
+        tools.append("/srv/cvmfs/%s/.cvmfspublished" % REPO, "Cabc\nS7\nN%s" % REPO)
+
+
+HALF_MADE = [
+    ("config-without-storage", "config directory /etc/cvmfs/repositories.d/%s but no storage /srv/cvmfs/%s" % (REPO, REPO), True),
+    ("partial-keys", "partial key set in /etc/cvmfs/keys: %s.pub, %s.crt (no %s.masterkey, %s.key)" % ((REPO,) * 4), False),
+    ("stale-spool", "stale spool /var/spool/cvmfs/" + REPO, True),
+    ("stale-fstab", "2 fstab line(s) added by CernVM-FS for " + REPO, True),
+    ("published-storage", "storage /srv/cvmfs/%s with a published manifest" % REPO, False),
+]
+
+
+@pytest.mark.parametrize("state,found,repairable", HALF_MADE, ids=[case[0] for case in HALF_MADE])
+def test_half_made_repository_is_listed_refused_and_repaired_only_when_safe(host, state, found, repairable):
+    make_half(host, state)
+    keys = tree("/etc/cvmfs/keys")
+    refused, err = refuse(host)
+    assert len(refused) == 1 and refused[0].startswith("! cvmfs-repository %s: half-made repository %s: " % (REPO, REPO))
+    assert found in refused[0] and "clean it up with `cvmfs_server rmfs -f %s`" % REPO in refused[0]
+    assert "error: 1 step(s) refused, nothing was changed" in err
+    if not repairable:
+        refused, err = refuse(host, "--repair")
+        assert "never touches keys" in refused[0] if state == "partial-keys" else "--repair refused: it has published" in refused[0]
+        assert tree("/etc/cvmfs/keys") == keys
+        return
+    out, runner = install(host, "cvmfs-server", "--set", "repositories=" + REPO, "--set", "cvmfs_release=false", "--repair")
+    assert "~ cvmfs-repository %s: repair half-made repository (remove %s" % (REPO, found) in out
+    assert read("/etc/fstab").decode().count("added by CernVM-FS for " + REPO) == 2   # mkfs's own, once
+    again, runner = install(host, "cvmfs-server")
+    assert again.splitlines()[-1].startswith("Install: 0 changed") and runner.changes() == []
+
+
+def test_open_transaction_is_refused_until_published_or_aborted(host):
+    install(host, "cvmfs-server", *SERVER)
+    assert host.cvmfs().server(["transaction", REPO])[0] == 0
+    refused, err = refuse(host)
+    assert refused == ["! cvmfs-repository %s: %s is in an open transaction; publish it (`cvmfs_server publish %s`) or drop it "
+                       "(`cvmfs_server abort -f %s`), then run again" % (REPO, REPO, REPO, REPO)]
+    assert host.cvmfs().server(["abort", "-f", REPO])[0] == 0
+    assert install(host, "cvmfs-server")[0].splitlines()[-1].startswith("Install: 0 changed")
+
+
+def test_fake_mkfs_fails_like_the_real_one(host):
+    """The failure modes stackboot guards against, reproduced by the fake (and never triggered by stackboot)."""
+    fake = host.cvmfs()
+    rc, out, err = fake.server(["mkfs", REPO])
+    assert rc == 1 and out.startswith("Owner of %s [root]: " % REPO)
+    rc, out, err = fake.server(["mkfs", "-o", "root", REPO])
+    assert rc == 1 and "Apache must be installed and running" in err
+    host.units["apache2.service"] = {"enabled": True, "active": True}
+    assert fake.server(["mkfs", "-o", "root", REPO])[0] == 0
+    rc, out, err = fake.server(["mkfs", "-o", "root", REPO])
+    assert rc == 1 and "already exists" in err
+    assert fake.server(["transaction", REPO])[0] == 0
+    assert fake.server(["transaction", REPO])[0] == 17
+
+
+S3 = ["--set", "backend=s3", "--set", "s3_host=minio.example", "--set", "s3_port=9000", "--set", "s3_https=false",
+      "--set", "s3_bucket=cvmfs", "--set", "s3_access_key=AKIAFAKE", "--set", "s3_secret_key=topsecret99"]
+
+
+def test_s3_backend_config_is_secret_and_path_style(host):
+    code, out, err, runner = stackboot(host, "install", "cvmfs-server", *(SERVER + S3[:-4]))
+    assert code == 64 and "parameter s3_access_key has no value" in err
+    out, runner = install(host, "cvmfs-server", *(SERVER + S3))
+    st = os.stat("/etc/cvmfs/stackboot-s3.conf")
+    assert st.st_mode & 0o777 == 0o600
+    config = read("/etc/cvmfs/stackboot-s3.conf").decode().splitlines()
+    assert "CVMFS_S3_DNS_BUCKETS=false" in config and "CVMFS_S3_SECRET_KEY=topsecret99" in config
+    assert ["cvmfs_server", "mkfs", "-o", "root", "-w", "http://minio.example:9000/cvmfs", "-s",
+            "/etc/cvmfs/stackboot-s3.conf", "-z", REPO] in runner.changes()
+    log = read("/var/log/stackboot.log").decode()
+    for secret in ("topsecret99", "AKIAFAKE"):
+        assert secret not in out and secret not in log
+    assert install(host, "cvmfs-server")[0].splitlines()[-1].startswith("Install: 0 changed")
+
+
+def test_freebsd_refuses_at_once(fs):
+    for role, repos in (("cvmfs-server", "repositories=" + REPO), ("cvmfs-client", "client_repositories=" + REPO)):
+        code, out, err = run_main(["plan", role, "--set", repos], RecordingRunner("/", FakeTools("/")), ("FreeBSD", "amd64"))
+        assert code == 64
+        assert ("error: role %s supports only linux (CernVM-FS runs only on Linux); this host is" % role) in err
+    assert FREEBSD["platform"] == "freebsd" and DEBIAN["platform"] == "linux"
+
+
+def published(tools, name):
+    return [line for line in read("/srv/cvmfs/%s/.cvmfspublished" % name).decode().splitlines() if line.startswith("S")]
+
+
+def test_publish_syncs_with_deletions_tags_and_closes(host, fs):
+    install(host, "cvmfs-server", *SERVER)
+    fs.create_file("/work/site/bin/tool", contents="v1")
+    fs.create_file("/work/site/README", contents="hello")
+    fs.create_file("/cvmfs/%s/old-file" % REPO, contents="gone soon")
+    code, out, err, runner = stackboot(host, "cvmfs", "publish", REPO, "/work/site", "--tag", "v1", "--message", "first")
+    assert code == 0, out + err
+    assert runner.changes()[0] == ["cvmfs_server", "transaction", "-t", "300", REPO]
+    assert runner.changes()[-1] == ["cvmfs_server", "publish", "-a", "v1", "-m", "first", REPO]
+    assert "~ synced /work/site into /cvmfs/%s: 3 new, 0 changed, 1 removed" % REPO in out
+    assert sorted(os.listdir("/var/spool/cvmfs/%s/rdonly" % REPO)) == ["README", "bin"]
+    assert published(host, REPO) == ["S2"] and not os.path.exists("/var/spool/cvmfs/%s/in_transaction.lock" % REPO)
+    assert "v1 2 first" in read("/var/spool/cvmfs/%s/tags" % REPO).decode()
+
+
+def test_publish_failure_aborts_and_leaves_nothing_open(host, fs):
+    install(host, "cvmfs-server", *SERVER)
+    fs.create_file("/work/site/file", contents="new")
+    host.cvmfs().fail = "publish"
+    code, out, err, runner = stackboot(host, "cvmfs", "publish", REPO, "/work/site")
+    assert code == 1 and "failed to commit files (injected)" in err
+    assert runner.changes()[-1] == ["cvmfs_server", "abort", "-f", REPO]
+    assert "- transaction on %s aborted" % REPO in out
+    assert not os.path.exists("/var/spool/cvmfs/%s/in_transaction.lock" % REPO)
+    assert os.listdir("/cvmfs/" + REPO) == [] and published(host, REPO) == ["S1"]
+
+
+def test_publish_refuses_a_busy_repository(host, fs):
+    install(host, "cvmfs-server", *SERVER)
+    fs.create_dir("/work/site")
+    host.cvmfs().server(["transaction", REPO])
+    code, out, err, runner = stackboot(host, "cvmfs", "publish", REPO, "/work/site")
+    assert code == 1 and runner.changes() == []
+    assert "error: %s already has an open transaction (/var/spool/cvmfs/%s/in_transaction.lock); nothing was changed" % (
+        REPO, REPO) in err
+    # a transaction opened by somebody else between our look and our own open: rc 17, and no abort of theirs
+    host.cvmfs().server(["abort", "-f", REPO])
+    host.on(lambda argv: argv[:2] == ["cvmfs_server", "transaction"], lambda argv: (17, "", "already in a transaction"))
+    code, out, err, runner = stackboot(host, "cvmfs", "publish", REPO, "/work/site")
+    assert code == 1 and "already has an open transaction" in err
+    assert ["cvmfs_server", "abort", "-f", REPO] not in runner.changes()
+    code, out, err, runner = stackboot(host, "cvmfs", "publish", "not a name", "/work/site")
+    assert code == 64
+
+
+CLIENT = ["--set", "cvmfs_release=false", "--set", "small_setup=true"]
+
+
+def test_client_key_from_file_probe_and_bad_key(host, fs):
+    install(host, "cvmfs-server", *SERVER)
+    pub = "/etc/cvmfs/keys/%s.pub" % REPO
+    fs.create_file("/root/keys/%s.pub" % REPO, contents=read(pub).decode())
+    fs.remove(pub)   # the client's own copy must come from the file it was given
+    out, runner = install(host, "cvmfs-client", "--set", "client_repositories=%s /root/keys/%s.pub" % (REPO, REPO), *CLIENT)
+    assert ["cvmfs_config", "setup"] in runner.changes() and ["cvmfs_config", "probe", REPO] in runner.changes()
+    assert read("/etc/cvmfs/default.local").decode().splitlines()[1:] == [
+        "CVMFS_REPOSITORIES=" + REPO, 'CVMFS_HTTP_PROXY="DIRECT"', "CVMFS_QUOTA_LIMIT=4000"]
+    assert "CVMFS_SERVER_URL=http://localhost/cvmfs/@fqrn@" in read("/etc/cvmfs/config.d/%s.conf" % REPO).decode()
+    assert oct(os.stat(pub).st_mode & 0o777) == "0o444"
+    again, runner = install(host, "cvmfs-client")
+    assert again.splitlines()[-1].startswith("Install: 0 changed") and runner.changes() == []   # no probe when nothing changed
+
+    # a wrong key: the probe fails with the client's own message, and stays pending until it passes
+    fs.create_file("/root/keys/wrong.pub", contents="somebody else's key\n")
+    code, out, err, runner = stackboot(host, "install", "cvmfs-client", "--set",
+                                       "client_repositories=%s /root/keys/wrong.pub" % REPO, "--force")
+    assert code == 1 and "failed to verify repository manifest (bad signature)" in err
+    code, out, err, runner = stackboot(host, "install", "cvmfs-client")
+    assert code == 1 and ["cvmfs_config", "probe", REPO] in runner.changes()
+
+
+def test_client_needs_a_proxy_decision(host):
+    code, out, err, runner = stackboot(host, "plan", "cvmfs-client", "--set", "cvmfs_release=false",
+                                       "--set", "client_repositories=" + REPO + " " + "a" * 64)
+    assert code == 64 and "parameter http_proxy (role cvmfs-client) needs a value: CVMFS_HTTP_PROXY" in err
+    code, out, err, runner = stackboot(host, "plan", "cvmfs-client", "--set", "cvmfs_release=false",
+                                       "--set", "client_repositories=" + REPO, *CLIENT)
+    assert code == 64 and "expected FQRN SHA256 or FQRN /path/to/key.pub (a key is never taken unpinned)" in err
