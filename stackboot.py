@@ -4478,7 +4478,7 @@ EMBEDDED_PROFILES = {
     },
     "apache_pidfile": {
       "type": "path",
-      "default": "/var/run/apache2/apache2.pid",
+      "default": "/run/apache2/apache2.pid",
       "help": "its pid file"
     },
     "apache_modules": {
@@ -4503,7 +4503,7 @@ EMBEDDED_PROFILES = {
     },
     "cron_pidfile": {
       "type": "path",
-      "default": "/var/run/crond.pid",
+      "default": "/run/crond.pid",
       "help": "its pid file"
     }
   },
@@ -4512,7 +4512,7 @@ EMBEDDED_PROFILES = {
       "apache_package": "httpd",
       "apache_service": "httpd",
       "apache_ctl": "/usr/sbin/apachectl",
-      "apache_pidfile": "/var/run/httpd/httpd.pid",
+      "apache_pidfile": "/run/httpd/httpd.pid",
       "apache_modules": [],
       "cron_package": "cronie",
       "cron_daemon": "/usr/sbin/crond"

@@ -19,7 +19,7 @@ SUITES = ("bullseye", "bookworm", "trixie")
 MARKER = ".stackboot-base-complete"
 # Fetched into the root's apt cache (not installed), so a test can install them offline.
 PREFETCH = ["busybox", "moosefs-master", "moosefs-chunkserver", "moosefs-metalogger", "moosefs-client",
-            "moosefs-cli", "moosefs-cgi", "moosefs-cgiserv", "fuse3", "make", "btrfs-progs"]
+            "moosefs-cli", "moosefs-cgi", "moosefs-cgiserv", "fuse3", "make", "btrfs-progs", "apache2", "cron"]
 # The host PATH may hold pyenv shims or /usr/local paths that mean nothing inside a root;
 # proxy settings are kept so debootstrap and apt reach the mirror the way the host does.
 ENV = dict({k: v for k, v in os.environ.items() if k.lower().endswith("_proxy")},

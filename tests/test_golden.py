@@ -22,11 +22,17 @@ ROLE_SETS = [["master"], ["metalogger"], ["chunkserver"], ["client"], ["gui"], [
 CASES = [(host, roles, method) for host in ("freebsd-14", "rocky-9") for roles in ROLE_SETS for method in ("packages", "source")]
 # Stores (method names the case; the sets below say what it installs).
 CASES += [("freebsd-14", ["zfs-store"], "zfs"), ("freebsd-14", ["zfs-store", "chunkserver"], "zfs")]
+# CernVM-FS (Linux only): a server (one case with its storage and spool on ZFS datasets) and a client.
+CASES += [(host, roles, method) for host in ("rocky-9", "ubuntu-24.04")
+          for roles, method in ((["cvmfs-server"], "cvmfs"), (["cvmfs-client"], "cvmfs"))]
+CASES += [("ubuntu-24.04", ["cvmfs-server"], "cvmfs-zfs")]
+FAKE_RELEASE = b"fake cvmfs-release package for the golden tests\n"
+FAKE_CVMFS_KEY = "-----BEGIN PUBLIC KEY-----\nfake key of sw.example.org\n-----END PUBLIC KEY-----\n"
 STORE_SETS = ["--set", "zfs_pool=tank", "--set", "zfs_datasets=images,volumes"]
 CHUNKS_ON_ZFS = ["--set", "method=packages", "--set", "master_host=10.1.0.1", "--set", "disk_store=zfs-dataset",
                  "--set", "disk_dataset_root=tank/mfs", "--set", "disks=/srv/mfs/hdd1 100GiB,/srv/mfs/hdd2"]
 FIXTURES = {}
-for _host in ("freebsd-14", "rocky-9"):
+for _host in ("freebsd-14", "rocky-9", "ubuntu-24.04"):
     with open(os.path.join(HOSTS, _host, "host.json")) as _handle, open(os.path.join(HOSTS, _host, "os-release")) as _release:
         FIXTURES[_host] = (json.load(_handle), _release.read())
 
@@ -52,19 +58,42 @@ def fake_host(fs, host):
     return spec, tools
 
 
+def cvmfs_host(fs, tools, roles, method):
+    """CERN's release package already in the download cache (pinned), and for a client the
+    server's published manifest, signed by the key the client is given."""
+    release = "/var/cache/stackboot/downloads/" + ("cvmfs-release-latest.noarch.rpm" if os.path.exists("/usr/bin/dnf")
+                                                   else "cvmfs-release-latest_all.deb")
+    fs.create_file(release, contents=FAKE_RELEASE)
+    tools.file_packages[release] = "cvmfs-release"
+    sets = ["--set", "cvmfs_release_sha256=" + hashlib.sha256(FAKE_RELEASE).hexdigest(),
+            "--set", "server_host=stratum0.example.org"]
+    if roles == ["cvmfs-client"]:
+        fs.create_file("/root/sw.example.org.pub", contents=FAKE_CVMFS_KEY)
+        fs.create_file("/var/lib/fake-s3/cvmfs/sw.example.org/.cvmfspublished",
+                       contents="Cabc\nS3\nNsw.example.org\nK%s\n--\n" % hashlib.sha256(FAKE_CVMFS_KEY.encode()).hexdigest())
+        return sets + ["--set", "client_repositories=sw.example.org /root/sw.example.org.pub",
+                       "--set", "http_proxy=http://squid.example.org:3128;DIRECT"]
+    sets += ["--set", "repositories=sw.example.org,data.example.org"]
+    if method == "cvmfs-zfs":
+        sets += ["--set", "cvmfs_store=zfs-dataset", "--set", "cvmfs_store_root=tank/cvmfs"]
+    return sets
+
+
 def golden_text(fs, host, roles, method):
     spec, tools = fake_host(fs, host)
     uname = (spec["system"], spec["machine"])
     sets = ["--set", "method=" + method, "--set", "master_host=10.1.0.1",
             "--set", "repo_key_sha256=" + hashlib.sha256(FAKE_KEY.encode()).hexdigest()]
-    if method == "zfs":   # a pool that exists already, as on most FreeBSD hosts
+    if method in ("zfs", "cvmfs-zfs"):   # a pool that exists already, as on most FreeBSD hosts
         tools.pools.add("tank")
         tools.datasets["tank"] = {}
         sets = STORE_SETS + (CHUNKS_ON_ZFS if "chunkserver" in roles else [])
+    if method.startswith("cvmfs"):
+        sets = cvmfs_host(fs, tools, roles, method)
     code, out, err = run_main(["plan"] + roles + sets, RecordingRunner("/", tools), uname)
     assert code == 0, err
     text = "# stackboot plan %s %s\n# host: %s\n%s" % (" ".join(roles), " ".join(quote([item]) for item in sets), host, out)
-    if method in ("packages", "zfs"):
+    if method in ("packages", "zfs") or method.startswith("cvmfs"):
         runner = RecordingRunner("/", tools)
         code, out, err = run_main(["install"] + roles + sets, runner, uname)
         assert code == 0, out + err
@@ -88,5 +117,5 @@ def test_golden_plan(fs, host, roles, method):
         expected = handle.read()
     fs.resume()
     assert text == expected, "plan changed: review it, then STACKBOOT_UPDATE_GOLDEN=1 make test"
-    if method in ("packages", "zfs"):
+    if method in ("packages", "zfs") or method.startswith("cvmfs"):
         assert text.rstrip().splitlines()[-1].startswith("# again, with no flags: Install: 0 changed")
