@@ -3419,6 +3419,9 @@ def cmd_cvmfs(session):
     lock = acquire_lock(host)
     runner = host.runner
     runner.allow_changes = True
+    runner.log = open_log(host)
+    runner.log.write(json.dumps({"time": round(time.time(), 3), "event": "cvmfs publish", "repository": name,
+                                 "source": source, "version": __version__}) + "\n")
     opened = False
     try:
         result = runner.run(["cvmfs_server", "transaction", "-t", str(args.timeout), name], change=True, check=False)
@@ -3442,6 +3445,8 @@ def cmd_cvmfs(session):
             aborted = runner.run(["cvmfs_server", "abort", "-f", name], change=True, check=False)
             out.say("- transaction on %s aborted%s" % (name, "" if aborted.rc == 0 else
                                                          " FAILED (exit %d): run `cvmfs_server abort -f %s`" % (aborted.rc, name)))
+        runner.log.close()
+        runner.log = None
         lock.close()
 
 
@@ -3463,7 +3468,9 @@ EXIT_HELP = """exit codes:
 """ % (EXIT_OK, EXIT_FAILED, EXIT_PENDING, EXIT_BAD_INPUT)
 
 
-def build_parser():
+def build_parser(argv=None):
+    """The command line. Only the commands named in argv get their options (start-up time):
+    the others are there for the top-level --help and the "invalid choice" message."""
     import argparse
 
     class Parser(argparse.ArgumentParser):
@@ -3490,6 +3497,8 @@ def build_parser():
     for name, _, help_text in COMMANDS:
         sub = commands.add_parser(name, help=help_text, description=help_text, epilog=EXIT_HELP,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+        if argv is not None and name not in argv:
+            continue
         add_globals(sub, "sub_")
         if name == "show":
             sub.add_argument("role")
@@ -3547,7 +3556,7 @@ def main(argv=None, runner=None, uname=None):
     session = None
     try:
         try:
-            args = merge_global_options(build_parser().parse_args(argv))
+            args = merge_global_options(build_parser(argv).parse_args(argv))
         except SystemExit as exc:   # --help and --version
             return exc.code or EXIT_OK
         if not args.command:
