@@ -2731,8 +2731,8 @@ class CvmfsRepositoryStep(Step):
         try:
             urllib.request.urlopen(self.url("stratum0") + "/.cvmfspublished", timeout=10).close()
             return True
-        except urllib.error.HTTPError as exc:
-            return None if exc.code >= 500 else False
+        except urllib.error.HTTPError as exc:   # only "not found" proves it: 403 may hide a manifest
+            return False if exc.code == 404 else None
         except (urllib.error.URLError, OSError):
             return None
 
@@ -2775,6 +2775,13 @@ class CvmfsRepositoryStep(Step):
     def server_conf(self):
         return "%s/%s/server.conf" % (self.CONFIG, self.args["name"])
 
+    def wanted_settings(self):
+        """The settings, with an extra-settings parameter (a dict) spliced in; unset ones left out."""
+        wanted = {}
+        for key, value in self.args.get("settings", {}).items():
+            wanted.update(value if isinstance(value, dict) else {key: value})
+        return dict((key, value) for key, value in wanted.items() if value is not None)
+
     def settings_changes(self, run):
         current = {}
         for line in as_text(run.host.read(self.server_conf()) or b"").splitlines():
@@ -2782,8 +2789,7 @@ class CvmfsRepositoryStep(Step):
             if sep and not line.lstrip().startswith("#"):
                 current[key.strip()] = value.strip().strip("'\"")
         return [Change("~", "server.conf: %s=%s (was %s)" % (key, shell_value(value), current.get(key, "unset")), action="settings")
-                for key, value in sorted(self.args.get("settings", {}).items())
-                if value is not None and current.get(key) != render_scalar(value)]
+                for key, value in sorted(self.wanted_settings().items()) if current.get(key) != render_scalar(value)]
 
     def act(self, run, changes):
         if changes[0].action in ("repair", "create"):
@@ -2801,9 +2807,7 @@ class CvmfsRepositoryStep(Step):
     def write_settings(self, run):
         path = self.server_conf()
         lines = as_text(run.host.read(path) or b"").splitlines()
-        for key, value in sorted(self.args.get("settings", {}).items()):
-            if value is None:
-                continue
+        for key, value in sorted(self.wanted_settings().items()):
             line = "%s=%s" % (key, shell_value(value))
             places = [i for i, text in enumerate(lines) if text.partition("=")[0].strip() == key]
             if places:

@@ -101,8 +101,9 @@ def test_server_conf_settings_change_alone(host):
     code, out, err, runner = stackboot(host, "plan", "cvmfs-server", "--set", "auto_tag=false")
     assert [line for line in out.splitlines() if line[:1] in "+~-!"] == [
         "~ cvmfs-repository %s: server.conf: CVMFS_AUTO_TAG=false (was true)" % name for name in (REPO, "data.example.org")]
-    out, runner = install(host, "cvmfs-server", "--set", "auto_tag=false")
-    assert "CVMFS_AUTO_TAG=false" in read("/etc/cvmfs/repositories.d/%s/server.conf" % REPO).decode().splitlines()
+    out, runner = install(host, "cvmfs-server", "--set", "auto_tag=false", "--set", "server_extra=CVMFS_IGNORE_XDIR_HARDLINKS=true")
+    conf = read("/etc/cvmfs/repositories.d/%s/server.conf" % REPO).decode().splitlines()
+    assert "CVMFS_AUTO_TAG=false" in conf and "CVMFS_IGNORE_XDIR_HARDLINKS=true" in conf
     assert not [argv for argv in runner.changes() if "mkfs" in argv] and tree("/etc/cvmfs/keys") == keys
 
 
