@@ -2722,6 +2722,20 @@ class CvmfsRepositoryStep(Step):
             items.append("%d fstab line(s) added by CernVM-FS for %s" % (len(found["fstab"]), name))
         return items + ["mounted: %s" % point for point in found["mounts"]]
 
+    def cleanup_commands(self, found):
+        """What removes these leftovers by hand: rmfs needs the config directory to work from."""
+        name = self.args["name"]
+        if found["config"]:
+            return ["cvmfs_server rmfs -f %s" % name]
+        commands = ["umount %s" % point for point in sorted(found["mounts"], key=len, reverse=True)]
+        if found["fstab"]:
+            commands.append("sed -i '/# added by CernVM-FS for %s$/d' /etc/fstab" % name.replace(".", "\\."))
+        if found["spool"]:
+            commands.append("rm -rf %s/%s" % (self.SPOOL, name))
+        if found["storage"]:
+            commands.append("rm -rf %s/%s" % (self.STORAGE, name))
+        return commands
+
     def published(self, run, found):
         """True when clients may have seen a revision; None when that cannot be told from here."""
         if self.local():
@@ -2756,7 +2770,8 @@ class CvmfsRepositoryStep(Step):
         leftovers = self.leftovers(found)
         if not leftovers:
             return [Change("+", "create repository: " + create, action="create")]
-        cleanup = "clean it up with `cvmfs_server rmfs -f %s`" % name
+        commands = self.cleanup_commands(found)
+        cleanup = "clean it up with " + "; ".join("`%s`" % command for command in commands) + "; " if commands else ""
         partial_keys = 0 < len(found["keys"]) < len(self.KEY_SUFFIXES)
         if partial_keys:
             why = "stackboot never touches keys: move the partial key set away (keep it if it is the only copy)"
@@ -2770,7 +2785,7 @@ class CvmfsRepositoryStep(Step):
             why = ("--repair refused: it has published (clients may hold it), so only you can decide to remove it"
                    if published else "--repair refused: cannot tell whether it ever published (%s unreachable)"
                    % self.url("stratum0"))
-        return [Change("!", "half-made repository %s: %s; %s; %s" % (name, "; ".join(leftovers), cleanup, why))]
+        return [Change("!", "half-made repository %s: %s; %s%s" % (name, "; ".join(leftovers), cleanup, why))]
 
     def server_conf(self):
         return "%s/%s/server.conf" % (self.CONFIG, self.args["name"])

@@ -138,21 +138,23 @@ def make_half(tools, state):
 
 
 HALF_MADE = [
-    ("config-without-storage", "config directory /etc/cvmfs/repositories.d/%s but no storage /srv/cvmfs/%s" % (REPO, REPO), True),
-    ("partial-keys", "partial key set in /etc/cvmfs/keys: %s.pub, %s.crt (no %s.masterkey, %s.key)" % ((REPO,) * 4), False),
-    ("stale-spool", "stale spool /var/spool/cvmfs/" + REPO, True),
-    ("stale-fstab", "2 fstab line(s) added by CernVM-FS for " + REPO, True),
-    ("published-storage", "storage /srv/cvmfs/%s with a published manifest" % REPO, False),
+    ("config-without-storage", "config directory /etc/cvmfs/repositories.d/%s but no storage /srv/cvmfs/%s" % (REPO, REPO),
+     "`cvmfs_server rmfs -f %s`" % REPO, True),
+    ("partial-keys", "partial key set in /etc/cvmfs/keys: %s.pub, %s.crt (no %s.masterkey, %s.key)" % ((REPO,) * 4), "", False),
+    ("stale-spool", "stale spool /var/spool/cvmfs/" + REPO, "`rm -rf /var/spool/cvmfs/%s`" % REPO, True),
+    ("stale-fstab", "2 fstab line(s) added by CernVM-FS for " + REPO,
+     "`sed -i '/# added by CernVM-FS for sw\\.example\\.org$/d' /etc/fstab`", True),
+    ("published-storage", "storage /srv/cvmfs/%s with a published manifest" % REPO, "`rm -rf /srv/cvmfs/%s`" % REPO, False),
 ]
 
 
-@pytest.mark.parametrize("state,found,repairable", HALF_MADE, ids=[case[0] for case in HALF_MADE])
-def test_half_made_repository_is_listed_refused_and_repaired_only_when_safe(host, state, found, repairable):
+@pytest.mark.parametrize("state,found,cleanup,repairable", HALF_MADE, ids=[case[0] for case in HALF_MADE])
+def test_half_made_repository_is_listed_refused_and_repaired_only_when_safe(host, state, found, cleanup, repairable):
     make_half(host, state)
     keys = tree("/etc/cvmfs/keys")
     refused, err = refuse(host)
     assert len(refused) == 1 and refused[0].startswith("! cvmfs-repository %s: half-made repository %s: " % (REPO, REPO))
-    assert found in refused[0] and "clean it up with `cvmfs_server rmfs -f %s`" % REPO in refused[0]
+    assert found in refused[0] and ("; clean it up with %s; " % cleanup in refused[0] if cleanup else "clean" not in refused[0])
     assert "error: 1 step(s) refused, nothing was changed" in err
     if not repairable:
         refused, err = refuse(host, "--repair")
