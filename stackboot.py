@@ -2768,6 +2768,8 @@ class CvmfsRepositoryStep(Step):
         if len(found["keys"]) == len(self.KEY_SUFFIXES):
             create += " (reusing the keys in %s)" % self.KEYS
         leftovers = self.leftovers(found)
+        if not leftovers and run.host.uid(self.args["owner"]) is None:
+            return [Change("!", "the owner %s does not exist: create that user first (mkfs would stop)" % self.args["owner"])]
         if not leftovers:
             return [Change("+", "create repository: " + create, action="create")]
         commands = self.cleanup_commands(found)

@@ -168,6 +168,14 @@ def test_half_made_repository_is_listed_refused_and_repaired_only_when_safe(host
     assert again.splitlines()[-1].startswith("Install: 0 changed") and runner.changes() == []
 
 
+def test_a_missing_owner_is_refused_before_mkfs(host):
+    refused, err = refuse(host, "--set", "repository_owner=nobody")
+    assert refused == ["! cvmfs-repository %s: the owner nobody does not exist: create that user first (mkfs would stop)" % REPO]
+    out, runner = install(host, "cvmfs-server", "--set", "repositories=" + REPO, "--set", "cvmfs_release=false",
+                          "--set", "repository_owner=cvmfsowner")
+    assert ["cvmfs_server", "mkfs", "-o", "cvmfsowner", "-w", "http://localhost/cvmfs/" + REPO, "-z", REPO] in runner.changes()
+
+
 def test_open_transaction_is_refused_until_published_or_aborted(host):
     install(host, "cvmfs-server", *SERVER)
     assert host.cvmfs().server(["transaction", REPO])[0] == 0
