@@ -180,6 +180,12 @@ def as_text(data):
     return data.decode("utf-8", "replace") if isinstance(data, bytes) else data
 
 
+def shell_value(value):
+    """A value as a shell-sourced config file (server.conf) wants it."""
+    text = render_scalar(value)
+    return text if re.match(r"^[A-Za-z0-9_./:@,+-]*$", text) else '"%s"' % text
+
+
 def parse_mode(text):
     """'0644' -> 0o644; anything else is a BadInput for the caller to locate."""
     if isinstance(text, str) and re.match(r"^0?[0-7]{3,4}$", text):
@@ -1794,6 +1800,7 @@ class FileStep(ManagedFileStep):
                   settings=Field("dict", help="KEY = VALUE lines in the order given; null values are left out"),
                   source=Field("path", help="a copy of this file on the host (made by an earlier step, say)"),
                   separator=Field("str", default=" = "), header=Field("text", literal=True),
+                  quote=Field("bool", default=False, help="settings values quoted for a shell (files a shell sources)"),
                   secret=Field("bool", default=False))
 
     @classmethod
@@ -1810,11 +1817,11 @@ class FileStep(ManagedFileStep):
         header = args.get("header")
         lines = ([header] if isinstance(header, str) else list(header or []))
         if args.get("settings") is not None:
-            for key, value in args["settings"].items():
-                if isinstance(value, dict):   # an extra-settings parameter spliced in
-                    lines += ["%s%s%s" % (k, args.get("separator", " = "), render_scalar(v)) for k, v in value.items() if v is not None]
-                elif value is not None:
-                    lines.append("%s%s%s" % (key, args.get("separator", " = "), render_scalar(value)))
+            show = shell_value if args.get("quote") else render_scalar
+            pairs = []
+            for key, value in args["settings"].items():   # an extra-settings parameter (a dict) is spliced in
+                pairs += list(value.items()) if isinstance(value, dict) else [(key, value)]
+            lines += ["%s%s%s" % (key, args.get("separator", " = "), show(value)) for key, value in pairs if value is not None]
             return "\n".join(lines) + "\n"
         body = args.get("content") if args.get("content") is not None else args.get("template")
         if isinstance(body, list):
@@ -2645,12 +2652,6 @@ class MooseFSMetadataStep(Step):
         run.host.write_file(self.target(), template, parse_mode(self.args.get("mode") or "0640"), uid, gid)
 
 
-def shell_value(value):
-    """A value as a shell-sourced config file (server.conf) wants it."""
-    text = render_scalar(value)
-    return text if re.match(r"^[A-Za-z0-9_./:@,+-]*$", text) else '"%s"' % text
-
-
 class CvmfsRepositoryStep(Step):
     """Guards a CernVM-FS repository: `cvmfs_server mkfs` runs only where no trace of it exists.
 
@@ -2667,6 +2668,7 @@ class CvmfsRepositoryStep(Step):
               "s3_config": Field("path", help="S3 backend: the config file (mkfs -s); local backend when absent"),
               "garbage_collection": Field("bool", default=False, help="mkfs -z"),
               "settings": Field("dict", default={}, help="server.conf keys kept at these values"),
+              "mounts": Field("list", default=[], help="paths that must be mounts (a store) before mkfs or a repair"),
               "client_url": Field("str", help="CVMFS_SERVER_URL for clients, printed at the end"),
               "key_url": Field("str", help="where clients fetch the public key, printed at the end")}
     CONFIG, KEYS, STORAGE, SPOOL = "/etc/cvmfs/repositories.d", "/etc/cvmfs/keys", "/srv/cvmfs", "/var/spool/cvmfs"
@@ -2675,6 +2677,11 @@ class CvmfsRepositoryStep(Step):
 
     def url(self, key):
         return (self.args.get(key) or "").replace("@fqrn@", self.args["name"])
+
+    def repository_url(self):
+        """Where the manifest is: for S3, mkfs puts the repository under its name in the bucket URL."""
+        url = self.url("stratum0").rstrip("/")
+        return url if self.local() or url.endswith("/" + self.args["name"]) else url + "/" + self.args["name"]
 
     def local(self):
         return not self.args.get("s3_config")
@@ -2732,7 +2739,9 @@ class CvmfsRepositoryStep(Step):
             commands.append("sed -i '/# added by CernVM-FS for %s$/d' /etc/fstab" % name.replace(".", "\\."))
         if found["spool"]:
             commands.append("rm -rf %s/%s" % (self.SPOOL, name))
-        if found["storage"]:
+        if found["manifest"]:   # a published repository that lost its config: bring the config back
+            commands.insert(0, "cvmfs_server import -o %s %s" % (self.args["owner"], name))
+        elif found["storage"]:
             commands.append("rm -rf %s/%s" % (self.STORAGE, name))
         return commands
 
@@ -2743,7 +2752,7 @@ class CvmfsRepositoryStep(Step):
         import urllib.request
         import urllib.error
         try:
-            urllib.request.urlopen(self.url("stratum0") + "/.cvmfspublished", timeout=10).close()
+            urllib.request.urlopen(self.repository_url() + "/.cvmfspublished", timeout=10).close()
             return True
         except urllib.error.HTTPError as exc:   # only "not found" proves it: 403 may hide a manifest
             return False if exc.code == 404 else None
@@ -2763,13 +2772,13 @@ class CvmfsRepositoryStep(Step):
             if found["transaction"]:
                 return [Change("!", "%s is in an open transaction; publish it (`cvmfs_server publish %s`) or drop it "
                                     "(`cvmfs_server abort -f %s`), then run again" % (name, name, name))]
-            return self.settings_changes(run)
+            return self.identity_changes(run) or self.settings_changes(run)
+        if run.host.uid(self.args["owner"]) is None:
+            return [Change("!", "the owner %s does not exist: create that user first (mkfs would stop)" % self.args["owner"])]
         create = "`%s`" % " ".join(self.mkfs_argv())
         if len(found["keys"]) == len(self.KEY_SUFFIXES):
             create += " (reusing the keys in %s)" % self.KEYS
         leftovers = self.leftovers(found)
-        if not leftovers and run.host.uid(self.args["owner"]) is None:
-            return [Change("!", "the owner %s does not exist: create that user first (mkfs would stop)" % self.args["owner"])]
         if not leftovers:
             return [Change("+", "create repository: " + create, action="create")]
         commands = self.cleanup_commands(found)
@@ -2777,6 +2786,8 @@ class CvmfsRepositoryStep(Step):
         partial_keys = 0 < len(found["keys"]) < len(self.KEY_SUFFIXES)
         if partial_keys:
             why = "stackboot never touches keys: move the partial key set away (keep it if it is the only copy)"
+        elif found["manifest"]:
+            why = "it has published (clients may hold it), so --repair leaves it alone"
         elif not run.repair:
             why = "or run install again with --repair if it never published anything"
         else:
@@ -2786,11 +2797,34 @@ class CvmfsRepositoryStep(Step):
                                action="repair")]
             why = ("--repair refused: it has published (clients may hold it), so only you can decide to remove it"
                    if published else "--repair refused: cannot tell whether it ever published (%s unreachable)"
-                   % self.url("stratum0"))
+                   % self.repository_url())
         return [Change("!", "half-made repository %s: %s; %s%s" % (name, "; ".join(leftovers), cleanup, why))]
 
     def server_conf(self):
         return "%s/%s/server.conf" % (self.CONFIG, self.args["name"])
+
+    def current_settings(self, run):
+        current = {}
+        for line in as_text(run.host.read(self.server_conf()) or b"").splitlines():
+            key, sep, value = line.partition("=")
+            if sep and not line.lstrip().startswith("#"):
+                current[key.strip()] = value.strip().strip("'\"")
+        return current
+
+    def identity_changes(self, run):
+        """What mkfs fixed for good (owner, backend, URL): a difference is refused, never re-created."""
+        current, name = self.current_settings(run), self.args["name"]
+        made = {"owner": current.get("CVMFS_USER"), "backend": "s3" if current.get("CVMFS_UPSTREAM_STORAGE", "").startswith("S3,") else "local",
+                "stratum0": current.get("CVMFS_STRATUM0", "").rstrip("/")}
+        wanted = {"owner": self.args["owner"], "backend": "local" if self.local() else "s3", "stratum0": self.repository_url()}
+        if made["stratum0"] in (self.url("stratum0").rstrip("/"), self.repository_url()):
+            made["stratum0"] = wanted["stratum0"]
+        differ = ["%s %s (asked: %s)" % (key, made[key], wanted[key]) for key in ("owner", "backend", "stratum0")
+                  if made[key] != wanted[key]]
+        if not differ:
+            return []
+        return [Change("!", "%s was made with %s; stackboot never re-creates a repository: change it with cvmfs_server "
+                            "(or give the values it was made with)" % (name, ", ".join(differ)))]
 
     def wanted_settings(self):
         """The settings, with an extra-settings parameter (a dict) spliced in; unset ones left out."""
@@ -2800,16 +2834,16 @@ class CvmfsRepositoryStep(Step):
         return dict((key, value) for key, value in wanted.items() if value is not None)
 
     def settings_changes(self, run):
-        current = {}
-        for line in as_text(run.host.read(self.server_conf()) or b"").splitlines():
-            key, sep, value = line.partition("=")
-            if sep and not line.lstrip().startswith("#"):
-                current[key.strip()] = value.strip().strip("'\"")
+        current = self.current_settings(run)
         return [Change("~", "server.conf: %s=%s (was %s)" % (key, shell_value(value), current.get(key, "unset")), action="settings")
                 for key, value in sorted(self.wanted_settings().items()) if current.get(key) != render_scalar(value)]
 
     def act(self, run, changes):
         if changes[0].action in ("repair", "create"):
+            missing = [path for path in self.args.get("mounts", []) if run.host.path(path) not in mount_table(run)]
+            if missing:   # else mkfs would write into the empty directory under the store
+                raise StackbootError("%s is not mounted, and the repository belongs on it" % ", ".join(missing),
+                                     "mount the store (see /etc/fstab), then run again")
             if changes[0].action == "repair":
                 self.repair(run, self.traces(run))
             result = run.runner.run(self.mkfs_argv(), change=True, check=False, timeout=600)
@@ -3443,14 +3477,17 @@ def cmd_cvmfs(session):
     runner.log = open_log(host)
     runner.log.write(json.dumps({"time": round(time.time(), 3), "event": "cvmfs publish", "repository": name,
                                  "source": source, "version": __version__}) + "\n")
-    opened = False
+    # ours: the transaction is open and ours. maybe: an interrupt hit while it was being opened.
+    ours = maybe = False
     try:
+        maybe = True
         result = runner.run(["cvmfs_server", "transaction", "-t", str(args.timeout), name], change=True, check=False)
-        if result.rc == 17:
-            raise StackbootError("%s already has an open transaction; nothing was changed" % name, busy_fix)
-        if result.rc != 0:
+        maybe = False
+        if result.rc != 0:   # 17 is somebody else's transaction: never abort that
+            if result.rc == 17:
+                raise StackbootError("%s already has an open transaction; nothing was changed" % name, busy_fix)
             raise CommandFailed(result, "see cvmfs_server's message")
-        opened = True
+        ours = True
         out.say("+ transaction opened on %s" % name)
         counts = sync_tree(source, host.path("/cvmfs/" + name))
         out.say("~ synced %s into /cvmfs/%s: %d new, %d changed, %d removed" % (
@@ -3458,11 +3495,12 @@ def cmd_cvmfs(session):
         argv = ["cvmfs_server", "publish"] + (["-a", args.tag] if args.tag else []) + \
                (["-m", args.message] if args.message else []) + [name]
         runner.run(argv, change=True)
-        opened = False
+        ours = False
         out.say("+ published %s%s" % (name, " as tag " + args.tag if args.tag else ""))
         return EXIT_OK
     finally:
-        if opened:   # anything went wrong, even an interrupt: drop the transaction, never leave it open
+        if ours or maybe and any(host.exists(spool + "/" + mark) for mark in CvmfsRepositoryStep.TRANSACTION_MARKS):
+            # anything went wrong, even an interrupt: drop the transaction, never leave it open
             aborted = runner.run(["cvmfs_server", "abort", "-f", name], change=True, check=False)
             out.say("- transaction on %s aborted%s" % (name, "" if aborted.rc == 0 else
                                                          " FAILED (exit %d): run `cvmfs_server abort -f %s`" % (aborted.rc, name)))
@@ -4223,9 +4261,10 @@ EMBEDDED_PROFILES = {
       "help": "FQRN SHA256 (the key fetched from key_base_url, pinned) or FQRN /path/to/FQRN.pub (a key file on this host)"
     },
     "server_url": {
-      "type": "url",
+      "type": "string",
+      "allow": ";",
       "default": "http://{{server_host}}/cvmfs/@fqrn@",
-      "help": "CVMFS_SERVER_URL; the client puts each repository's name in place of @fqrn@"
+      "help": "CVMFS_SERVER_URL (several separated by ;); the client puts each repository's name in place of @fqrn@"
     },
     "http_proxy": {
       "type": "string",
@@ -4264,12 +4303,12 @@ EMBEDDED_PROFILES = {
     {"kind": "file", "id": "cvmfs-client-key", "for_each": "{{client_repositories}}", "as": "repo",
      "when": {"repo.key_sha256": null}, "path": "/etc/cvmfs/keys/{{repo.name}}.pub", "source": "{{repo.key_file}}",
      "mode": "0444"},
-    {"kind": "file", "id": "default.local", "path": "/etc/cvmfs/default.local", "mode": "0644", "separator": "=",
+    {"kind": "file", "id": "default.local", "path": "/etc/cvmfs/default.local", "mode": "0644", "separator": "=", "quote": true,
      "header": "# CernVM-FS client settings: written by stackboot",
-     "settings": {"CVMFS_REPOSITORIES": "{{client_repositories.name}}", "CVMFS_HTTP_PROXY": "\"{{http_proxy}}\"",
+     "settings": {"CVMFS_REPOSITORIES": "{{client_repositories.name}}", "CVMFS_HTTP_PROXY": "{{http_proxy}}",
                   "CVMFS_QUOTA_LIMIT": "{{cache_quota}}", "extra": "{{client_extra}}"}},
     {"kind": "file", "id": "cvmfs-client-repository", "for_each": "{{client_repositories}}", "as": "repo",
-     "path": "/etc/cvmfs/config.d/{{repo.name}}.conf", "mode": "0644", "separator": "=",
+     "path": "/etc/cvmfs/config.d/{{repo.name}}.conf", "mode": "0644", "separator": "=", "quote": true,
      "header": "# written by stackboot",
      "settings": {"CVMFS_SERVER_URL": "{{server_url}}", "CVMFS_PUBLIC_KEY": "/etc/cvmfs/keys/{{repo.name}}.pub"}},
     {"kind": "command", "id": "cvmfs-setup", "argv": ["cvmfs_config", "setup"], "unless": ["cvmfs_config", "chksetup"]},
@@ -4402,14 +4441,14 @@ EMBEDDED_PROFILES = {
       "lookup": {"key": "backend", "table": {
         "local": "http://localhost/cvmfs/@fqrn@",
         "s3": "{{s3_bucket_url}}"}},
-      "help": "each repository's stratum-0 URL for mkfs -w (@fqrn@ becomes its name); S3 path-style: the bucket URL"
+      "help": "each repository's stratum-0 URL for mkfs -w (@fqrn@ becomes its name); S3: the bucket URL, to which mkfs adds the name"
     },
     "public_url": {
       "type": "url",
       "default": null,
       "lookup": {"key": "backend", "table": {
         "local": "http://{{server_host}}/cvmfs/@fqrn@",
-        "s3": "{{s3_bucket_url}}"}},
+        "s3": "{{s3_bucket_url}}/@fqrn@"}},
       "help": "CVMFS_SERVER_URL as clients use it, printed at the end"
     },
     "s3_host": {
@@ -4479,6 +4518,15 @@ EMBEDDED_PROFILES = {
       "default": "directory",
       "choices": ["directory", "btrfs-subvolume", "zfs-dataset"],
       "help": "where /srv/cvmfs (storage) and /var/spool/cvmfs (spool) live: plain directories, btrfs subvolumes under cvmfs_store_root bind-mounted there (install btrfs-store first), or ZFS datasets under cvmfs_store_root mounted there (the spool needs OpenZFS 2.2 for overlayfs)"
+    },
+    "cvmfs_store_mounts": {
+      "type": "list",
+      "default": null,
+      "lookup": {"key": "cvmfs_store", "table": {
+        "directory": [],
+        "btrfs-subvolume": ["/srv/cvmfs", "/var/spool/cvmfs"],
+        "zfs-dataset": ["/srv/cvmfs", "/var/spool/cvmfs"]}},
+      "help": "derived from cvmfs_store: what must be mounted before a repository is made"
     },
     "cvmfs_store_root": {
       "type": "string",
@@ -4573,21 +4621,21 @@ EMBEDDED_PROFILES = {
 
     {"kind": "file", "id": "cvmfs-s3-config", "when": {"backend": "s3"},
      "needs": ["s3_host", "s3_bucket", "s3_access_key", "s3_secret_key"],
-     "path": "{{s3_config}}", "mode": "0600", "secret": true, "separator": "=",
+     "path": "{{s3_config}}", "mode": "0600", "secret": true, "separator": "=", "quote": true,
      "header": "# CernVM-FS S3 backend: written by stackboot, read by mkfs and every publish",
      "settings": {"CVMFS_S3_HOST": "{{s3_host}}", "CVMFS_S3_PORT": "{{s3_port}}", "CVMFS_S3_BUCKET": "{{s3_bucket}}",
                   "CVMFS_S3_ACCESS_KEY": "{{s3_access_key}}", "CVMFS_S3_SECRET_KEY": "{{s3_secret_key}}",
                   "CVMFS_S3_DNS_BUCKETS": "{{s3_dns_buckets}}", "CVMFS_S3_USE_HTTPS": "{{s3_https}}",
                   "CVMFS_S3_REGION": "{{s3_region}}"}},
     {"kind": "cvmfs-repository", "when": {"backend": "local"}, "for_each": "{{repositories}}", "as": "repo",
-     "name": "{{repo}}", "owner": "{{repository_owner}}", "stratum0": "{{stratum0_url}}",
+     "name": "{{repo}}", "owner": "{{repository_owner}}", "stratum0": "{{stratum0_url}}", "mounts": "{{cvmfs_store_mounts}}",
      "garbage_collection": "{{garbage_collection}}", "client_url": "{{public_url}}",
      "key_url": "{{key_base_url}}/@fqrn@.pub",
      "settings": {"CVMFS_GARBAGE_COLLECTION": "{{garbage_collection}}", "CVMFS_AUTO_GC": "{{garbage_collection}}",
                   "CVMFS_AUTO_TAG": "{{auto_tag}}", "CVMFS_AUTO_TAG_TIMESPAN": "{{auto_tag_timespan}}",
                   "extra": "{{server_extra}}"}},
     {"kind": "cvmfs-repository", "when": {"backend": "s3"}, "for_each": "{{repositories}}", "as": "repo",
-     "name": "{{repo}}", "owner": "{{repository_owner}}", "stratum0": "{{stratum0_url}}", "s3_config": "{{s3_config}}",
+     "name": "{{repo}}", "owner": "{{repository_owner}}", "stratum0": "{{stratum0_url}}", "mounts": "{{cvmfs_store_mounts}}", "s3_config": "{{s3_config}}",
      "garbage_collection": "{{garbage_collection}}", "client_url": "{{public_url}}",
      "key_url": "{{key_base_url}}/@fqrn@.pub",
      "settings": {"CVMFS_GARBAGE_COLLECTION": "{{garbage_collection}}", "CVMFS_AUTO_GC": "{{garbage_collection}}",

@@ -268,10 +268,19 @@ class FakeTools:
                 self.datasets.setdefault("/".join(parts[:depth]), {})
             options = [args[i + 1] for i, a in enumerate(args) if a == "-o"]
             self.datasets[name] = dict((o.split("=", 1)[0], value(*o.split("=", 1))) for o in options)
+            self.zfs_mount(name)
             return 0, "", ""
         key, val = args[1].split("=", 1)
         self.datasets[name][key] = value(key, val)
+        self.zfs_mount(name)
         return 0, "", ""
+
+    def zfs_mount(self, name):
+        """ZFS mounts a dataset as soon as it has a mountpoint, as the real one does."""
+        point = self.datasets[name].get("mountpoint")
+        if point and point.startswith("/") and self.root == "/" and os.path.exists("/proc/self/mountinfo"):
+            with open("/proc/self/mountinfo", "a") as handle:
+                handle.write("98 1 0:98 / %s rw - zfs %s rw\n" % (point, name))
 
     def tool_mount(self, args):
         """Linux: appends to the fake /proc/self/mountinfo; FreeBSD: `mount -p` lists fstab-style."""

@@ -99,7 +99,7 @@ class Cvmfs:
         upstream = conf.get("CVMFS_UPSTREAM_STORAGE", "local,/srv/cvmfs/%s/data/txn,/srv/cvmfs/%s" % (name, name))
         if upstream.startswith("S3,"):
             s3 = self.settings(upstream.split("@", 1)[1])
-            return "/var/lib/fake-s3/" + s3.get("CVMFS_S3_BUCKET", "bucket")
+            return "/var/lib/fake-s3/%s/%s" % (s3.get("CVMFS_S3_BUCKET", "bucket"), name)
         return upstream.split(",")[2]
 
     def manifest(self, name, revision):
@@ -152,6 +152,8 @@ class Cvmfs:
             if missing:
                 return self.failed("S3 config %s lacks %s" % (flags["s"], ", ".join(missing)))
             upstream = "S3,/var/spool/cvmfs/%s/tmp,%s@%s" % (name, name, flags["s"])
+            if not stratum0.rstrip("/").endswith("/" + name):   # mkfs puts the repository under its name
+                stratum0 = stratum0.rstrip("/") + "/" + name
         else:
             try:   # mkfs wants Apache up for the local backend, even with -p
                 self.http_get("http://localhost/")

@@ -144,7 +144,8 @@ HALF_MADE = [
     ("stale-spool", "stale spool /var/spool/cvmfs/" + REPO, "`rm -rf /var/spool/cvmfs/%s`" % REPO, True),
     ("stale-fstab", "2 fstab line(s) added by CernVM-FS for " + REPO,
      "`sed -i '/# added by CernVM-FS for sw\\.example\\.org$/d' /etc/fstab`", True),
-    ("published-storage", "storage /srv/cvmfs/%s with a published manifest" % REPO, "`rm -rf /srv/cvmfs/%s`" % REPO, False),
+    ("published-storage", "storage /srv/cvmfs/%s with a published manifest" % REPO, "`cvmfs_server import -o root %s`" % REPO,
+     False),
 ]
 
 
@@ -158,7 +159,7 @@ def test_half_made_repository_is_listed_refused_and_repaired_only_when_safe(host
     assert "error: 1 step(s) refused, nothing was changed" in err
     if not repairable:
         refused, err = refuse(host, "--repair")
-        assert "never touches keys" in refused[0] if state == "partial-keys" else "--repair refused: it has published" in refused[0]
+        assert "never touches keys" in refused[0] if state == "partial-keys" else "so --repair leaves it alone" in refused[0]
         assert tree("/etc/cvmfs/keys") == keys
         return
     out, runner = install(host, "cvmfs-server", "--set", "repositories=" + REPO, "--set", "cvmfs_release=false", "--repair")
@@ -215,10 +216,38 @@ def test_s3_backend_config_is_secret_and_path_style(host):
     assert "CVMFS_S3_DNS_BUCKETS=false" in config and "CVMFS_S3_SECRET_KEY=topsecret99" in config
     assert ["cvmfs_server", "mkfs", "-o", "root", "-w", "http://minio.example:9000/cvmfs", "-s",
             "/etc/cvmfs/stackboot-s3.conf", "-z", REPO] in runner.changes()
+    assert "  CVMFS_SERVER_URL=http://minio.example:9000/cvmfs/@fqrn@" in out   # mkfs puts each repository under its name
+    assert os.path.isfile("/var/lib/fake-s3/cvmfs/%s/.cvmfspublished" % REPO)
     log = read("/var/log/stackboot.log").decode()
     for secret in ("topsecret99", "AKIAFAKE"):
         assert secret not in out and secret not in log
     assert install(host, "cvmfs-server")[0].splitlines()[-1].startswith("Install: 0 changed")
+
+
+def test_s3_repair_refuses_when_publishing_cannot_be_ruled_out(host):
+    s3 = ["--set", "backend=s3", "--set", "s3_host=127.0.0.1", "--set", "s3_port=9", "--set", "s3_https=false",
+          "--set", "s3_bucket=cvmfs", "--set", "s3_access_key=AKIAFAKE", "--set", "s3_secret_key=topsecret99"]
+    host.append("/var/spool/cvmfs/%s/client.local" % REPO, "CVMFS_ROOT_HASH=0123abcd")
+    refused, err = refuse(host, *(s3 + ["--repair"]))
+    assert refused[0].endswith("--repair refused: cannot tell whether it ever published "
+                               "(http://127.0.0.1:9/cvmfs/%s unreachable)" % REPO), refused
+
+
+def test_repository_identity_is_never_changed_silently(host):
+    install(host, "cvmfs-server", *SERVER)
+    code, out, err, runner = stackboot(host, "plan", "cvmfs-server", "--set", "repository_owner=cvmfsowner")
+    assert "! cvmfs-repository %s: %s was made with owner root (asked: cvmfsowner); stackboot never re-creates a " \
+           "repository" % (REPO, REPO) in out
+
+
+def test_a_store_that_is_not_mounted_gets_no_repository(host):
+    host.pools.add("tank")
+    host.datasets.update({"tank": {}, "tank/cvmfs": {}, "tank/cvmfs/storage": {"mountpoint": "/srv/cvmfs", "atime": "off"},
+                          "tank/cvmfs/spool": {"mountpoint": "/var/spool/cvmfs", "atime": "off"}})   # made, not mounted
+    code, out, err, runner = stackboot(host, "install", "cvmfs-server", "--set", "repositories=" + REPO, "--set", "cvmfs_release=false",
+                                       "--set", "cvmfs_store=zfs-dataset", "--set", "cvmfs_store_root=tank/cvmfs")
+    assert code == 1 and "error: cvmfs-repository %s: /srv/cvmfs, /var/spool/cvmfs is not mounted" % REPO in err
+    assert not [argv for argv in runner.changes() if "mkfs" in argv] and not os.path.exists("/etc/cvmfs/repositories.d")
 
 
 def test_freebsd_refuses_at_once(fs):
@@ -260,6 +289,19 @@ def test_publish_failure_aborts_and_leaves_nothing_open(host, fs):
     assert os.listdir("/cvmfs/" + REPO) == [] and published(host, REPO) == ["S1"]
 
 
+def test_publish_interrupted_aborts(host, fs):
+    install(host, "cvmfs-server", *SERVER)
+    fs.create_file("/work/site/file", contents="new")
+
+    def interrupt(argv):
+        raise KeyboardInterrupt
+    host.on(lambda argv: argv[:2] == ["cvmfs_server", "publish"], interrupt)
+    code, out, err, runner = stackboot(host, "cvmfs", "publish", REPO, "/work/site")
+    assert code == 1 and "interrupted" in err
+    assert runner.changes()[-1] == ["cvmfs_server", "abort", "-f", REPO]
+    assert not os.path.exists("/var/spool/cvmfs/%s/in_transaction.lock" % REPO) and os.listdir("/cvmfs/" + REPO) == []
+
+
 def test_publish_refuses_a_busy_repository(host, fs):
     install(host, "cvmfs-server", *SERVER)
     fs.create_dir("/work/site")
@@ -282,14 +324,17 @@ CLIENT = ["--set", "cvmfs_release=false", "--set", "small_setup=true"]
 
 
 def test_client_key_from_file_probe_and_bad_key(host, fs):
-    install(host, "cvmfs-server", *SERVER)
+    # the server side, as the fake web sees it (a stratum 0 is never its own autofs client)
+    key = "-----BEGIN PUBLIC KEY-----\nkey of %s\n-----END PUBLIC KEY-----\n" % REPO
+    fs.create_file("/srv/cvmfs/%s/.cvmfspublished" % REPO,
+                   contents="Cabc\nS4\nN%s\nK%s\n--\n" % (REPO, hashlib.sha256(key.encode()).hexdigest()))
+    host.units["apache2.service"] = {"enabled": True, "active": True}
     pub = "/etc/cvmfs/keys/%s.pub" % REPO
-    fs.create_file("/root/keys/%s.pub" % REPO, contents=read(pub).decode())
-    fs.remove(pub)   # the client's own copy must come from the file it was given
+    fs.create_file("/root/keys/%s.pub" % REPO, contents=key)
     out, runner = install(host, "cvmfs-client", "--set", "client_repositories=%s /root/keys/%s.pub" % (REPO, REPO), *CLIENT)
     assert ["cvmfs_config", "setup"] in runner.changes() and ["cvmfs_config", "probe", REPO] in runner.changes()
     assert read("/etc/cvmfs/default.local").decode().splitlines()[1:] == [
-        "CVMFS_REPOSITORIES=" + REPO, 'CVMFS_HTTP_PROXY="DIRECT"', "CVMFS_QUOTA_LIMIT=4000"]
+        "CVMFS_REPOSITORIES=" + REPO, 'CVMFS_HTTP_PROXY=DIRECT', "CVMFS_QUOTA_LIMIT=4000"]
     assert "CVMFS_SERVER_URL=http://localhost/cvmfs/@fqrn@" in read("/etc/cvmfs/config.d/%s.conf" % REPO).decode()
     assert oct(os.stat(pub).st_mode & 0o777) == "0o444"
     again, runner = install(host, "cvmfs-client")
@@ -304,6 +349,20 @@ def test_client_key_from_file_probe_and_bad_key(host, fs):
     assert code == 1 and ["cvmfs_config", "probe", REPO] in runner.changes()
 
 
+def test_client_files_are_quoted_for_the_shell_that_sources_them(host, fs):
+    code, out, err, runner = stackboot(host, "plan", "cvmfs-client", "--set", "client_repositories=%s %s" % (REPO, "a" * 64),
+                                       "--set", "cvmfs_release=false", "--set", "http_proxy=http://s1:3128|http://s2:3128;DIRECT",
+                                       "--set", "server_url=http://a/cvmfs/@fqrn@;http://b/cvmfs/@fqrn@",
+                                       "--set", "client_extra=CVMFS_X=a b;c")
+    assert code == 0, err
+    assert '+CVMFS_HTTP_PROXY="http://s1:3128|http://s2:3128;DIRECT"' in out
+    assert '+CVMFS_SERVER_URL="http://a/cvmfs/@fqrn@;http://b/cvmfs/@fqrn@"' in out and '+CVMFS_X="a b;c"' in out
+    for bad in ("http_proxy=DIRECT$(id)", "server_url=http://a/`id`", "client_extra=CVMFS_X=\"x\""):
+        code, out, err, runner = stackboot(host, "plan", "cvmfs-client", "--set", "client_repositories=%s %s" % (REPO, "a" * 64),
+                                           "--set", "cvmfs_release=false", "--set", "small_setup=true", "--set", bad)
+        assert code == 64, bad
+
+
 def test_client_needs_a_proxy_decision(host):
     code, out, err, runner = stackboot(host, "plan", "cvmfs-client", "--set", "cvmfs_release=false",
                                        "--set", "client_repositories=" + REPO + " " + "a" * 64)
@@ -311,3 +370,23 @@ def test_client_needs_a_proxy_decision(host):
     code, out, err, runner = stackboot(host, "plan", "cvmfs-client", "--set", "cvmfs_release=false",
                                        "--set", "client_repositories=" + REPO, *CLIENT)
     assert code == 64 and "expected FQRN SHA256 or FQRN /path/to/key.pub (a key is never taken unpinned)" in err
+
+
+def test_sync_tree_mirrors_types_links_modes_and_deletions(tmp_path):
+    import stackboot
+    source, dest = tmp_path / "src", tmp_path / "dest"
+    (source / "d").mkdir(parents=True)
+    (source / "d" / "f").write_text("one")
+    (source / "was-dir").write_text("now a file")
+    os.symlink("d/f", str(source / "link"))
+    (source / "exe").write_text("#!/bin/sh\n")
+    os.chmod(str(source / "exe"), 0o755)
+    (dest / "was-dir" / "deep").mkdir(parents=True)
+    (dest / "stale").write_text("remove me")
+    os.symlink("elsewhere", str(dest / "link"))
+    counts = stackboot.sync_tree(str(source), str(dest))
+    assert counts == {"new": 3, "changed": 2, "removed": 1}   # d, d/f, exe; was-dir (dir -> file), link
+    assert sorted(os.listdir(str(dest))) == ["d", "exe", "link", "was-dir"]
+    assert os.readlink(str(dest / "link")) == "d/f" and (dest / "was-dir").read_text() == "now a file"
+    assert os.stat(str(dest / "exe")).st_mode & 0o777 == 0o755
+    assert stackboot.sync_tree(str(source), str(dest)) == {"new": 0, "changed": 0, "removed": 0}
