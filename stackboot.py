@@ -1409,7 +1409,8 @@ class DirectServices:
         pidfile = direct.get("pidfile")
         if pidfile:
             text = as_text(run.host.read(pidfile) or b"").strip().split()
-            running = bool(text) and text[0].isdigit() and pid_alive(int(text[0]))
+            names = (os.path.basename(direct["start"][0]), step.args["name"])
+            running = bool(text) and text[0].isdigit() and pid_alive(int(text[0]), names)
         elif direct.get("status"):
             running = run.runner.run(direct["status"], check=False).rc == 0
         else:
@@ -1463,15 +1464,21 @@ class FreeBSDMounts:
 MOUNT_TABLES = {"freebsd": FreeBSDMounts}
 
 
-def pid_alive(pid):
-    """True for a live process; a zombie (exited, not yet reaped by its parent) counts as gone."""
+def pid_alive(pid, names=()):
+    """True for a live process; a zombie (exited, not yet reaped by its parent) counts as gone.
+    With names, a process whose command line shows none of them is somebody else who got a
+    dead daemon's pid (pids are reused); where /proc cannot tell, the pid alone decides."""
     try:
         os.kill(pid, 0)
     except OSError as exc:
         if exc.errno != errno.EPERM:
             return False
     stat = read_bytes("/proc/%d/stat" % pid)
-    return not (stat and stat.rsplit(b")", 1)[-1].split()[:1] == [b"Z"])
+    if stat and stat.rsplit(b")", 1)[-1].split()[:1] == [b"Z"]:
+        return False
+    cmdline = read_bytes("/proc/%d/cmdline" % pid)
+    words = [os.path.basename(word) for word in as_text(cmdline or b"").split("\0")[:2]]
+    return not (names and cmdline and not set(names) & set(words))
 
 
 SERVICE_MANAGERS = {"systemd": Systemd, "rc": RcD, "none": DirectServices}

@@ -449,3 +449,11 @@ def test_offline_run_lists_everything_missing_before_changing_anything(fakefs):
     assert caught.value.message == ("--offline, and 3 thing(s) are missing: package gcc (not installed); "
                                     "package zlib1g-dev (not installed); https://example.invalid/src.tar.gz (not in the cache)")
     assert h.runner.changes() == [] and not os.path.exists("/srv/early")
+
+
+def test_a_reused_pid_is_not_the_daemon():
+    """A daemon's pidfile can outlive it and its pid be handed to another process."""
+    with open("/proc/self/cmdline", "rb") as handle:
+        me = os.path.basename(handle.read().split(b"\0")[0].decode())
+    assert stackboot.pid_alive(os.getpid()) and stackboot.pid_alive(os.getpid(), (me, "moosefs-master"))
+    assert not stackboot.pid_alive(os.getpid(), ("mfsmaster", "moosefs-master"))
