@@ -3241,6 +3241,88 @@ def show_value(values, name):
 
 
 # ---------------------------------------------------------------------------
+# Clusters: several hosts, their roles and parameters, in one JSON file
+# ---------------------------------------------------------------------------
+
+CLUSTER_KEYS = {"description", "subnet", "parameters", "nodes"}
+NODE_KEYS = {"address", "roles", "parameters"}
+NODE_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,11}$")   # short: it names network namespaces and veths
+IPV4_RE = re.compile(r"^(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])){3}$")
+
+
+class Cluster:
+    """Nodes with addresses, roles and parameters; `parameters` at the top apply to every node,
+    a node's own override them. The roles and parameters are checked against the profiles."""
+
+    def __init__(self, origin, data):
+        self.origin, self.data = origin, data
+        self.description = data.get("description", "")
+        self.subnet = data.get("subnet")
+        self.nodes = data["nodes"]
+
+    def node_sets(self, library, name):
+        """The node's parameters as --set items: the cluster's that its roles know, then its own."""
+        known = set(declared_parameters(library.closure(self.nodes[name]["roles"]))[0])
+        merged = dict((key, value) for key, value in self.data.get("parameters", {}).items() if key in known)
+        merged.update(self.nodes[name].get("parameters", {}))
+        return ["%s=%s" % (key, ",".join(str(v) for v in value) if isinstance(value, list) else render_scalar(value))
+                for key, value in sorted(merged.items())]
+
+
+def load_cluster(library, facts, where):
+    """A cluster file, or the name of a built-in one (`seed`)."""
+    if where in EMBEDDED_CLUSTERS and not os.path.exists(where):
+        origin, text = "built-in cluster %s" % where, EMBEDDED_CLUSTERS[where]
+    else:
+        origin, text = where, as_text(read_bytes(where) or b"") if os.path.isfile(where) else None
+        if text is None:
+            raise BadInput("cluster %s: no such file or built-in cluster" % where,
+                           "give a cluster JSON file (built in: %s)" % ", ".join(sorted(EMBEDDED_CLUSTERS)))
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise BadInput("%s: invalid JSON: %s" % (origin, exc), "fix the cluster file")
+
+    def bad(path, message):
+        return BadInput("%s: %s: %s" % (origin, path, message), "fix the cluster file")
+    if not isinstance(data, dict) or set(data) - CLUSTER_KEYS:
+        raise bad("$", "expected an object with %s" % ", ".join(sorted(CLUSTER_KEYS)))
+    nodes = data.get("nodes")
+    if not isinstance(nodes, dict) or not nodes:
+        raise bad("$.nodes", "expected an object of node name -> {address, roles, parameters}")
+    if not isinstance(data.get("parameters", {}), dict):
+        raise bad("$.parameters", "expected an object of parameter -> value")
+    addresses = {}
+    for name, node in nodes.items():
+        where_node = "$.nodes." + name
+        if not NODE_NAME_RE.match(name):
+            raise bad(where_node, "node names are 1-12 lower-case letters, digits and -, starting with a letter")
+        if not isinstance(node, dict) or set(node) - NODE_KEYS:
+            raise bad(where_node, "expected an object with %s" % ", ".join(sorted(NODE_KEYS)))
+        if not isinstance(node.get("address"), str) or not IPV4_RE.match(node["address"]):
+            raise bad(where_node + ".address", "expected an IPv4 address")
+        if node["address"] in addresses:
+            raise bad(where_node + ".address", "%s is also %s's address" % (node["address"], addresses[node["address"]]))
+        addresses[node["address"]] = name
+        roles = node.get("roles")
+        if not isinstance(roles, list) or not roles or not all(isinstance(role, str) for role in roles):
+            raise bad(where_node + ".roles", "expected a list of roles")
+        for role in roles:
+            if role not in library.profiles:
+                raise bad(where_node + ".roles", "unknown role %s (known: %s)" % (json.dumps(role), ", ".join(sorted(library.profiles))))
+        if not isinstance(node.get("parameters", {}), dict):
+            raise bad(where_node + ".parameters", "expected an object of parameter -> value")
+    cluster = Cluster(origin, data)
+    for name in nodes:   # every value is checked by the roles that will use it, as --set would be
+        profiles = library.closure(nodes[name]["roles"])
+        try:
+            resolve_parameters(library, profiles, facts, cluster.node_sets(library, name), env={})
+        except BadInput as exc:
+            raise bad("$.nodes." + name, exc.message)
+    return cluster
+
+
+# ---------------------------------------------------------------------------
 # Commands
 # ---------------------------------------------------------------------------
 
@@ -3516,6 +3598,99 @@ def cmd_cvmfs(session):
         lock.close()
 
 
+def own_source():
+    """stackboot's own text, to carry it to another host: from its file, or from inside its zipapp."""
+    path = globals().get("__file__") or ""
+    if os.path.isfile(path):
+        return read_bytes(path)
+    archive, sep, member = path.rpartition(".pyz" + os.sep)
+    if sep and os.path.isfile(archive + ".pyz"):
+        import zipfile
+        with zipfile.ZipFile(archive + ".pyz") as bundle:
+            return bundle.read(member)
+    raise BadInput("stackboot's own file is not at hand here (it was piped in)",
+                   "run cloud-init from stackboot.py or the pyz")
+
+
+CLOUD_INIT_LIMIT = 16384   # EC2's user-data limit, the smallest of the common clouds
+STACKBOOT_BIN = "/usr/local/sbin/stackboot"
+# Runs on the new host when the user-data fetches stackboot instead of carrying it: nothing is
+# installed unless the sha256 matches, and the file appears whole (rename) or not at all.
+FETCH_PROGRAM = (
+    "import hashlib,os,sys,urllib.request\n"
+    "url,digest,dest=sys.argv[1:4]\n"
+    "data=urllib.request.urlopen(url,timeout=60).read()\n"
+    "if hashlib.sha256(data).hexdigest()!=digest: sys.exit('stackboot from %s: sha256 mismatch, nothing installed' % url)\n"
+    "os.makedirs(os.path.dirname(dest),exist_ok=True); tmp=dest+'.part'\n"
+    "with open(tmp,'wb') as f: f.write(data)\n"
+    "os.chmod(tmp,0o755); os.rename(tmp,dest)\n")
+
+
+def gzip_bytes(data):
+    """gzip with a zero timestamp, so the same input gives the same user-data."""
+    import zlib
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    return packer.compress(data) + packer.flush()
+
+
+def cloud_config(roles, sets, source=None, url=None, digest=None):
+    """#cloud-config user-data (JSON is YAML) that puts stackboot on the host and installs the roles.
+
+    Parameters go into the site file (0600: they may hold secrets), not into a command line that
+    `ps` shows; a later `stackboot install ROLE` by hand sees the same values. runcmd runs once
+    per instance, and running it again is a converged install that changes nothing."""
+    import base64
+    parameters = dict(item.partition("=")[::2] for item in sets)
+    files = [{"path": SITE_FILE, "owner": "root:root", "permissions": "0600",
+              "content": json.dumps({"parameters": parameters}, indent=2, sort_keys=True) + "\n"}]
+    commands = []
+    if url:
+        commands.append(["python3", "-c", FETCH_PROGRAM, url, digest, STACKBOOT_BIN])
+    else:
+        files.append({"path": STACKBOOT_BIN, "owner": "root:root", "permissions": "0755", "encoding": "gz+b64",
+                      "content": base64.b64encode(gzip_bytes(source)).decode("ascii")})
+    commands.append(["python3", STACKBOOT_BIN, "install"] + list(roles))
+    body = {"write_files": files, "runcmd": commands}
+    return "#cloud-config\n# stackboot %s: install %s\n%s\n" % (__version__, " ".join(roles), json.dumps(body, indent=2))
+
+
+def cmd_cloud_init(session):
+    args, out = session.args, session.out
+    if bool(args.cluster) != bool(args.out):
+        raise BadInput("--cluster and --out go together", "give both (one user-data file per node), or neither and roles")
+    if bool(args.roles) == bool(args.cluster):
+        raise BadInput("give roles, or --cluster FILE --out DIR", "see `stackboot cloud-init --help`")
+    if bool(args.from_url) != bool(args.sha256):
+        raise BadInput("--from-url needs --sha256 (and the other way round)", "give the URL and the sha256 of stackboot.py there")
+    digest = type_sha256(args.sha256, {}) if args.sha256 else None
+    if args.from_url:
+        type_url(args.from_url, {})
+    source = None if args.from_url else own_source()
+    targets = []   # (name, roles, sets)
+    if args.cluster:
+        cluster = load_cluster(session.library, session.facts, args.cluster)
+        targets = [(name, node["roles"], cluster.node_sets(session.library, name) + (args.set or []))
+                   for name, node in sorted(cluster.nodes.items())]
+    else:
+        targets = [(None, args.roles, args.set or [])]
+    for name, roles, sets in targets:   # every value checked now, not on the new host
+        resolve_parameters(session.library, session.library.closure(roles), session.facts, sets, env={})
+    for name, roles, sets in targets:
+        text = cloud_config(roles, sets, source, args.from_url, digest)
+        size = len(text.encode())
+        over = " (over the %d bytes EC2 allows: use --from-url there)" % CLOUD_INIT_LIMIT if size > CLOUD_INIT_LIMIT else ""
+        if name is None:
+            out.say(text.rstrip("\n"))
+            sys.stderr.write("user-data: %d bytes%s\n" % (size, over))
+            continue
+        if not os.path.isdir(args.out):
+            os.makedirs(args.out)
+        path = os.path.join(args.out, name + ".yaml")
+        atomic_write(path, text.encode(), 0o600)
+        out.say("%s: %s (%s), %d bytes%s" % (path, " ".join(roles), cluster.nodes[name]["address"], size, over))
+    return EXIT_OK
+
+
 COMMANDS = [
     ("facts", cmd_facts, "what stackboot detected about this host"),
     ("list", cmd_list, "the available roles, one line each"),
@@ -3524,6 +3699,7 @@ COMMANDS = [
     ("install", cmd_install, "converge the host to the roles, then print a summary"),
     ("check", cmd_check, "compare the host with what was installed; report drift"),
     ("cvmfs", cmd_cvmfs, "cvmfs publish REPO DIR: one safe transaction (open, sync, publish; abort on any failure)"),
+    ("cloud-init", cmd_cloud_init, "print #cloud-config user-data that installs these roles on a new host"),
 ]
 
 EXIT_HELP = """exit codes:
@@ -3574,6 +3750,13 @@ def build_parser(argv=None):
             sub.add_argument("roles", nargs="*", metavar="ROLE")
         if name == "plan":
             sub.add_argument("--detailed-exitcode", action="store_true", help="exit %d when changes are pending" % EXIT_PENDING)
+        if name == "cloud-init":
+            sub.add_argument("roles", nargs="*", metavar="ROLE")
+            sub.add_argument("--cluster", metavar="FILE", help="a cluster file (or a built-in cluster's name): one user-data per node")
+            sub.add_argument("--out", metavar="DIR", help="where the per-node files go (NODE.yaml)")
+            sub.add_argument("--from-url", metavar="URL", help="fetch stackboot.py from URL on the host instead of carrying it "
+                                                               "(small user-data, for EC2's 16 KiB)")
+            sub.add_argument("--sha256", metavar="HEX", help="the sha256 of stackboot.py at --from-url")
         if name == "cvmfs":
             sub.add_argument("action", choices=["publish"])
             sub.add_argument("repository", metavar="REPO")
@@ -5914,6 +6097,30 @@ EMBEDDED_PROFILES = {
 }
 """,
 }  # end of EMBEDDED_PROFILES
+
+# Built-in clusters (profiles/clusters/*.json): `lab up` and `cloud-init --cluster` know them by name.
+EMBEDDED_CLUSTERS = {
+    "seed": r"""{
+  "description": "The MooseFS docker-compose seed's topology: master, GUI, metalogger, four labelled chunkservers, two clients (Debian's packages)",
+  "subnet": "10.42.0.0/24",
+  "parameters": {
+    "method": "packages",
+    "master_host": "10.42.0.10"
+  },
+  "nodes": {
+    "master": {"address": "10.42.0.10", "roles": ["master", "cli"]},
+    "gui": {"address": "10.42.0.11", "roles": ["gui"]},
+    "metalogger": {"address": "10.42.0.12", "roles": ["metalogger"]},
+    "cs1": {"address": "10.42.0.21", "roles": ["chunkserver"], "parameters": {"labels": "M"}},
+    "cs2": {"address": "10.42.0.22", "roles": ["chunkserver"], "parameters": {"labels": "M,B"}},
+    "cs3": {"address": "10.42.0.23", "roles": ["chunkserver"], "parameters": {"labels": "M,B"}},
+    "cs4": {"address": "10.42.0.24", "roles": ["chunkserver"], "parameters": {"labels": "B"}},
+    "client1": {"address": "10.42.0.31", "roles": ["client"]},
+    "client2": {"address": "10.42.0.32", "roles": ["client"]}
+  }
+}
+""",
+}  # end of EMBEDDED_CLUSTERS
 
 
 if __name__ == "__main__":

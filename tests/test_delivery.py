@@ -18,12 +18,13 @@ def run(argv, stdin=None, cwd="/"):
                           universal_newlines=True, cwd=cwd)
 
 
-def test_embedded_profiles_are_identical_to_profiles_dir():
-    with open(SOURCE) as handle:
+def test_embedded_profiles_and_clusters_are_identical_to_profiles_dir():
+    with open(os.path.join(TOP, "stackboot.py")) as handle:
         source = handle.read()
-    block = embed_profiles.BLOCK.search(source).group(0)
-    assert block == embed_profiles.render_block(embed_profiles.profile_texts()), \
-        "stackboot.py's embedded profiles differ from profiles/: run `make embed`"
+    for name, directory in embed_profiles.BLOCKS.items():
+        block = embed_profiles.block_re(name).search(source).group(0)
+        assert block == embed_profiles.render_block(embed_profiles.profile_texts(directory), name), \
+            "stackboot.py's %s differ from %s: run `make embed`" % (name, directory)
 
 
 def test_top_level_holds_only_definitions_and_main_comes_last():
