@@ -722,7 +722,7 @@ PARAM_TYPES = {
 }
 
 PARAM_KEYS = {"type", "default", "help", "choices", "pattern", "secret", "items", "min", "max", "allow", "lookup"}
-PROFILE_KEYS = {"description", "requires", "parameters", "overlays", "steps", "platforms", "platforms_why"}
+PROFILE_KEYS = {"description", "requires", "parameters", "overlays", "steps", "platforms", "platforms_why", "recover"}
 STEP_COMMON_KEYS = {"kind", "id", "when", "comment", "for_each", "as", "needs"}
 
 
@@ -740,6 +740,7 @@ class Profile:
         self.requires = data.get("requires", [])
         self.platforms = data.get("platforms")
         self.platforms_why = data.get("platforms_why")
+        self.recover = data.get("recover")
         self.parameters = data.get("parameters", {})
         self.overlays = data.get("overlays", {})
         self.steps = data.get("steps", [])
@@ -805,6 +806,18 @@ def validate_profile(origin, data):
                 check_value(pname, decl, decl["default"])
             except BadInput as exc:
                 raise ProfileError(origin, where + ".default", exc.message)
+    recover = data.get("recover")
+    if recover is not None:
+        expect(origin, "$.recover", recover, dict, "an object {\"evidence\": [GLOB...], \"replaces\": [ROLE...], "
+                                                   "\"own\": [{path, owner, group}...]}")
+        if set(recover) - {"evidence", "replaces", "own"}:
+            raise ProfileError(origin, "$.recover", "unknown key (known: evidence, own, replaces)")
+        expect(origin, "$.recover.evidence", recover.get("evidence", []), list, "a list of path patterns")
+        expect(origin, "$.recover.replaces", recover.get("replaces", []), list, "a list of roles")
+        expect(origin, "$.recover.own", recover.get("own", []), list, "a list of {path, owner, group}")
+        for index, item in enumerate(recover.get("own", [])):
+            if not isinstance(item, dict) or set(item) != {"path", "owner", "group"}:
+                raise ProfileError(origin, "$.recover.own[%d]" % index, "expected {\"path\", \"owner\", \"group\"}")
     overlays = data.get("overlays", {})
     expect(origin, "$.overlays", overlays, dict, "an object of OS selector -> parameter defaults")
     for selector, values in overlays.items():
@@ -3368,12 +3381,13 @@ class Session:
             inputs.update(state.data["roles"].get(role, {}).get("inputs", {}))
         return inputs
 
-    def prepare(self, roles):
-        """Steps and a Run for `roles`, with the inputs an earlier install remembered."""
+    def prepare(self, roles, remembered_from=(), state=None):
+        """Steps and a Run for `roles`, with the inputs an earlier install of them (or of the
+        roles in remembered_from, first) remembered."""
         for role in roles:
             self.library.get(role)
-        state = State(self.host)
-        profiles, values = self.resolve(roles, self.remembered_inputs(state, roles))
+        state = state or State(self.host)
+        profiles, values = self.resolve(roles, self.remembered_inputs(state, list(remembered_from) + list(roles)))
         steps = build_steps(self.library, roles, values, self.facts)
         run = Run(self.host, self.facts, values, self.out, force=getattr(self.args, "force", False),
                   offline=self.args.offline, state=state)
@@ -3476,6 +3490,75 @@ def cmd_install(session):
 
 
 USER_SOURCES = ("--set", "environment", "site file", "remembered")
+
+
+def cmd_recover(session):
+    """Rescue a role on this host (or under --root), the way its profile's `recover` says: stop what
+    it replaces (a metalogger being promoted), give its data back to its user, then install it with
+    the remembered inputs; the role's own steps do the rest (MooseFS metadata is restored by
+    mfsmaster's own restore, never replaced). Nothing is removed."""
+    role = session.args.role
+    profile = session.library.get(role)
+    if not profile.recover:
+        raise BadInput("role %s has no recovery" % role, "roles that have one: %s" % ", ".join(
+            sorted(name for name, p in session.library.profiles.items() if p.recover)))
+    out, host = session.out, session.host
+    state = State(host)
+    replaced = [name for name in profile.recover.get("replaces", []) if name in state.data["roles"]]
+    lock = acquire_lock(host)
+    try:
+        host.runner.log = open_log(host)
+        host.runner.log.write(json.dumps({"time": round(time.time(), 3), "event": "recover", "role": role,
+                                          "replaces": replaced, "version": __version__}) + "\n")
+        profiles, values, steps, run = session.prepare([role], remembered_from=replaced, state=state)
+        context = dict(values.values)
+        import glob
+        evidence = []
+        for pattern in profile.recover.get("evidence", []):
+            evidence += glob.glob(host.path(render_scalar(substitute(pattern, context))))
+        if profile.recover.get("evidence") and not evidence:
+            raise StackbootError("nothing to recover %s from: no %s" % (role, ", ".join(
+                render_scalar(substitute(pattern, context)) for pattern in profile.recover["evidence"])),
+                "look for backups elsewhere (another metalogger?) and copy them here; never start empty over a lost cluster")
+        inside = len(host.root.rstrip("/"))
+        for path in sorted(evidence, key=lambda p: os.stat(p).st_mtime, reverse=True):
+            st = os.stat(path)
+            out.say("  found %s (%d bytes, %s)" % (path[inside:], st.st_size, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(st.st_mtime))))
+        run.planning = False
+        run.runner.allow_changes = True
+        for name in replaced:   # promotion: the replaced role's daemons stop writing into the data first
+            _, _, old_steps, old_run = session.prepare([name], state=state)
+            for step in old_steps:
+                if step.kind == "service" and run.services.state(old_run, step).running:
+                    out.say("- service %s: stop (%s becomes %s)" % (step.args["name"], name, role))
+                    run.services.do(old_run, step, "stop")
+                if step.kind == "service" and run.services.persistent and run.services.state(old_run, step).enabled:
+                    run.services.do(old_run, step, "disable")
+            del state.data["roles"][name]
+            state.save()
+        for item in profile.recover.get("own", []):
+            path, owner, group = (render_scalar(substitute(item[key], context)) for key in ("path", "owner", "group"))
+            uid, gid = host.uid(owner), host.gid(group)
+            for name in sorted(os.listdir(host.path(path))) if uid is not None and os.path.isdir(host.path(path)) else []:
+                full = os.path.join(host.path(path), name)
+                st = os.lstat(full)
+                if (st.st_uid, st.st_gid) != (uid, gid):
+                    os.lchown(full, uid, gid)
+                    out.say("~ owner of %s/%s -> %s:%s" % (path, name, owner, group))
+        run.planning = True
+        run.runner.allow_changes = False
+        try:
+            changed, right = apply_steps(run, steps)
+        finally:
+            remember_inputs(state, session.library, [role], values)
+            state.save()
+        out.say("Recover: %d changed, %d already right." % (changed, right))
+        return EXIT_OK
+    finally:
+        if host.runner.log:
+            host.runner.log.close()
+            host.runner.log = None
+        lock.close()
 
 
 def remember_inputs(state, library, roles, values):
@@ -3700,6 +3783,7 @@ COMMANDS = [
     ("check", cmd_check, "compare the host with what was installed; report drift"),
     ("cvmfs", cmd_cvmfs, "cvmfs publish REPO DIR: one safe transaction (open, sync, publish; abort on any failure)"),
     ("cloud-init", cmd_cloud_init, "print #cloud-config user-data that installs these roles on a new host"),
+    ("recover", cmd_recover, "rescue a role: stop what it replaces, fix its data's ownership, install it (master: restore)"),
 ]
 
 EXIT_HELP = """exit codes:
@@ -3742,7 +3826,7 @@ def build_parser(argv=None):
         if argv is not None and name not in argv:
             continue
         add_globals(sub, "sub_")
-        if name == "show":
+        if name in ("show", "recover"):
             sub.add_argument("role")
         elif name in ("plan", "install"):
             sub.add_argument("roles", nargs="+", metavar="ROLE")
@@ -5133,6 +5217,24 @@ EMBEDDED_PROFILES = {
   "requires": [
     "moosefs-common"
   ],
+  "recover": {
+    "evidence": [
+      "{{data_path}}/metadata.mfs",
+      "{{data_path}}/metadata.mfs.back*",
+      "{{data_path}}/metadata_ml.mfs.back*",
+      "{{data_path}}/changelog*.mfs"
+    ],
+    "replaces": [
+      "metalogger"
+    ],
+    "own": [
+      {
+        "path": "{{data_path}}",
+        "owner": "{{working_user}}",
+        "group": "{{working_group}}"
+      }
+    ]
+  },
   "parameters": {
     "master_listen_host": {
       "type": "host",

@@ -5,11 +5,15 @@ bare bookworm root in its own network namespace. The second chunkserver keeps it
 disks on btrfs subvolumes of a loop-image store made by the btrfs-store role. A file written through the FUSE
 mount reads back; mfscli shows the labelled chunkservers; a second install
 changes nothing anywhere; a master killed with -9 comes back through install
-(metadata recovered by mfsmaster's own restore) with the file intact.
+(metadata recovered by mfsmaster's own restore) with the file intact. Then the
+rescue command: `recover master` after a kill -9 with metadata.mfs gone (and a
+backup owned by root), its refusal where nothing can be recovered, and the
+promotion of the metalogger host when the master host is lost.
 """
 
 import os
 import signal
+import subprocess
 import time
 
 import pytest
@@ -132,3 +136,66 @@ def test_cluster_installs_node_by_node(cluster):
         except OSError:
             return None
     assert wait_for("the file after recovery", read_back)
+
+
+def read_back_through(client, name="payload.bin"):
+    def probe():
+        try:
+            with open(client.path("/mnt/mfs/" + name), "rb") as handle:
+                return handle.read()
+        except OSError:
+            return None
+    return probe
+
+
+def kill_hard(node, lockfile):
+    pid = node.pid_of(lockfile)
+    os.kill(pid, signal.SIGKILL)
+    wait_for("pid %d to die" % pid, lambda: not os.path.exists("/proc/%d" % pid) or None)
+
+
+def test_recover_master_after_kill_with_metadata_lost(cluster):
+    master, client = cluster.nodes["master"], cluster.nodes["client"]
+    data = wait_for("the file", read_back_through(client))
+    kill_hard(master, "/var/lib/mfs/.mfsmaster.lock")
+    if os.path.exists(master.path("/var/lib/mfs/metadata.mfs")):
+        os.unlink(master.path("/var/lib/mfs/metadata.mfs"))
+    os.chown(master.path("/var/lib/mfs/metadata.mfs.back"), 0, 0)   # as a hand-copied backup would be
+    result = master.stackboot("recover", "master")
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "  found /var/lib/mfs/metadata.mfs.back (" in out and "~ owner of /var/lib/mfs/metadata.mfs.back -> mfs:mfs" in out
+    assert "~ moosefs-metadata /var/lib/mfs/metadata.mfs: recover metadata.mfs from the cluster's history" in out
+    assert "+ service moosefs-master: start" in out and out.splitlines()[-1].startswith("Recover: ")
+    assert wait_for("the file after recover", lambda: read_back_through(client)() == data or None)
+
+
+def test_recover_refuses_where_there_is_nothing_to_recover(cluster):
+    client = cluster.nodes["client"]   # no MooseFS metadata has ever been here
+    result = client.stackboot("recover", "master", "--set", "method=packages")
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: nothing to recover master from: no /var/lib/mfs/metadata.mfs, "), result.stderr
+    assert not os.path.exists(client.path("/var/lib/mfs/metadata.mfs"))
+
+
+def test_metalogger_promoted_when_the_master_host_is_lost(cluster):
+    master, metalogger, client = cluster.nodes["master"], cluster.nodes["metalogger"], cluster.nodes["client"]
+    data = wait_for("the file", read_back_through(client))
+    kill_hard(master, "/var/lib/mfs/.mfsmaster.lock")   # the master host is gone: nothing on it is touched again
+    result = metalogger.stackboot("recover", "master")
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "- service moosefs-metalogger: stop (metalogger becomes master)" in out
+    assert "  found /var/lib/mfs/changelog_ml" in out, out
+    assert "recover metadata.mfs from the cluster's history" in out and "+ service moosefs-master: start" in out
+    assert not metalogger.pid_of("/var/lib/mfs/.mfsmetalogger.lock") or \
+        not os.path.exists("/proc/%d" % metalogger.pid_of("/var/lib/mfs/.mfsmetalogger.lock"))
+    # the mfsmaster name moves: chunkservers and the client follow the new master
+    moved = ["--set", "master_host=" + metalogger.ip]
+    install(cluster.nodes["cs1"], "chunkserver", *moved)
+    install(cluster.nodes["cs2"], "btrfs-store", "chunkserver", *moved)
+    for line in open("/proc/self/mountinfo"):
+        if line.split()[4] == client.path("/mnt/mfs"):
+            subprocess.run(["umount", "-l", client.path("/mnt/mfs")], check=True)
+    install(client, "client", "cli", *moved)
+    assert wait_for("the file through the promoted master", lambda: read_back_through(client)() == data or None, timeout=90)
