@@ -723,7 +723,7 @@ PARAM_TYPES = {
 
 PARAM_KEYS = {"type", "default", "help", "choices", "pattern", "secret", "items", "min", "max", "allow", "lookup"}
 PROFILE_KEYS = {"description", "requires", "parameters", "overlays", "steps", "platforms", "platforms_why", "recover"}
-STEP_COMMON_KEYS = {"kind", "id", "when", "comment", "for_each", "as", "needs"}
+STEP_COMMON_KEYS = {"kind", "id", "when", "comment", "for_each", "as", "needs", "data"}
 
 
 class ProfileError(BadInput):
@@ -856,6 +856,8 @@ def validate_step(origin, where, step):
         expect(origin, where + ".id", step["id"], str, "text")
     if "when" in step:
         expect(origin, where + ".when", step["when"], dict, "an object of parameter -> value")
+    if "data" in step:
+        expect(origin, where + ".data", step["data"], bool, "true or false")
     if "needs" in step:   # parameters that must have a value wherever this step is used
         expect(origin, where + ".needs", step["needs"], list, "a list of parameter names")
 
@@ -1559,6 +1561,7 @@ class Step:
         self.profile = profile
         self.where = where
         self.args = args
+        self.data = spec.get("data", False)   # holds the user's data: uninstall keeps it unless --purge-data
         self.id = spec.get("id") or "%s:%s" % (self.kind, self.target())
         self.validate()
 
@@ -1610,6 +1613,18 @@ class Step:
     def report(self, run):
         """Lines printed once after an install (what a user needs next); none by default."""
         return []
+
+    kept_by_uninstall = None   # why uninstall leaves this kind's target alone, said out loud
+
+    def removal(self, run, purge):
+        """What uninstall would undo here: ([Change('-')...], [why something stays]); reads only.
+        By default nothing: packages, users and commands stay, others may need them."""
+        if self.kept_by_uninstall:
+            return [], ["%s: %s" % (self.target(), self.kept_by_uninstall)]
+        return [], []
+
+    def remove(self, run, changes):
+        raise NotImplementedError
 
     def check(self, run):
         raise NotImplementedError
@@ -1762,6 +1777,17 @@ class DirectoryStep(Step):
         if self.args.get("mode"):
             os.chmod(full, parse_mode(self.args["mode"]))
 
+    def removal(self, run, purge):
+        if not self.data or not run.host.exists(self.args["path"]):
+            return [], []
+        if purge:
+            return [Change("-", "remove %s and everything in it (--purge-data)" % self.args["path"], action="purge")], []
+        return [], ["%s: data (--purge-data removes it)" % self.args["path"]]
+
+    def remove(self, run, changes):
+        import shutil
+        shutil.rmtree(run.host.path(self.args["path"]))
+
 
 def describe_ownership(args):
     parts = [args[key] for key in ("owner", "group", "mode") if args.get(key)]
@@ -1796,6 +1822,27 @@ class ManagedFileStep(Step):
                 changes.append(Change("~", "update %s" % path, diff))
         st = run.host.stat(path)
         return changes + self.ownership_changes(run, st)
+
+    def removal(self, run, purge):
+        try:
+            paths = sorted(self.desired(run))
+        except StackbootError:   # a copy whose source is gone
+            paths = [self.args["path"]]
+        changes, kept = [], []
+        for path in paths:
+            current = run.host.read(path)
+            if current is None or path not in run.state.data["files"]:
+                continue
+            if run.state.wrote(path, current):
+                changes.append(Change("-", "remove %s" % path, action=path))
+            else:
+                kept.append("%s: edited by hand since stackboot wrote it" % path)
+        return changes, kept
+
+    def remove(self, run, changes):
+        for change in changes:
+            os.unlink(run.host.path(change.action))
+            run.state.data["files"].pop(change.action, None)
 
     def act(self, run, changes):
         uid, gid = self.resolved_ids(run)
@@ -2113,6 +2160,19 @@ class BuildStep(Step):
                            self.recipe())]
         return [Change("~", "rebuild %s: the build inputs changed" % self.args["name"], self.recipe())]
 
+    def removal(self, run, purge):
+        record = run.state.data["builds"].get(self.args["name"])
+        if not record:
+            return [], []
+        return [Change("-", "remove the %d files %s %s installed" % (len(record["files"]), self.args["name"],
+                                                                     record.get("version") or ""), action="files")], []
+
+    def remove(self, run, changes):
+        for path in run.state.data["builds"][self.args["name"]]["files"]:
+            if run.host.stat(path) is not None:
+                os.unlink(run.host.path(path))
+        del run.state.data["builds"][self.args["name"]]
+
     def act(self, run, changes):
         import shutil
         name = self.args["name"]
@@ -2243,6 +2303,16 @@ class ServiceStep(Step):
             run.services.do(run, self, change.action)
         run.state.data["pending"].pop(self.id, None)
 
+    def removal(self, run, purge):
+        state = run.services.state(run, self)
+        changes = [Change("-", "stop", action="stop")] if state.running else []
+        if run.services.persistent and state.enabled:
+            changes.append(Change("-", "disable at boot", action="disable"))
+        return changes, []
+
+    def remove(self, run, changes):
+        self.act(run, changes)
+
     def verify(self, run):
         """Daemons take a moment to write their pid file or settle: poll briefly."""
         deadline = time.time() + 15
@@ -2296,6 +2366,27 @@ class MountStep(Step):
 
     def check(self, run):
         return self.fstab_changes(run) + ([] if self.mounted(run) else [Change("+", "mount now", action="mount")])
+
+    def removal(self, run, purge):
+        """A mount that holds no data (a network filesystem's client) goes; a store stays."""
+        if self.kept_by_uninstall or self.data:
+            return [], ["%s: %s" % (self.args["path"], self.kept_by_uninstall or "data; uninstall keeps it mounted")]
+        changes = [Change("-", "unmount", action="unmount")] if self.mounted(run) else []
+        current, _ = self.fstab_text(run)
+        if self.args.get("fstab", True) and self.fstab_line() in current.splitlines():
+            changes.append(Change("-", "fstab: remove " + self.fstab_line(), action="fstab"))
+        return changes, []
+
+    def remove(self, run, changes):
+        for change in changes:
+            if change.action == "unmount":
+                run.runner.run(["umount", self.args["path"]], change=True)
+                run.probed.pop("mounts", None)
+            else:
+                current, _ = self.fstab_text(run)
+                st = run.host.stat("/etc/fstab")
+                kept = [line for line in current.splitlines() if line != self.fstab_line()]
+                run.host.write_file("/etc/fstab", ("\n".join(kept) + "\n").encode(), st.st_mode & 0o7777)
 
     def fstab_changes(self, run):
         changes = []
@@ -2380,6 +2471,7 @@ class BtrfsFilesystemStep(MountStep):
     """
 
     kind = "btrfs-filesystem"
+    kept_by_uninstall = "a store; uninstall never destroys or unmounts one"
     schema = dict(OWNERSHIP, path=Field("path", required=True, help="the mount point"),
                   device=Field("path", help="a block device"),
                   image=Field("path", help="or an image file, created at `size` when missing"),
@@ -2458,6 +2550,7 @@ class BtrfsSubvolumeStep(Step):
     """A btrfs subvolume (inode 256 on btrfs), with an optional qgroup limit, owner and mode."""
 
     kind = "btrfs-subvolume"
+    kept_by_uninstall = "a store; uninstall never destroys one (btrfs subvolume delete)"
     schema = dict(OWNERSHIP, path=Field("path", required=True),
                   limit=Field("str", help="qgroup limit (referenced bytes); quotas are enabled when one is asked"))
 
@@ -2502,6 +2595,7 @@ class ZfsPoolStep(Step):
     each proven blank. stackboot never picks "the first pool" or a disk of its own choosing."""
 
     kind = "zfs-pool"
+    kept_by_uninstall = "a store; uninstall never destroys one"
     schema = {"name": Field("str", required=True), "vdevs": Field("list", default=[]),
               "vdev_size": Field("str", help="size of a file vdev created when it does not exist yet"),
               "mountpoint": Field("path", help="mount point of the pool's root dataset")}
@@ -2558,6 +2652,7 @@ class ZfsDatasetStep(Step):
     properties are compared and set one by one; new datasets are marked stackboot:profile."""
 
     kind = "zfs-dataset"
+    kept_by_uninstall = "a store; uninstall never destroys one (zfs destroy)"
     schema = {"name": Field("str", required=True), "properties": Field("dict", default={}),
               "user_properties": Field("dict", default={}, help="module:name properties to keep set")}
     SIZES = ("quota", "refquota", "reservation", "refreservation", "recordsize", "volsize")
@@ -2619,6 +2714,7 @@ class MooseFSMetadataStep(Step):
     """
 
     kind = "moosefs-metadata"
+    kept_by_uninstall = "MooseFS metadata; a re-install finds it"
     schema = dict(OWNERSHIP, data_path=Field("path", required=True),
                   empty=Field("path", help="the empty-metadata template (default DATA_PATH/metadata.mfs.empty)"),
                   restore=Field("argv", help="the master's own recovery command (mfsmaster -c CFG restore)"))
@@ -2683,6 +2779,7 @@ class CvmfsRepositoryStep(Step):
     """
 
     kind = "cvmfs-repository"
+    kept_by_uninstall = "a CVMFS repository; remove one only with cvmfs_server rmfs"
     schema = {"name": Field("str", required=True), "owner": Field("str", required=True),
               "stratum0": Field("str", required=True, help="the repository's URL for mkfs -w; @fqrn@ becomes its name"),
               "s3_config": Field("path", help="S3 backend: the config file (mkfs -s); local backend when absent"),
@@ -3561,6 +3658,63 @@ def cmd_recover(session):
         lock.close()
 
 
+def cmd_uninstall(session):
+    """Undo what stackboot did for these roles, and only that: services stopped and disabled,
+    files it wrote that nobody edited since, the files a build installed, client mounts.
+    Packages, users, stores and data stay (data goes with --purge-data, after a yes)."""
+    roles, out, host = session.args.roles, session.out, session.host
+    state = State(host)
+    missing = [role for role in roles if role not in state.data["roles"]]
+    if missing:
+        raise BadInput("%s not installed here (installed: %s)" % (", ".join(missing), ", ".join(sorted(state.data["roles"])) or "none"),
+                       "uninstall only what `stackboot install` put here")
+    profiles, values, steps, run = session.prepare(roles, state=state)
+    remaining = sorted(set(state.data["roles"]) - set(roles))
+    shared = set()
+    if remaining:   # what the other installed roles still use stays (the shared build, the user...)
+        shared = set(step.id for step in session.prepare(remaining, state=state)[2])
+    purge = session.args.purge_data
+    planned, kept = [], []
+    for step in reversed(steps):
+        if step.id in shared:
+            continue
+        changes, notes = step.removal(run, purge)
+        kept += notes
+        if changes:
+            planned.append((step, changes))
+    if purge and any(change.action == "purge" for _, changes in planned for change in changes) and not session.args.yes:
+        if not sys.stdin.isatty():
+            raise BadInput("--purge-data deletes data and nobody is here to confirm it", "add --yes")
+        for step, changes in planned:
+            report_step(out, step, changes)
+        if input("Delete this data for good? [y/N] ").strip().lower() not in ("y", "yes"):
+            raise StackbootError("not confirmed; nothing was changed")
+    lock = acquire_lock(host)
+    try:
+        host.runner.log = open_log(host)
+        host.runner.log.write(json.dumps({"time": round(time.time(), 3), "event": "uninstall", "roles": roles,
+                                          "purge": purge, "version": __version__}) + "\n")
+        run.planning = False
+        run.runner.allow_changes = True
+        for step, changes in planned:
+            report_step(out, step, changes)
+            step.remove(run, changes)
+            state.save()
+        for role in roles:
+            del state.data["roles"][role]
+        state.save()
+        for note in kept:
+            out.say("  kept %s" % note)
+        if shared:
+            out.say("  kept what %s still use" % ", ".join(remaining))
+        out.say("Uninstall: %d removed, %d kept." % (len(planned), len(kept)))
+        return EXIT_OK
+    finally:
+        host.runner.log.close()
+        host.runner.log = None
+        lock.close()
+
+
 def remember_inputs(state, library, roles, values):
     """Keep what the user chose (not defaults), so a repair run needs no flags."""
     for role in roles:
@@ -3783,6 +3937,7 @@ COMMANDS = [
     ("check", cmd_check, "compare the host with what was installed; report drift"),
     ("cvmfs", cmd_cvmfs, "cvmfs publish REPO DIR: one safe transaction (open, sync, publish; abort on any failure)"),
     ("cloud-init", cmd_cloud_init, "print #cloud-config user-data that installs these roles on a new host"),
+    ("uninstall", cmd_uninstall, "stop and remove what stackboot installed for these roles; data stays unless --purge-data"),
     ("recover", cmd_recover, "rescue a role: stop what it replaces, fix its data's ownership, install it (master: restore)"),
 ]
 
@@ -3828,12 +3983,14 @@ def build_parser(argv=None):
         add_globals(sub, "sub_")
         if name in ("show", "recover"):
             sub.add_argument("role")
-        elif name in ("plan", "install"):
+        elif name in ("plan", "install", "uninstall"):
             sub.add_argument("roles", nargs="+", metavar="ROLE")
         elif name == "check":
             sub.add_argument("roles", nargs="*", metavar="ROLE")
         if name == "plan":
             sub.add_argument("--detailed-exitcode", action="store_true", help="exit %d when changes are pending" % EXIT_PENDING)
+        if name == "uninstall":
+            sub.add_argument("--purge-data", action="store_true", help="also delete the roles' data directories (asks, or --yes)")
         if name == "cloud-init":
             sub.add_argument("roles", nargs="*", metavar="ROLE")
             sub.add_argument("--cluster", metavar="FILE", help="a cluster file (or a built-in cluster's name): one user-data per node")
@@ -4147,7 +4304,8 @@ EMBEDDED_PROFILES = {
       "mode": "0750",
       "when": {
         "disk_store": "directory"
-      }
+      },
+      "data": true
     },
     {
       "kind": "btrfs-subvolume",
@@ -4186,7 +4344,8 @@ EMBEDDED_PROFILES = {
       "mode": "0750",
       "when": {
         "disk_store": "zfs-dataset"
-      }
+      },
+      "data": true
     },
     {
       "kind": "file",
@@ -5961,7 +6120,8 @@ EMBEDDED_PROFILES = {
       "path": "{{data_path}}",
       "owner": "{{working_user}}",
       "group": "{{working_group}}",
-      "mode": "0755"
+      "mode": "0755",
+      "data": true
     },
     {
       "kind": "download",

@@ -343,6 +343,11 @@ class FakeTools:
 
     def tool_umount(self, args):
         self.mounted.pop(args[-1], None)
+        if self.root == "/" and os.path.exists("/proc/self/mountinfo"):
+            with open("/proc/self/mountinfo") as handle:
+                lines = [line for line in handle if line.split()[4] != args[-1]]
+            with open("/proc/self/mountinfo", "w") as handle:
+                handle.writelines(lines)
         return 0, "", ""
 
     def tool_service(self, args):

@@ -283,3 +283,19 @@ def test_build_from_a_git_checkout_runs_autoreconf_first(sandbox, tmp_path):
         (["make", "install", "DESTDIR=" + stage], {"PYTHON": "/usr/bin/python3"})]
     assert open(str(root / "usr/sbin/hello")).read() == "binary"
     assert run.state.data["builds"]["hello"]["files"] == ["/usr/sbin/hello"]
+
+
+def test_uninstall_removes_exactly_what_a_build_installed(sandbox, server):
+    sha = publish(server, "1.0")
+    prefix = str(sandbox / "prefix")
+    sets = ["sha=" + sha, "prefix=" + prefix, "url=" + server.url, "cache=%s/cache" % sandbox]
+    apply(build_steps(), BUILD_PARAMS, sets)
+    with open(prefix + "/bin/not-ours", "w") as handle:
+        handle.write("somebody else's\n")
+    run, built, _ = engine(build_steps(), BUILD_PARAMS, sets)
+    changes, kept = built[1].removal(run, False)
+    assert [change.summary for change in changes] == ["remove the 3 files hello 1.0 installed"] and kept == []
+    built[1].remove(run, changes)
+    assert os.listdir(prefix + "/bin") == ["not-ours"] and not os.path.exists(prefix + "/share/hello/flags")
+    assert "hello" not in run.state.data["builds"]
+    assert built[1].removal(run, False) == ([], [])

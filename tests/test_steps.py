@@ -457,3 +457,24 @@ def test_a_reused_pid_is_not_the_daemon():
         me = os.path.basename(handle.read().split(b"\0")[0].decode())
     assert stackboot.pid_alive(os.getpid()) and stackboot.pid_alive(os.getpid(), (me, "moosefs-master"))
     assert not stackboot.pid_alive(os.getpid(), ("mfsmaster", "moosefs-master"))
+
+
+def test_mount_converges_and_uninstall_unmounts_it_and_forgets_its_fstab_line(fakefs):
+    fakefs.create_file("/proc/self/mountinfo", contents="22 1 8:1 / / rw - ext4 /dev/sda1 rw\n")
+    fakefs.create_file("/etc/fstab", contents="# fstab\n")
+    spec = {"kind": "mount", "path": "/mnt/mfs", "device": "mfsmount", "fstype": "fuse", "options": ["mfsmaster=10.1.0.1"]}
+    h = Harness([spec])
+    assert h.converge() == [["mount", "/mnt/mfs"]]
+    run, steps = h.run()
+    changes, kept = steps[0].removal(run, False)
+    assert [c.summary for c in changes] == ["unmount", "fstab: remove mfsmount /mnt/mfs fuse mfsmaster=10.1.0.1 0 0"]
+    run.planning, run.runner.allow_changes = False, True
+    steps[0].remove(run, changes)
+    assert open("/etc/fstab").read() == "# fstab\n"
+    run, steps = h.run()
+    assert steps[0].removal(run, False) == ([], [])
+    # a mount that holds data (a store) is never taken away
+    h = Harness([dict(spec, data=True)], tools=h.tools)
+    h.converge()
+    run, steps = h.run()
+    assert steps[0].removal(run, True) == ([], ["/mnt/mfs: data; uninstall keeps it mounted"])
