@@ -1021,8 +1021,8 @@ def declared_parameters(profiles):
     return decls, owner
 
 
-def resolve_parameters(library, profiles, facts, sets=(), site=None, env=None, remembered=None):
-    """Values in rising precedence: default, OS overlay, remembered, site, environment, --set."""
+def resolve_parameters(library, profiles, facts, sets=(), site=None, env=None, remembered=None, bundled=None):
+    """Values in rising precedence: default, OS overlay, the bundle's, remembered, site, environment, --set."""
     env = os.environ if env is None else env
     decls, owner = declared_parameters(profiles)
     values = Values()
@@ -1047,6 +1047,9 @@ def resolve_parameters(library, profiles, facts, sets=(), site=None, env=None, r
         hint = "it belongs to %s" % ", ".join(others) if others else "`stackboot show ROLE` lists the parameters"
         raise BadInput("%s: unknown parameter %s for %s" % (source, json.dumps(name), ", ".join(p.name for p in profiles)), hint)
 
+    for name, value in sorted((bundled or {}).items()):
+        if name in decls:
+            values.set(name, value, "bundle")
     for name, value in sorted((remembered or {}).items()):
         if name in decls:
             values.set(name, value, "remembered")
@@ -2020,6 +2023,40 @@ class RepositoryStep(ManagedFileStep):
         run.refresh_packages = True
 
 
+class Bundle:
+    """The zipapp stackboot runs from, when `stackboot bundle` made it: verified artifacts by
+    sha256 (artifacts/SHA256) and the parameter values it was made with (bundle.json)."""
+
+    def __init__(self, path, names):
+        self.path = path
+        self.names = names
+
+    @classmethod
+    def here(cls):
+        """The bundle this copy of stackboot runs from, or None."""
+        path = globals().get("__file__") or ""
+        archive, sep, _ = path.rpartition(".pyz" + os.sep)
+        if not sep or not os.path.isfile(archive + ".pyz"):
+            return None
+        import zipfile
+        with zipfile.ZipFile(archive + ".pyz") as zipped:
+            names = set(zipped.namelist())
+            if "bundle.json" not in names:
+                return None
+            bundle = cls(archive + ".pyz", names)
+            bundle.manifest = json.loads(as_text(zipped.read("bundle.json")))
+        return bundle
+
+    def has(self, sha256):
+        return "artifacts/" + sha256 in self.names
+
+    def extract(self, sha256, dest):
+        import shutil
+        import zipfile
+        with zipfile.ZipFile(self.path) as zipped, zipped.open("artifacts/" + sha256) as source, open(dest, "wb") as target:
+            shutil.copyfileobj(source, target)
+
+
 class DownloadStep(Step):
     kind = "download"
     schema = {"url": Field("str", required=True), "sha256": Field("str", required=True),
@@ -2040,7 +2077,10 @@ class DownloadStep(Step):
             raise ProfileError(self.profile.origin, self.where + ".sha256", str(exc))
 
     def offline_problems(self, run, changes):
-        return [] if self.args["url"].startswith("file://") else ["%s (not in the cache)" % self.args["url"]]
+        if self.args["url"].startswith("file://") or (run.bundle and run.bundle.has(self.args["sha256"].lower())):
+            return []
+        return ["%s (sha256 %s…, not in the cache%s)" % (self.args["url"], self.args["sha256"][:12],
+                                                         " or in this bundle" if run.bundle else "")]
 
     def check(self, run):
         dest = self.dest()
@@ -2048,6 +2088,8 @@ class DownloadStep(Step):
             if run.state.file_digest(run.host, dest) == self.args["sha256"].lower():
                 return []
             return [Change("~", "download again: %s does not match its sha256" % dest)]
+        if run.bundle and run.bundle.has(self.args["sha256"].lower()):
+            return [Change("+", "copy to %s from the bundle (sha256 %s…)" % (dest, self.args["sha256"][:12]))]
         return [Change("+", "download to %s (sha256 %s…)" % (dest, self.args["sha256"][:12]))]
 
     def act(self, run, changes):
@@ -2056,7 +2098,10 @@ class DownloadStep(Step):
         if not os.path.isdir(os.path.dirname(full)):
             os.makedirs(os.path.dirname(full), 0o755)
         part = full + ".part"
-        fetch(run, self.args["url"], part)
+        if run.bundle and run.bundle.has(self.args["sha256"].lower()):
+            run.bundle.extract(self.args["sha256"].lower(), part)
+        else:
+            fetch(run, self.args["url"], part)
         digest = sha256_file(part)
         if digest != self.args["sha256"].lower():
             os.unlink(part)
@@ -3124,6 +3169,8 @@ class Run:
         self.host, self.runner, self.facts, self.values, self.out = host, host.runner, facts, values, out
         self.force, self.offline = force, offline
         self.repair = False
+        self.bundle = None
+        self.started = False
         self.state = state or State(host)
         self.packages = PACKAGE_MANAGERS[facts["package_manager"]]()
         self.services = SERVICE_MANAGERS[facts["init"]]()
@@ -3285,6 +3332,7 @@ def apply_steps(run, steps):
                                  "bring them with a bundle (or install them), then run again")
     run.planning = False
     run.runner.allow_changes = True
+    run.started = True   # past every refusal: from here on the inputs are this host's
     run.changed = set()
     watchers = {}
     for step in steps:
@@ -3448,6 +3496,9 @@ class Session:
         self.host = Host(root, runner or Runner(root))
         self.host.facts = self.facts = detect_facts(self.host, uname)
         self.library = load_library(args.profiles or [], self.host)
+        self.bundle = Bundle.here()
+        if self.bundle:   # a bundle is for hosts without network: it never reaches for one
+            args.offline = True
 
     def site(self):
         path = self.args.site or SITE_FILE
@@ -3468,7 +3519,7 @@ class Session:
         profiles = self.library.closure(roles)
         check_platforms(profiles, self.facts)   # before any parameter: a Linux-only role fails at once
         values = resolve_parameters(self.library, profiles, self.facts, self.args.set or [], self.site(),
-                                    remembered=remembered)
+                                    remembered=remembered, bundled=self.bundle.manifest["parameters"] if self.bundle else None)
         self.host.runner.secrets = self.out.secrets = values.secret_texts()
         return profiles, values
 
@@ -3489,6 +3540,7 @@ class Session:
         run = Run(self.host, self.facts, values, self.out, force=getattr(self.args, "force", False),
                   offline=self.args.offline, state=state)
         run.repair = getattr(self.args, "repair", False)
+        run.bundle = self.bundle
         return profiles, values, steps, run
 
 
@@ -3572,8 +3624,9 @@ def cmd_install(session):
         try:
             changed, right = apply_steps(run, steps)
         finally:
-            remember_inputs(run.state, session.library, roles, values)
-            run.state.save()
+            if run.started:   # a refused run (conflict, --offline) leaves the host as it was, state too
+                remember_inputs(run.state, session.library, roles, values)
+                run.state.save()
         for step in steps:
             for line in step.report(run):
                 session.out.say(line)
@@ -3586,7 +3639,7 @@ def cmd_install(session):
         lock.close()
 
 
-USER_SOURCES = ("--set", "environment", "site file", "remembered")
+USER_SOURCES = ("--set", "environment", "site file", "remembered", "bundle")
 
 
 def cmd_recover(session):
@@ -3647,8 +3700,9 @@ def cmd_recover(session):
         try:
             changed, right = apply_steps(run, steps)
         finally:
-            remember_inputs(state, session.library, [role], values)
-            state.save()
+            if run.started:
+                remember_inputs(state, session.library, [role], values)
+                state.save()
         out.say("Recover: %d changed, %d already right." % (changed, right))
         return EXIT_OK
     finally:
@@ -3656,6 +3710,87 @@ def cmd_recover(session):
             host.runner.log.close()
             host.runner.log = None
         lock.close()
+
+
+def with_sets(library, items):
+    """--with NAME=VERSION: the parameter that the version of the build named NAME comes from."""
+    sets = []
+    for item in items or []:
+        name, sep, version = item.partition("=")
+        params = set()
+        for profile in library.profiles.values():
+            for spec in profile.steps:
+                if spec.get("kind") == "build" and spec.get("name") == name and is_whole_ref(spec.get("version", "")):
+                    params.add(TEMPLATE_REF.fullmatch(spec["version"].strip()).group(1))
+        if not sep or len(params) != 1:
+            raise BadInput("--with %s: expected NAME=VERSION for a build the roles know" % item,
+                           "known builds: %s" % ", ".join(sorted(set(spec.get("name") for p in library.profiles.values()
+                                                                     for spec in p.steps if spec.get("kind") == "build"))))
+        sets.append("%s=%s" % (params.pop(), version))
+    return sets
+
+
+def cmd_bundle(session):
+    """A zipapp of this stackboot plus every file the roles download, each verified by its sha256,
+    and the values it was made with; inside it, stackboot runs offline."""
+    args, out, library = session.args, session.out, session.library
+    sets = (args.set or []) + with_sets(library, args.with_)
+    roles = args.roles or sorted(name for name, profile in library.profiles.items()
+                                 if any(spec.get("kind") in ("download", "build") for spec in profile.steps))
+    artifacts = {}   # sha256 -> (url, roles)
+    for role in roles:
+        profiles = library.closure([role])
+        known = set(declared_parameters(profiles)[0])
+        mine = [item for item in sets if item.partition("=")[0] in known]
+        try:
+            check_platforms(profiles, session.facts)
+            values = resolve_parameters(library, profiles, session.facts, mine, env={})
+            steps = build_steps(library, [role], values, session.facts)
+        except BadInput as exc:
+            if args.roles:
+                raise
+            out.info("  skipped %s: %s" % (role, exc.message))
+            continue
+        for step in steps:
+            if step.kind == "download":
+                sha = step.args["sha256"].lower()
+                artifacts.setdefault(sha, (step.args["url"], step.dest(), []))[2].append(role)
+    if not artifacts:
+        raise BadInput("the roles %s download nothing: there is nothing to bundle" % ", ".join(roles),
+                       "name roles that build from source or fetch files")
+    import shutil
+    import tempfile
+    import zipapp
+    work = tempfile.mkdtemp(prefix="stackboot-bundle-")
+    try:
+        os.makedirs(os.path.join(work, "artifacts"))
+        run = Run(session.host, session.facts, Values(), out)
+        for sha, (url, dest, users) in sorted(artifacts.items()):
+            part = os.path.join(work, "artifacts", sha)
+            cached = session.host.path(dest)
+            if os.path.isfile(cached) and sha256_file(cached) == sha:
+                shutil.copyfile(cached, part)
+            else:
+                fetch(run, url, part)
+            digest = sha256_file(part)
+            if digest != sha:
+                raise StackbootError("%s: sha256 is %s, expected %s; no bundle was written" % (url, digest, sha),
+                                     "check the URL and the sha256 you gave")
+            out.say("+ %s (sha256 %s…, %d KiB) for %s" % (url, sha[:12], os.path.getsize(part) // 1024, ", ".join(users)))
+        with open(os.path.join(work, "__main__.py"), "wb") as handle:
+            handle.write(own_source())
+        manifest = {"stackboot": __version__, "parameters": dict(item.partition("=")[::2] for item in sets),
+                    "artifacts": dict((sha, url) for sha, (url, _, _) in artifacts.items())}
+        with open(os.path.join(work, "bundle.json"), "w") as handle:
+            json.dump(manifest, handle, indent=2, sort_keys=True)
+        temp = args.output + TEMP_MARK + "pyz"
+        zipapp.create_archive(work, temp, interpreter="/usr/bin/env python3")
+        os.rename(temp, args.output)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    out.say("Bundle: %s, %d file(s), %d KiB; it runs offline: python3 %s install ROLE" % (
+        args.output, len(artifacts), os.path.getsize(args.output) // 1024, os.path.basename(args.output)))
+    return EXIT_OK
 
 
 def cmd_uninstall(session):
@@ -3937,6 +4072,7 @@ COMMANDS = [
     ("check", cmd_check, "compare the host with what was installed; report drift"),
     ("cvmfs", cmd_cvmfs, "cvmfs publish REPO DIR: one safe transaction (open, sync, publish; abort on any failure)"),
     ("cloud-init", cmd_cloud_init, "print #cloud-config user-data that installs these roles on a new host"),
+    ("bundle", cmd_bundle, "an offline zipapp: stackboot plus the verified files the roles download"),
     ("uninstall", cmd_uninstall, "stop and remove what stackboot installed for these roles; data stays unless --purge-data"),
     ("recover", cmd_recover, "rescue a role: stop what it replaces, fix its data's ownership, install it (master: restore)"),
 ]
@@ -3989,6 +4125,11 @@ def build_parser(argv=None):
             sub.add_argument("roles", nargs="*", metavar="ROLE")
         if name == "plan":
             sub.add_argument("--detailed-exitcode", action="store_true", help="exit %d when changes are pending" % EXIT_PENDING)
+        if name == "bundle":
+            sub.add_argument("roles", nargs="*", metavar="ROLE", help="default: every role that downloads something")
+            sub.add_argument("--with", dest="with_", action="append", metavar="NAME=VERSION",
+                             help="the version of a build to carry (moosefs=4.59.1)")
+            sub.add_argument("-o", "--output", required=True, metavar="FILE.pyz")
         if name == "uninstall":
             sub.add_argument("--purge-data", action="store_true", help="also delete the roles' data directories (asks, or --yes)")
         if name == "cloud-init":

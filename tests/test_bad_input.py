@@ -106,7 +106,7 @@ CASES = [
     ("choice", GOOD, ["plan", "demo", "--set", "mode_choice=git"],
      "error: parameter mode_choice (from --set): must be one of: packages, source"),
     ("unknown-command", GOOD, ["deploy", "demo"],
-     "error: argument COMMAND: invalid choice: 'deploy' (choose from 'facts', 'list', 'show', 'plan', 'install', 'check', 'cvmfs', 'cloud-init', 'uninstall', 'recover'); see `stackboot --help`"),
+     "error: argument COMMAND: invalid choice: 'deploy' (choose from 'facts', 'list', 'show', 'plan', 'install', 'check', 'cvmfs', 'cloud-init', 'bundle', 'uninstall', 'recover'); see `stackboot --help`"),
     ("no-command", GOOD, [], "error: no command given; see `stackboot --help`"),
     ("plan-no-role", GOOD, ["plan"],
      "error: the following arguments are required: ROLE; see `stackboot --help`"),

@@ -447,7 +447,7 @@ def test_offline_run_lists_everything_missing_before_changing_anything(fakefs):
     with pytest.raises(stackboot.StackbootError) as caught:
         stackboot.apply_steps(run, steps)
     assert caught.value.message == ("--offline, and 3 thing(s) are missing: package gcc (not installed); "
-                                    "package zlib1g-dev (not installed); https://example.invalid/src.tar.gz (not in the cache)")
+                                    "package zlib1g-dev (not installed); https://example.invalid/src.tar.gz (sha256 cccccccccccc…, not in the cache)")
     assert h.runner.changes() == [] and not os.path.exists("/srv/early")
 
 
