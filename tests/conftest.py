@@ -437,6 +437,22 @@ def quote(argv):
 
 
 @pytest.fixture
+def root(tmp_path):
+    """A fresh bookworm root; a MooseFS master a test started in it is stopped afterwards.
+    (Modules that need more, like /dev for loop devices, define their own.)"""
+    import bareroot
+    import signal
+    path = bare_root_copy("bookworm", str(tmp_path / "root"))
+    yield path
+    try:
+        with open(os.path.join(path, "var/lib/mfs/.mfsmaster.lock")) as handle:
+            os.kill(int(handle.read().split()[0]), signal.SIGTERM)
+    except (OSError, ValueError, IndexError):
+        pass
+    bareroot.cleanup_root(path)
+
+
+@pytest.fixture
 def tools():
     return FakeTools("/")
 

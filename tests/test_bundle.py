@@ -10,30 +10,17 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import zipfile
 
 import pytest
 
-import bareroot
-from conftest import TOP, bare_root_copy
+from conftest import TOP
 from test_build import Server
 from test_moosefs_source import tarball
 
 pytestmark = [pytest.mark.root, pytest.mark.bareroot]
-
-
-@pytest.fixture
-def root(tmp_path):
-    path = bare_root_copy("bookworm", str(tmp_path / "root"))
-    yield path
-    try:
-        os.kill(int(open(os.path.join(path, "var/lib/mfs/.mfsmaster.lock")).read().split()[0]), signal.SIGTERM)
-    except (OSError, ValueError, IndexError):
-        pass
-    bareroot.cleanup_root(path)
 
 
 def offline(root, *args):

@@ -9,13 +9,11 @@ bare bookworm root by stackboot piped into the root's python3.
 import hashlib
 import io
 import os
-import signal
 import tarfile
 
 import pytest
 
-import bareroot
-from conftest import DEBIAN, FakeTools, RecordingRunner, bare_root_copy
+from conftest import DEBIAN, FakeTools, RecordingRunner
 from test_build import Server
 
 import stackboot
@@ -134,17 +132,6 @@ def test_unknown_version_needs_an_explicit_sha256(tmp_path, capsys):
     assert capsys.readouterr().err.splitlines()[0] == (
         "error: parameter source_sha256 has no value, and the download step of moosefs-common needs one; "
         "pass --set source_sha256=VALUE")
-
-
-@pytest.fixture
-def root(tmp_path):
-    path = bare_root_copy("bookworm", str(tmp_path / "root"))
-    yield path
-    try:
-        os.kill(int(open(os.path.join(path, "var/lib/mfs/.mfsmaster.lock")).read().split()[0]), signal.SIGTERM)
-    except (OSError, ValueError, IndexError):
-        pass
-    bareroot.cleanup_root(path)
 
 
 def piped(root, *args):
