@@ -3316,6 +3316,27 @@ def open_log(host):
     return os.fdopen(fd, "a")
 
 
+class Changing:
+    """`with Changing(host, "install", roles=...)`: what every command that changes the host holds
+    while it does: the lock, and the log with one line saying what this run is."""
+
+    def __init__(self, host, event, **details):
+        self.host, self.event, self.details = host, event, details
+
+    def __enter__(self):
+        self.lock = acquire_lock(self.host)
+        self.host.runner.log = open_log(self.host)
+        line = dict(self.details, time=round(time.time(), 3), event=self.event, version=__version__)
+        self.host.runner.log.write(json.dumps(line) + "\n")
+        return self
+
+    def __exit__(self, *exc):
+        self.host.runner.log.close()
+        self.host.runner.log = None
+        self.lock.close()
+        return False
+
+
 def apply_steps(run, steps):
     """Converge: plan everything first (refusing conflicts), then act step by step."""
     planned = plan_steps(run, steps)
@@ -3615,12 +3636,7 @@ def cmd_plan(session):
 def cmd_install(session):
     roles = session.args.roles
     profiles, values, steps, run = session.prepare(roles)
-    host = session.host
-    lock = acquire_lock(host)
-    try:
-        host.runner.log = open_log(host)
-        host.runner.log.write(json.dumps({"time": round(time.time(), 3), "event": "install", "roles": roles,
-                                          "version": __version__}) + "\n")
+    with Changing(session.host, "install", roles=roles):
         try:
             changed, right = apply_steps(run, steps)
         finally:
@@ -3632,11 +3648,6 @@ def cmd_install(session):
                 session.out.say(line)
         session.out.say("Install: %d changed, %d already right." % (changed, right))
         return EXIT_OK
-    finally:
-        if host.runner.log:
-            host.runner.log.close()
-            host.runner.log = None
-        lock.close()
 
 
 USER_SOURCES = ("--set", "environment", "site file", "remembered", "bundle")
@@ -3655,11 +3666,7 @@ def cmd_recover(session):
     out, host = session.out, session.host
     state = State(host)
     replaced = [name for name in profile.recover.get("replaces", []) if name in state.data["roles"]]
-    lock = acquire_lock(host)
-    try:
-        host.runner.log = open_log(host)
-        host.runner.log.write(json.dumps({"time": round(time.time(), 3), "event": "recover", "role": role,
-                                          "replaces": replaced, "version": __version__}) + "\n")
+    with Changing(host, "recover", role=role, replaces=replaced):
         profiles, values, steps, run = session.prepare([role], remembered_from=replaced, state=state)
         context = dict(values.values)
         import glob
@@ -3674,16 +3681,16 @@ def cmd_recover(session):
         for path in sorted(evidence, key=lambda p: os.stat(p).st_mtime, reverse=True):
             st = os.stat(path)
             out.say("  found %s (%d bytes, %s)" % (path[inside:], st.st_size, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(st.st_mtime))))
-        run.planning = False
         run.runner.allow_changes = True
         for name in replaced:   # promotion: the replaced role's daemons stop writing into the data first
             _, _, old_steps, old_run = session.prepare([name], state=state)
+            old_run.planning = False
             for step in old_steps:
-                if step.kind == "service" and run.services.state(old_run, step).running:
-                    out.say("- service %s: stop (%s becomes %s)" % (step.args["name"], name, role))
-                    run.services.do(old_run, step, "stop")
-                if step.kind == "service" and run.services.persistent and run.services.state(old_run, step).enabled:
-                    run.services.do(old_run, step, "disable")
+                if step.kind == "service":   # what uninstall would do to it: stop, disable
+                    changes, _ = step.removal(old_run, False)
+                    for change in changes:
+                        out.say("- service %s: %s (%s becomes %s)" % (step.args["name"], change.summary, name, role))
+                    step.remove(old_run, changes)
             del state.data["roles"][name]
             state.save()
         for item in profile.recover.get("own", []):
@@ -3695,7 +3702,6 @@ def cmd_recover(session):
                 if (st.st_uid, st.st_gid) != (uid, gid):
                     os.lchown(full, uid, gid)
                     out.say("~ owner of %s/%s -> %s:%s" % (path, name, owner, group))
-        run.planning = True
         run.runner.allow_changes = False
         try:
             changed, right = apply_steps(run, steps)
@@ -3705,11 +3711,6 @@ def cmd_recover(session):
                 state.save()
         out.say("Recover: %d changed, %d already right." % (changed, right))
         return EXIT_OK
-    finally:
-        if host.runner.log:
-            host.runner.log.close()
-            host.runner.log = None
-        lock.close()
 
 
 def with_sets(library, items):
@@ -3824,11 +3825,7 @@ def cmd_uninstall(session):
             report_step(out, step, changes)
         if input("Delete this data for good? [y/N] ").strip().lower() not in ("y", "yes"):
             raise StackbootError("not confirmed; nothing was changed")
-    lock = acquire_lock(host)
-    try:
-        host.runner.log = open_log(host)
-        host.runner.log.write(json.dumps({"time": round(time.time(), 3), "event": "uninstall", "roles": roles,
-                                          "purge": purge, "version": __version__}) + "\n")
+    with Changing(host, "uninstall", roles=roles, purge=purge):
         run.planning = False
         run.runner.allow_changes = True
         for step, changes in planned:
@@ -3844,10 +3841,6 @@ def cmd_uninstall(session):
             out.say("  kept what %s still use" % ", ".join(remaining))
         out.say("Uninstall: %d removed, %d kept." % (len(planned), len(kept)))
         return EXIT_OK
-    finally:
-        host.runner.log.close()
-        host.runner.log = None
-        lock.close()
 
 
 def remember_inputs(state, library, roles, values):
@@ -3932,12 +3925,14 @@ def cmd_cvmfs(session):
     busy_fix = "wait for the other publish to finish; if it is dead, `cvmfs_server abort -f %s`" % name
     if busy:
         raise StackbootError("%s already has an open transaction (%s/%s); nothing was changed" % (name, spool, busy[0]), busy_fix)
-    lock = acquire_lock(host)
+    with Changing(host, "cvmfs publish", repository=name, source=source):
+        return publish_transaction(host, out, args, name, source, spool, busy_fix)
+
+
+def publish_transaction(host, out, args, name, source, spool, busy_fix):
+    """Open, sync, publish; whatever fails (an interrupt too) aborts the transaction it opened."""
     runner = host.runner
     runner.allow_changes = True
-    runner.log = open_log(host)
-    runner.log.write(json.dumps({"time": round(time.time(), 3), "event": "cvmfs publish", "repository": name,
-                                 "source": source, "version": __version__}) + "\n")
     # ours: the transaction is open and ours. maybe: an interrupt hit while it was being opened.
     ours = maybe = False
     try:
@@ -3965,9 +3960,6 @@ def cmd_cvmfs(session):
             aborted = runner.run(["cvmfs_server", "abort", "-f", name], change=True, check=False)
             out.say("- transaction on %s aborted%s" % (name, "" if aborted.rc == 0 else
                                                          " FAILED (exit %d): run `cvmfs_server abort -f %s`" % (aborted.rc, name)))
-        runner.log.close()
-        runner.log = None
-        lock.close()
 
 
 def own_source():
