@@ -5,7 +5,7 @@ SYSTEM_PYTHON ?= /usr/bin/python3
 .PHONY: deps test test-fast lint embed dist bench clean
 
 # Everything the tests need, from scratch (root; Debian's and PyPI's registries).
-DEBS = debootstrap make gcc libc6-dev tar gzip ca-certificates iproute2 util-linux fdisk btrfs-progs zfs-fuse moosefs-master cloud-init
+DEBS = debootstrap make gcc libc6-dev tar gzip ca-certificates iproute2 util-linux fdisk btrfs-progs zfs-fuse moosefs-master moosefs-metalogger moosefs-chunkserver moosefs-client moosefs-cli moosefs-cgi moosefs-cgiserv fuse3 cloud-init
 PIPS = pytest pyfakefs vermin ruff
 
 deps:

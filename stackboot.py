@@ -262,8 +262,9 @@ class Runner:
     Tests replace this class with a recording or faking subclass.
     """
 
-    def __init__(self, root="/"):
+    def __init__(self, root="/", prefix=()):
         self.root = root
+        self.prefix = list(prefix)   # what every command runs under (a lab node: nsenter into its network)
         self.allow_changes = False
         self.log = None
         self.counts = {"probe": 0, "change": 0}
@@ -276,7 +277,7 @@ class Runner:
             timeout=None, stream=None, detach=False):
         """`detach`: the command starts a daemon, which may keep stdout open forever; read
         its output from a file once the command itself has exited, not from a pipe."""
-        argv = [str(part) for part in argv]
+        argv = self.prefix + [str(part) for part in argv]
         kind = "change" if change else "probe"
         if change and not self.allow_changes:
             raise StackbootError("internal: refused to run %s while only reading" % argv)
@@ -363,6 +364,7 @@ class Host:
         self.runner = runner or Runner(self.root)
         self.facts = facts
         self.cache = {}
+        self.state_dir, self.log_file = STATE_DIR, LOG_FILE   # a lab node keeps its own
 
     def path(self, path):
         """Where `path` (as the host sees it) lives from here."""
@@ -511,7 +513,14 @@ def detect_facts(host, uname=None):
         "arch": ARCH_NAMES.get(machine, machine),
         "cores": os.cpu_count() or 1,
         "python": "%d.%d.%d" % sys.version_info[:3],
+        "lab": "",   # a lab node's own directory (see `lab`); empty on a real host
+        "address": as_text(host.read("/etc/hostname") or b"").strip() or socket_hostname(),   # how others reach it
     }
+
+
+def socket_hostname():
+    import socket
+    return socket.gethostname()
 
 
 def os_matches(facts, selector):
@@ -722,7 +731,7 @@ PARAM_TYPES = {
 }
 
 PARAM_KEYS = {"type", "default", "help", "choices", "pattern", "secret", "items", "min", "max", "allow", "lookup"}
-PROFILE_KEYS = {"description", "requires", "parameters", "overlays", "steps", "platforms", "platforms_why", "recover"}
+PROFILE_KEYS = {"description", "requires", "parameters", "overlays", "steps", "platforms", "platforms_why", "recover", "summary", "status"}
 STEP_COMMON_KEYS = {"kind", "id", "when", "comment", "for_each", "as", "needs", "data"}
 
 
@@ -741,6 +750,8 @@ class Profile:
         self.platforms = data.get("platforms")
         self.platforms_why = data.get("platforms_why")
         self.recover = data.get("recover")
+        self.summary = data.get("summary", [])   # lines printed after an install: where to find what it made
+        self.status = data.get("status")          # argv whose output tells how the cluster sees each address (lab status)
         self.parameters = data.get("parameters", {})
         self.overlays = data.get("overlays", {})
         self.steps = data.get("steps", [])
@@ -772,6 +783,13 @@ def validate_profile(origin, data):
     expect(origin, "$.description", data.get("description", ""), str, "text")
     requires = data.get("requires", [])
     expect(origin, "$.requires", requires, list, "a list of profile names")
+    expect(origin, "$.summary", data.get("summary", []), list, "a list of lines")
+    for index, line in enumerate(data.get("summary", [])):
+        expect(origin, "$.summary[%d]" % index, line, str, "a line of text")
+    if "status" in data:
+        expect(origin, "$.status", data["status"], list, "an argv list")
+        for index, part in enumerate(data["status"]):
+            expect(origin, "$.status[%d]" % index, part, str, "a string")
     for index, item in enumerate(requires):
         expect(origin, "$.requires[%d]" % index, item, str, "a profile name")
     params = data.get("parameters", {})
@@ -942,7 +960,7 @@ class Library:
             for member in self.closure([profile.name]):
                 known |= set(member.parameters)
             plain_steps = [step for step in profile.steps if "for_each" not in step]
-            for where, value in [("$.steps", plain_steps), ("$.overlays", profile.overlays),
+            for where, value in [("$.steps", plain_steps), ("$.overlays", profile.overlays), ("$.summary", profile.summary), ("$.status", profile.status),
                                  ("$.parameters", {k: v.get("default") for k, v in profile.parameters.items()})]:
                 for ref in template_refs(value):
                     if ref.split(".")[0] not in known and not (ref.startswith("facts.") and ref[6:] in FACT_NAMES):
@@ -970,7 +988,8 @@ class Library:
                         raise ProfileError(profile.origin, "$.steps[%d].when.%s" % (index, pname), "unknown parameter")
 
 
-FACT_NAMES = ("platform", "distro", "version", "major", "codename", "init", "package_manager", "arch", "cores", "python")
+FACT_NAMES = ("platform", "distro", "version", "major", "codename", "init", "package_manager", "arch", "cores", "python",
+              "lab", "address")
 
 
 def load_library(extra_dirs, host):
@@ -1036,6 +1055,9 @@ def resolve_parameters(library, profiles, facts, sets=(), site=None, env=None, r
             if os_matches(facts, selector):
                 for name, value in overlay.items():
                     values.set(name, value, "os overlay (%s)" % selector)
+    for profile in profiles:   # a lab node shares the machine: its own paths come last
+        for name, value in (profile.overlays.get("lab", {}) if facts.get("lab") else {}).items():
+            values.set(name, value, "lab overlay")
 
     def known(name, source):
         """A site file may hold other roles' parameters; --set may not, and nobody may hold a typo."""
@@ -1070,10 +1092,10 @@ def resolve_parameters(library, profiles, facts, sets=(), site=None, env=None, r
             values.set(name.strip(), value, "--set")
     # Profile-written defaults may use facts and other parameters ("{{localstate_dir}}/mfs");
     # they are filled in dependency order. Values a user typed are never expanded.
-    context = dict(("facts." + key, facts[key]) for key in FACT_NAMES)
+    context = dict(("facts." + key, facts.get(key, "")) for key in FACT_NAMES)
     pending = {}
     for name, value in values.values.items():
-        written_by_profile = values.sources[name] == "default" or values.sources[name].startswith("os overlay")
+        written_by_profile = values.sources[name] in ("default", "lab overlay") or values.sources[name].startswith("os overlay")
         if written_by_profile and template_refs(value):
             pending[name] = value
         else:
@@ -1619,6 +1641,15 @@ class Step:
 
     kept_by_uninstall = None   # why uninstall leaves this kind's target alone, said out loud
 
+    # Changes what the whole machine shares (software, users), maybe over the network: a lab
+    # runs these once on the host itself, never inside a node (whose namespace has no way out).
+    machine_wide = False
+
+    def stopping(self, run):
+        """What `lab down` undoes so nothing of this step keeps running: [Change('-')...]; reads
+        only. Applied with `remove`. Most kinds run nothing."""
+        return []
+
     def removal(self, run, purge):
         """What uninstall would undo here: ([Change('-')...], [why something stays]); reads only.
         By default nothing: packages, users and commands stay, others may need them."""
@@ -1670,6 +1701,7 @@ OWNERSHIP = {"owner": Field("str"), "group": Field("str"), "mode": Field("mode")
 
 
 class PackagesStep(Step):
+    machine_wide = True
     kind = "packages"
     schema = {"names": Field("list", required=True, help="packages to install (one batch query for all)"),
               "files": Field("list", help="local package files that provide `names` (a release package, say)")}
@@ -1702,6 +1734,7 @@ class PackagesStep(Step):
 
 
 class GroupStep(Step):
+    machine_wide = True
     kind = "group"
     schema = {"name": Field("str", required=True), "gid": Field("int"), "system": Field("bool", default=True)}
 
@@ -1719,6 +1752,7 @@ class GroupStep(Step):
 
 
 class UserStep(Step):
+    machine_wide = True
     kind = "user"
     schema = {"name": Field("str", required=True), "uid": Field("int"), "group": Field("str"),
               "home": Field("path"), "shell": Field("path"), "comment": Field("str"),
@@ -1994,6 +2028,7 @@ REPOSITORY_FORMATS = {"apt": AptRepository, "dnf": RpmRepository, "yum": RpmRepo
 
 
 class RepositoryStep(ManagedFileStep):
+    machine_wide = True
     kind = "repository"
     schema = {"name": Field("str", required=True), "url": Field("str", required=True),
               "key": Field("text", literal=True, help="the repository's public signing key, inline"),
@@ -2058,6 +2093,7 @@ class Bundle:
 
 
 class DownloadStep(Step):
+    machine_wide = True
     kind = "download"
     schema = {"url": Field("str", required=True), "sha256": Field("str", required=True),
               "dest": Field("path", help="where the verified file goes (default: the download cache)"),
@@ -2166,6 +2202,7 @@ def fetch(run, url, part):
 class BuildStep(Step):
     """An autotools source build, installed through a staging tree so every file is recorded."""
 
+    machine_wide = True
     kind = "build"
     merge_lists = ("configure", "make")   # roles sharing one build each add their modules
     schema = {"name": Field("str", required=True), "archive": Field("path", required=True),
@@ -2348,9 +2385,12 @@ class ServiceStep(Step):
             run.services.do(run, self, change.action)
         run.state.data["pending"].pop(self.id, None)
 
+    def stopping(self, run):
+        return [Change("-", "stop", action="stop")] if run.services.state(run, self).running else []
+
     def removal(self, run, purge):
         state = run.services.state(run, self)
-        changes = [Change("-", "stop", action="stop")] if state.running else []
+        changes = self.stopping(run)
         if run.services.persistent and state.enabled:
             changes.append(Change("-", "disable at boot", action="disable"))
         return changes, []
@@ -2379,7 +2419,8 @@ class MountStep(Step):
     schema = {"path": Field("path", required=True, help="the mount point"),
               "device": Field("str", required=True), "fstype": Field("str", required=True),
               "options": Field("list", default=["defaults"]), "fstab": Field("bool", default=True),
-              "mount": Field("argv", help="how to mount it now (default: mount PATH, which reads fstab)")}
+              "mount": Field("argv", help="how to mount it now (default: mount PATH, which reads fstab; "
+                                          "without fstab, mount -t FSTYPE -o OPTIONS DEVICE PATH)")}
 
     def mount_spec(self):
         """(device, fstype, options) as fstab wants them."""
@@ -2412,11 +2453,25 @@ class MountStep(Step):
     def check(self, run):
         return self.fstab_changes(run) + ([] if self.mounted(run) else [Change("+", "mount now", action="mount")])
 
+    def mount_argv(self):
+        if self.args.get("mount"):
+            return self.args["mount"]
+        if self.args.get("fstab", True):
+            return ["mount", self.args["path"]]
+        device, fstype, options = self.mount_spec()
+        return ["mount", "-t", fstype, "-o", ",".join(options), device, self.args["path"]]
+
+    def stopping(self, run):
+        """A network filesystem's client mount goes down with its node; a store stays."""
+        if self.kept_by_uninstall or self.data or not self.mounted(run):
+            return []
+        return [Change("-", "unmount", action="unmount")]
+
     def removal(self, run, purge):
         """A mount that holds no data (a network filesystem's client) goes; a store stays."""
         if self.kept_by_uninstall or self.data:
             return [], ["%s: %s" % (self.args["path"], self.kept_by_uninstall or "data; uninstall keeps it mounted")]
-        changes = [Change("-", "unmount", action="unmount")] if self.mounted(run) else []
+        changes = self.stopping(run)
         current, _ = self.fstab_text(run)
         if self.args.get("fstab", True) and self.fstab_line() in current.splitlines():
             changes.append(Change("-", "fstab: remove " + self.fstab_line(), action="fstab"))
@@ -2452,7 +2507,7 @@ class MountStep(Step):
                 full = run.host.path(self.args["path"])
                 if not os.path.isdir(full):
                     os.makedirs(full, 0o755)
-                run.runner.run(self.args.get("mount") or ["mount", self.args["path"]], change=True)
+                run.runner.run(self.mount_argv(), change=True)
                 run.probed.pop("mounts", None)
 
 
@@ -3117,7 +3172,7 @@ class State:
 
     def __init__(self, host):
         self.host = host
-        self.path = host.path(STATE_DIR + "/state.json")
+        self.path = host.path(host.state_dir + "/state.json")
         data = read_bytes(self.path)
         try:
             self.data = json.loads(as_text(data)) if data else {}
@@ -3204,7 +3259,7 @@ def build_steps(library, roles, values, facts):
     profiles = library.closure(roles)
     check_platforms(profiles, facts)
     context = dict(values.values)
-    context.update(("facts." + key, facts[key]) for key in FACT_NAMES)
+    context.update(("facts." + key, facts.get(key, "")) for key in FACT_NAMES)
     steps, by_id, explicit_ids = [], {}, set()
     for profile in profiles:
         explicit_ids |= set(spec["id"] for spec in profile.steps if "id" in spec)
@@ -3288,7 +3343,7 @@ def plan_steps(run, steps):
 def acquire_lock(host):
     """flock on the state directory: cloud-init and a person must not interleave."""
     import fcntl
-    directory = host.path(STATE_DIR)
+    directory = host.path(host.state_dir)
     if not os.path.isdir(directory):
         os.makedirs(directory, 0o700)
     path = os.path.join(directory, "lock")
@@ -3309,7 +3364,7 @@ def acquire_lock(host):
 
 
 def open_log(host):
-    path = host.path(LOG_FILE)
+    path = host.path(host.log_file)
     if not os.path.isdir(os.path.dirname(path)):
         os.makedirs(os.path.dirname(path), 0o755)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
@@ -3400,6 +3455,14 @@ def report_change(out, step, change):
 def report_step(out, step, changes):
     for change in changes:
         report_change(out, step, change)
+
+
+def report_lines(run, profiles, steps):
+    """What a user needs after an install: each step's report, then each role's summary lines."""
+    lines = [line for step in steps for line in step.report(run)]
+    context = dict(run.values.values)
+    context.update(("facts." + key, run.facts.get(key, "")) for key in FACT_NAMES)
+    return lines + [render_scalar(substitute(line, context)) for profile in profiles for line in profile.summary]
 
 
 def planned_json(planned):
@@ -3499,6 +3562,304 @@ def load_cluster(library, facts, where):
         except BadInput as exc:
             raise bad("$.nodes." + name, exc.message)
     return cluster
+
+
+# ---------------------------------------------------------------------------
+# Lab: a cluster on this one Linux host, each node in its own network namespace
+# ---------------------------------------------------------------------------
+
+LAB_BASE = "/var/lib/stackboot-lab"   # not under STATE_DIR (0700): the daemons' users must reach their dirs
+
+
+class LabNode:
+    """One node of a lab: a network namespace on the lab's bridge, and a directory of its own.
+
+    The profiles' `lab` overlay moves the node's config, data and mount point into that
+    directory; its state and log live there too. Every command of the node runs inside its
+    namespace, so daemons listen on the node's address and clients connect from it, while
+    mounts stay visible on the host (nsenter --net leaves the mount namespace alone).
+    """
+
+    def __init__(self, lab, name, spec, number):
+        self.lab, self.name = lab, name
+        self.address, self.roles = spec["address"], spec["roles"]
+        self.netns = "%s-%s" % (lab.prefix, name)
+        self.port = "n%d" % number   # its end of the veth pair, on the bridge
+        self.dir = os.path.join(lab.dir, "nodes", name)
+        self.host = Host("/", Runner("/", prefix=["nsenter", "--net=/run/netns/" + self.netns]))
+        self.host.state_dir = os.path.join(self.dir, "state")
+        self.host.log_file = os.path.join(self.dir, "stackboot.log")
+        # No init system of its own: services run in direct mode, as in a container.
+        self.host.facts = self.facts = dict(lab.session.facts, init="none", lab=self.dir, address=self.address)
+
+    def steps(self):
+        """(values, steps) of the node's roles; the cluster file is their only input."""
+        library = self.lab.session.library
+        profiles = library.closure(self.roles)
+        check_platforms(profiles, self.facts)
+        values = resolve_parameters(library, profiles, self.facts, self.lab.cluster.node_sets(library, self.name), env={})
+        self.host.runner.secrets = self.lab.session.out.secrets = values.secret_texts()
+        return profiles, values, build_steps(library, self.roles, values, self.facts)
+
+    def run(self, values, state=None):
+        return Run(self.host, self.facts, values, self.lab.session.out, state=state)
+
+
+class Lab:
+    """A cluster file brought up on this host: `up`, `status`, `down` (data stays), `destroy`.
+
+    The nodes hang off a bridge in a namespace of the lab's own, so the host's network is
+    untouched but for one veth (`sb-NAME`) that gives the host an address in the lab's
+    subnet: the GUI and every daemon are reachable from here. Software (packages, builds)
+    is installed once on the host, since the namespaces have no route out; each node is
+    then installed by the same steps as a real host, in file order, and stopped in reverse.
+    """
+
+    def __init__(self, session, name, directory, cluster):
+        self.session, self.name, self.dir, self.cluster = session, name, os.path.abspath(directory), cluster
+        self.prefix = "sb-" + self.name
+        self.interface = self.prefix[:15]
+        self.switch = self.prefix + "-switch"
+        self.nodes = [LabNode(self, name, spec, number + 1) for number, (name, spec) in enumerate(cluster.nodes.items())]
+        self.network, self.host_address = lab_network(cluster)
+
+    @staticmethod
+    def open(session, where):
+        """The lab in `where` (a directory with lab.json), or the only one under LAB_BASE."""
+        if where is None:
+            names = sorted(name for name in (os.listdir(LAB_BASE) if os.path.isdir(LAB_BASE) else [])
+                           if os.path.exists(os.path.join(LAB_BASE, name, "lab.json")))
+            if len(names) != 1:
+                raise BadInput("%s under %s" % ("several labs (%s)" % ", ".join(names) if names else "no lab", LAB_BASE),
+                               "name one: stackboot lab status NAME" if names else "start one with `stackboot lab up`")
+            where = os.path.join(LAB_BASE, names[0])
+        elif os.sep not in where:   # a lab's name, or the cluster file it was brought up from
+            where = os.path.join(LAB_BASE, where[:-5] if where.endswith(".json") else where)
+        data = read_bytes(os.path.join(where, "lab.json"))
+        if data is None:
+            raise BadInput("%s: no lab there (no lab.json)" % where, "start one with `stackboot lab up`")
+        record = json.loads(as_text(data))
+        return Lab(session, record["name"], where, Cluster(record["origin"], record["cluster"]))
+
+    def save(self, status):
+        record = {"name": self.name, "origin": self.cluster.origin, "cluster": self.cluster.data, "status": status,
+                  "network": str(self.network), "host_address": self.host_address}
+        atomic_write(os.path.join(self.dir, "lab.json"), (json.dumps(record, indent=1) + "\n").encode(), 0o644)
+
+    def up(self):
+        out, host = self.session.out, self.session.host
+        check_lab_dir(self.dir)
+        clash = routes_overlapping(self.network, self.interface)
+        if clash:
+            raise BadInput("this host already has a route into the lab's subnet %s: %s" % (self.network, ", ".join(clash)),
+                           "give the cluster file another subnet and node addresses")
+        record = read_bytes(os.path.join(self.dir, "lab.json"))
+        if record and json.loads(as_text(record))["cluster"] != self.cluster.data and json.loads(as_text(record))["status"] == "up":
+            raise BadInput("lab %s is up with another cluster definition" % self.name,
+                           "`stackboot lab down %s` first, then up with the new one" % self.name)
+        host_state = State(host)
+        with Changing(host, "lab up", lab=self.name):
+            host.runner.allow_changes = True
+            if not os.path.isdir(self.dir):
+                os.makedirs(self.dir, 0o755)
+            self.save("up")
+            self.connect()
+            total = 0
+            for node in self.nodes:
+                out.say("%s (%s): %s" % (node.name, node.address, " ".join(node.roles)))
+                profiles, values, steps = node.steps()
+                software = Run(host, node.facts, values, out, offline=self.session.args.offline, state=host_state)
+                software.bundle = self.session.bundle
+                changed, _ = apply_steps(software, [step for step in steps if step.machine_wide])
+                host_state.save()
+                run = node.run(values, State(node.host))
+                run.changed |= software.changed   # a new build restarts the node's daemons
+                own = [step for step in steps if not step.machine_wide]
+                with Changing(node.host, "install", roles=node.roles, lab=self.name):
+                    node_changed, right = apply_steps(run, own)
+                    run.state.save()
+                for line in report_lines(run, profiles, own):
+                    out.say("  " + line)
+                total += changed + node_changed
+            out.say("Lab %s is up: %d nodes on %s, this host is %s (%s); %d changed."
+                    % (self.name, len(self.nodes), self.network, self.host_address, self.interface, total))
+        return EXIT_OK
+
+    def connect(self):
+        """The bridge, the host's veth and each node's namespace: whatever is missing of them."""
+        ip = lambda *argv: self.session.host.runner.run(["ip"] + list(argv), change=True)
+        plen = self.network.prefixlen
+        if not os.path.exists("/run/netns/" + self.switch):
+            ip("netns", "add", self.switch)
+            ip("-n", self.switch, "link", "add", "br0", "type", "bridge")
+            ip("-n", self.switch, "link", "set", "br0", "up")
+        if not os.path.exists("/sys/class/net/" + self.interface):
+            ip("link", "add", self.interface, "type", "veth", "peer", "name", "uplink", "netns", self.switch)
+            ip("-n", self.switch, "link", "set", "uplink", "master", "br0", "up")
+            ip("addr", "add", "%s/%d" % (self.host_address, plen), "dev", self.interface)
+            ip("link", "set", self.interface, "up")
+        for node in self.nodes:
+            if os.path.exists("/run/netns/" + node.netns):
+                continue
+            ip("netns", "add", node.netns)
+            ip("link", "add", "eth0", "netns", node.netns, "type", "veth", "peer", "name", node.port, "netns", self.switch)
+            ip("-n", self.switch, "link", "set", node.port, "master", "br0", "up")
+            ip("-n", node.netns, "addr", "add", "%s/%d" % (node.address, plen), "dev", "eth0")
+            ip("-n", node.netns, "link", "set", "eth0", "up")
+            ip("-n", node.netns, "link", "set", "lo", "up")
+
+    def down(self, then_destroy=False):
+        out, host = self.session.out, self.session.host
+        with Changing(host, "lab destroy" if then_destroy else "lab down", lab=self.name):
+            host.runner.allow_changes = True
+            stopped = ended = 0
+            for node in reversed(self.nodes):
+                if os.path.exists("/run/netns/" + node.netns):
+                    _, values, steps = node.steps()
+                    run = node.run(values, State(node.host))
+                    run.planning, run.runner.allow_changes = False, True
+                    out.say("%s (%s): %s" % (node.name, node.address, " ".join(node.roles)))
+                    for step in reversed(steps):
+                        changes = [] if step.machine_wide else step.stopping(run)
+                        if changes:
+                            report_step(out, step, changes)
+                            step.remove(run, changes)
+                            stopped += 1
+                    ended += self.end_leftovers(node)
+                    host.runner.run(["ip", "netns", "del", node.netns], change=True)
+            if os.path.exists("/sys/class/net/" + self.interface):
+                host.runner.run(["ip", "link", "del", self.interface], change=True)
+            if os.path.exists("/run/netns/" + self.switch):
+                host.runner.run(["ip", "netns", "del", self.switch], change=True)
+            if then_destroy:
+                import shutil
+                shutil.rmtree(self.dir)
+                if os.path.dirname(self.dir) == LAB_BASE and not os.listdir(LAB_BASE):
+                    os.rmdir(LAB_BASE)
+                out.say("Lab %s destroyed: %d stopped, %d leftover process(es) ended; %s removed." % (
+                    self.name, stopped, ended, self.dir))
+                out.say("  kept on this host: the software its nodes used (packages, builds), as `stackboot install` keeps it")
+            else:
+                self.save("down")
+                out.say("Lab %s is down: %d stopped, %d leftover process(es) ended; data kept in %s."
+                        % (self.name, stopped, ended, self.dir))
+        return EXIT_OK
+
+    def end_leftovers(self, node):
+        """Processes still in the node's namespace once its services stopped are the lab's own:
+        a FUSE client exits by itself soon after its unmount; what is left gets TERM, then KILL."""
+        import signal
+        runner = self.session.host.runner
+        left, ended = [], 0
+        for sig in (None, signal.SIGTERM, signal.SIGKILL):
+            for pid in left:
+                self.session.out.say("- %s: end leftover process %d (%s)" % (node.name, pid, process_name(pid)))
+                try:
+                    os.kill(pid, sig)
+                    ended += sig == signal.SIGTERM
+                except OSError:
+                    pass
+            deadline = time.time() + 10
+            while True:
+                left = [int(pid) for pid in runner.run(["ip", "netns", "pids", node.netns], check=False).out.split()]
+                if not left or time.time() > deadline:
+                    break
+                time.sleep(0.2)
+            if not left:
+                break
+        if left:
+            raise StackbootError("%s: processes %s do not end" % (node.name, " ".join(map(str, left))),
+                                 "end them by hand, then run `stackboot lab down %s` again" % self.name)
+        return ended
+
+    def status(self):
+        """Every node, what runs on it, and what the cluster itself says about the node's address."""
+        out = self.session.out
+        record = json.loads(as_text(read_bytes(os.path.join(self.dir, "lab.json"))))
+        out.say("Lab %s: %s, %d nodes on %s, this host is %s (%s)" % (
+            self.name, record["status"], len(self.nodes), self.network, self.host_address, self.interface))
+        views = []
+        rows = []
+        for node in self.nodes:
+            present = os.path.exists("/run/netns/" + node.netns)
+            profiles, values, steps = node.steps()
+            run = node.run(values, State(node.host))
+            things = []
+            for step in steps:
+                if step.kind == "service" and present:
+                    things.append("%s %s" % (step.args["name"], "running" if run.services.state(run, step).running else "STOPPED"))
+                elif step.kind == "mount" and present:
+                    things.append("%s %s" % (step.args["path"], "mounted" if step.mounted(run) else "NOT MOUNTED"))
+            rows.append((node, things if present else ["no namespace (lab down)"]))
+            if present:
+                context = dict(values.values, **dict(("facts." + key, node.facts.get(key, "")) for key in FACT_NAMES))
+                views += [(node, substitute(profile.status, context)) for profile in profiles if profile.status]
+        width = max(len(node.name) for node in self.nodes)
+        reported = {}
+        for node, argv in views:   # a role's own account of the cluster (MooseFS: mfscli)
+            result = node.host.runner.run(argv, check=False)
+            for line in result.out.splitlines():
+                for other in self.nodes:
+                    if re.search(r"(^|[^0-9.])%s([^0-9.]|$)" % re.escape(other.address), line):
+                        reported.setdefault(other.name, []).append("%s says: %s" % (node.name, " ".join(line.split())))
+        for node, things in rows:
+            out.say("  %-*s  %-15s %-22s %s" % (width, node.name, node.address, " ".join(node.roles), "; ".join(things)))
+            for line in reported.get(node.name, []):
+                out.say("  %-*s    %s" % (width, "", line))
+        return EXIT_OK
+
+
+def lab_network(cluster):
+    """(the lab's subnet, the host's address in it): the cluster's `subnet`, or the first
+    node's /24; the host takes the first address no node has."""
+    import ipaddress
+    addresses = [spec["address"] for spec in cluster.nodes.values()]
+    try:
+        network = ipaddress.ip_network(cluster.subnet or addresses[0] + "/24", strict=False)
+    except ValueError as exc:
+        raise BadInput("%s: subnet: %s" % (cluster.origin, exc), "give an IPv4 subnet like 10.42.0.0/24")
+    for name, spec in cluster.nodes.items():
+        if ipaddress.ip_address(spec["address"]) not in network:
+            raise BadInput("%s: node %s: %s is outside the subnet %s" % (cluster.origin, name, spec["address"], network),
+                           "give it an address in the subnet, or change the subnet")
+    free = [str(address) for address in network.hosts() if str(address) not in addresses]
+    if not free:
+        raise BadInput("%s: subnet %s has no address left for this host" % (cluster.origin, network), "use a larger subnet")
+    return network, free[0]
+
+
+def routes_overlapping(network, own_interface):
+    """Routes of this host (read from /proc, no `ip`) that already reach into `network`."""
+    import ipaddress
+    import socket
+    import struct
+    found = []
+    for line in (as_text(read_bytes("/proc/net/route") or b"").splitlines())[1:]:
+        fields = line.split()
+        if len(fields) < 8 or fields[0] == own_interface or int(fields[7], 16) == 0:
+            continue
+        destination, mask = (socket.inet_ntoa(struct.pack("<L", int(fields[index], 16))) for index in (1, 7))
+        route = ipaddress.ip_network("%s/%s" % (destination, mask), strict=False)
+        if route.overlaps(network):
+            found.append("%s via %s" % (route, fields[0]))
+    return found
+
+
+def check_lab_dir(directory):
+    """MooseFS daemons drop to their own user: every directory above the lab must let them through."""
+    path = os.path.dirname(os.path.abspath(directory))
+    while True:
+        st = os.stat(path) if os.path.exists(path) else None
+        if st is not None and not st.st_mode & 0o001:
+            raise BadInput("%s is mode %04o: the nodes' daemons, which run as their own user, cannot reach %s"
+                           % (path, st.st_mode & 0o7777, directory), "put the lab elsewhere (--dir) or chmod o+x %s" % path)
+        if path == os.path.dirname(path):
+            return
+        path = os.path.dirname(path)
+
+
+def process_name(pid):
+    return as_text(read_bytes("/proc/%d/comm" % pid) or b"?").strip()
 
 
 # ---------------------------------------------------------------------------
@@ -3643,11 +4004,34 @@ def cmd_install(session):
             if run.started:   # a refused run (conflict, --offline) leaves the host as it was, state too
                 remember_inputs(run.state, session.library, roles, values)
                 run.state.save()
-        for step in steps:
-            for line in step.report(run):
-                session.out.say(line)
+        for line in report_lines(run, profiles, steps):
+            session.out.say(line)
         session.out.say("Install: %d changed, %d already right." % (changed, right))
         return EXIT_OK
+
+
+def cmd_lab(session):
+    args, host = session.args, session.host
+    if host.root != "/":
+        raise BadInput("lab works on this host itself, not under --root", "drop --root")
+    if session.facts["platform"] != "linux":
+        raise BadInput("lab needs Linux network namespaces; this host is %s" % session.facts["pretty_name"], "run it on Linux")
+    if os.geteuid() != 0:
+        raise BadInput("lab needs root: it makes network namespaces and mounts", "run it as root")
+    for tool, package in (("ip", "iproute2"), ("nsenter", "util-linux")):
+        if not host.which(tool):
+            raise BadInput("lab needs %s, which is not installed" % tool, "install %s" % package)
+    if args.action != "up":
+        lab = Lab.open(session, args.dir or args.cluster)
+        return lab.status() if args.action == "status" else lab.down(then_destroy=args.action == "destroy")
+    where = args.cluster or "seed"
+    cluster = load_cluster(session.library, session.facts, where)
+    name = os.path.basename(where)
+    name = name[:-5] if name.endswith(".json") else name
+    if not NODE_NAME_RE.match(name):
+        raise BadInput("lab name %s (from %s) is not 1-12 lower-case letters, digits and -" % (json.dumps(name), where),
+                       "name the cluster file like mylab.json: the name prefixes network namespaces and a veth")
+    return Lab(session, name, args.dir or os.path.join(LAB_BASE, name), cluster).up()
 
 
 USER_SOURCES = ("--set", "environment", "site file", "remembered", "bundle")
@@ -4067,6 +4451,7 @@ COMMANDS = [
     ("bundle", cmd_bundle, "an offline zipapp: stackboot plus the verified files the roles download"),
     ("uninstall", cmd_uninstall, "stop and remove what stackboot installed for these roles; data stays unless --purge-data"),
     ("recover", cmd_recover, "rescue a role: stop what it replaces, fix its data's ownership, install it (master: restore)"),
+    ("lab", cmd_lab, "lab up [CLUSTER] | status | down | destroy: a whole cluster on this host, one network namespace per node"),
 ]
 
 EXIT_HELP = """exit codes:
@@ -4115,6 +4500,11 @@ def build_parser(argv=None):
             sub.add_argument("roles", nargs="+", metavar="ROLE")
         elif name == "check":
             sub.add_argument("roles", nargs="*", metavar="ROLE")
+        if name == "lab":
+            sub.add_argument("action", choices=["up", "status", "down", "destroy"])
+            sub.add_argument("cluster", nargs="?", metavar="CLUSTER",
+                             help="up: a cluster file or a built-in one (default: seed); others: the lab's name")
+            sub.add_argument("--dir", metavar="DIR", help="the lab's directory (default: %s/NAME)" % LAB_BASE)
         if name == "plan":
             sub.add_argument("--detailed-exitcode", action="store_true", help="exit %d when changes are pending" % EXIT_PENDING)
         if name == "bundle":
@@ -4629,6 +5019,17 @@ EMBEDDED_PROFILES = {
       "help": "packages for method=packages"
     }
   },
+  "status": [
+    "{{bin_dir}}/mfscli",
+    "-H",
+    "{{master_host}}",
+    "-P",
+    "{{client_port}}",
+    "-SIG",
+    "-SCS",
+    "-SMB",
+    "-SMS"
+  ],
   "steps": [
     {
       "kind": "packages",
@@ -4684,6 +5085,11 @@ EMBEDDED_PROFILES = {
       ],
       "help": "extra mount options (mfsmount -o)"
     },
+    "mount_at_boot": {
+      "type": "bool",
+      "default": true,
+      "help": "record the mount in fstab (false: mount now only)"
+    },
     "client_packages": {
       "type": "list",
       "default": [
@@ -4704,8 +5110,15 @@ EMBEDDED_PROFILES = {
       "fuse_packages": [
         "fusefs-libs3"
       ]
+    },
+    "lab": {
+      "mount_point": "{{facts.lab}}/mnt/mfs",
+      "mount_at_boot": false
     }
   },
+  "summary": [
+    "MooseFS from {{master_host}}:{{client_port}} is mounted on {{mount_point}}"
+  ],
   "steps": [
     {
       "kind": "packages",
@@ -4795,7 +5208,8 @@ EMBEDDED_PROFILES = {
         "defaults",
         "_netdev",
         "{{mount_options}}"
-      ]
+      ],
+      "fstab": "{{mount_at_boot}}"
     },
     {
       "kind": "mount",
@@ -5310,6 +5724,9 @@ EMBEDDED_PROFILES = {
       "cgi_root": "/usr/share/moosefs-cgi"
     }
   },
+  "summary": [
+    "MooseFS GUI: http://{{facts.address}}:{{gui_port}}/mfs.cgi?masterhost={{master_host}}"
+  ],
   "steps": [
     {
       "kind": "packages",
@@ -5464,7 +5881,8 @@ EMBEDDED_PROFILES = {
         "os": [
           "debian",
           "ubuntu"
-        ]
+        ],
+        "facts.init": "systemd"
       },
       "header": "# /etc/default/moosefs-cgiserv: written by stackboot",
       "separator": "=",
@@ -5498,7 +5916,7 @@ EMBEDDED_PROFILES = {
           "{{sbin_dir}}/mfscgiserv",
           "stop"
         ],
-        "pidfile": "{{data_path}}/.mfscgiserv.lock"
+        "pidfile": "{{localstate_dir}}/mfs/.mfscgiserv.lock"
       }
     }
   ]
@@ -5626,6 +6044,7 @@ EMBEDDED_PROFILES = {
     {
       "kind": "moosefs-metadata",
       "data_path": "{{data_path}}",
+      "empty": "{{localstate_dir}}/mfs/metadata.mfs.empty",
       "owner": "{{working_user}}",
       "group": "{{working_group}}",
       "restore": [
@@ -6081,6 +6500,11 @@ EMBEDDED_PROFILES = {
       "pattern": "[a-z_][a-z0-9_-]{0,31}",
       "help": "group the MooseFS daemons run as"
     },
+    "working_home": {
+      "type": "path",
+      "default": "{{data_path}}",
+      "help": "the working user's home (a lab keeps the host's own)"
+    },
     "config_dir": {
       "type": "path",
       "default": "{{sysconf_dir}}/mfs",
@@ -6229,6 +6653,11 @@ EMBEDDED_PROFILES = {
         "fusefs-libs3"
       ],
       "repo_url": "https://repository.moosefs.com/moosefs-4/freebsd/{{facts.major}}"
+    },
+    "lab": {
+      "config_dir": "{{facts.lab}}/etc/mfs",
+      "data_path": "{{facts.lab}}/var/lib/mfs",
+      "working_home": "{{localstate_dir}}/mfs"
     }
   },
   "steps": [
@@ -6240,7 +6669,7 @@ EMBEDDED_PROFILES = {
       "kind": "user",
       "name": "{{working_user}}",
       "group": "{{working_group}}",
-      "home": "{{data_path}}",
+      "home": "{{working_home}}",
       "shell": "{{nologin_shell}}"
     },
     {
