@@ -2563,7 +2563,41 @@ def probe_target(run, path):
     return info, problems
 
 
-class BtrfsFilesystemStep(MountStep):
+class StoreStep(Step):
+    """A store (filesystem, pool, subvolume, dataset). Uninstall keeps it; --purge-data destroys
+    it only when stackboot made it (recorded in the state as it was made), never an adopted one."""
+
+    kept_by_uninstall = "a store; uninstall keeps it (--purge-data destroys it, as stackboot made it)"
+
+    def made(self, run):
+        return run.state.data["made"].get(self.id)
+
+    def remember_made(self, run, **facts):
+        run.state.data["made"][self.id] = dict(facts, kind=self.kind, target=self.target())
+        run.state.save()
+
+    def removal(self, run, purge):
+        if not self.made(run) or not self.exists(run):
+            reason = "not made by stackboot; never destroyed by it" if self.exists(run) else "gone already"
+            return [], ["%s: %s" % (self.target(), reason)]
+        if not purge:
+            return [], ["%s: %s" % (self.target(), self.kept_by_uninstall)]
+        refusal = self.purge_refusal(run)
+        if refusal:
+            return [], ["%s: %s" % (self.target(), refusal)]
+        return self.purge_changes(run), []
+
+    def purge_refusal(self, run):
+        """Why --purge-data must keep this store after all (something in it is not stackboot's)."""
+        return None
+
+    def remove(self, run, changes):
+        self.purge(run, changes)
+        run.state.data["made"].pop(self.id, None)
+        run.host.forget()
+
+
+class BtrfsFilesystemStep(StoreStep, MountStep):
     """A btrfs filesystem on a device or an image file, created only on a target proven blank.
 
     Never `mkfs -f`: an existing btrfs is adopted, anything else is refused with what
@@ -2571,7 +2605,6 @@ class BtrfsFilesystemStep(MountStep):
     """
 
     kind = "btrfs-filesystem"
-    kept_by_uninstall = "a store; uninstall never destroys or unmounts one"
     schema = dict(OWNERSHIP, path=Field("path", required=True, help="the mount point"),
                   device=Field("path", help="a block device"),
                   image=Field("path", help="or an image file, created at `size` when missing"),
@@ -2588,6 +2621,44 @@ class BtrfsFilesystemStep(MountStep):
 
     def target_path(self):
         return self.args.get("image") or self.args["device"]
+
+    def exists(self, run):
+        return bool(self.mounted(run)) or run.host.exists(self.target_path())
+
+    def foreign_entries(self, run):
+        """What the mounted filesystem holds besides the subvolumes stackboot made in it."""
+        ours = set(record["target"] for record in run.state.data["made"].values() if record["kind"] == "btrfs-subvolume")
+        path = self.args["path"]
+        return sorted(path + "/" + name for name in os.listdir(run.host.path(path)) if path + "/" + name not in ours)
+
+    def purge_refusal(self, run):
+        if not self.mounted(run):
+            return "kept: not mounted, so what it holds cannot be seen; mount it to purge it"
+        foreign = self.foreign_entries(run)
+        if foreign:
+            return "kept: it also holds %s, which stackboot did not make" % ", ".join(foreign[:5])
+        return None
+
+    def purge_changes(self, run):
+        changes = [Change("-", "unmount", action="unmount")] if self.mounted(run) else []
+        current, _ = self.fstab_text(run)
+        if self.fstab_line() in current.splitlines():
+            changes.append(Change("-", "fstab: remove " + self.fstab_line(), action="fstab"))
+        if self.made(run).get("image"):
+            changes.append(Change("-", "remove the image %s (with all its data)" % self.target_path(), action="purge"))
+        else:   # a device keeps its filesystem: wiping a disk is not uninstall's job
+            changes.append(Change("-", "leave the btrfs on %s as it is (wipefs -a destroys it)" % self.target_path(),
+                                  action="leave"))
+        return changes
+
+    def purge(self, run, changes):
+        foreign = self.foreign_entries(run)   # again, right before: its subvolumes are gone by now
+        if foreign:
+            raise StackbootError("not destroying the btrfs on %s: it now holds %s, which stackboot did not make"
+                                 % (self.target_path(), ", ".join(foreign[:5])), "remove them first if you mean it")
+        MountStep.remove(self, run, [change for change in changes if change.action in ("unmount", "fstab")])
+        if any(change.action == "purge" for change in changes):
+            os.unlink(run.host.path(self.target_path()))
 
     def mount_spec(self):
         options = list(self.args.get("options") or [])
@@ -2636,6 +2707,7 @@ class BtrfsFilesystemStep(MountStep):
                 if problems or info.get("TYPE"):
                     raise StackbootError("refusing to create a filesystem on %s: %s" % (target, "; ".join(problems)))
                 run.runner.run(["mkfs.btrfs", "-L", self.args.get("label") or "stackboot", target], change=True)
+                self.remember_made(run, image=any(c.action == "image" for c in changes))
         MountStep.act(self, run, [change for change in changes if change.action in ("fstab", "mount")])
         run.host.forget()
         st = run.host.stat(self.args["path"])
@@ -2646,11 +2718,19 @@ class BtrfsFilesystemStep(MountStep):
                 os.chmod(run.host.path(self.args["path"]), parse_mode(self.args["mode"]))
 
 
-class BtrfsSubvolumeStep(Step):
+class BtrfsSubvolumeStep(StoreStep):
     """A btrfs subvolume (inode 256 on btrfs), with an optional qgroup limit, owner and mode."""
 
     kind = "btrfs-subvolume"
-    kept_by_uninstall = "a store; uninstall never destroys one (btrfs subvolume delete)"
+
+    def exists(self, run):
+        return run.host.exists(self.args["path"])
+
+    def purge_changes(self, run):
+        return [Change("-", "btrfs subvolume delete %s (with its data)" % self.args["path"], action="purge")]
+
+    def purge(self, run, changes):
+        run.runner.run(["btrfs", "subvolume", "delete", self.args["path"]], change=True)
     schema = dict(OWNERSHIP, path=Field("path", required=True),
                   limit=Field("str", help="qgroup limit (referenced bytes); quotas are enabled when one is asked"))
 
@@ -2679,6 +2759,7 @@ class BtrfsSubvolumeStep(Step):
         path = self.args["path"]
         if changes[0].action == "create":
             run.runner.run(["btrfs", "subvolume", "create", path], change=True)
+            self.remember_made(run)
             run.host.forget()
         if self.args.get("limit") and (changes[0].action == "create" or any(c.action == "limit" for c in changes)):
             run.runner.run(["btrfs", "quota", "enable", path], change=True)
@@ -2690,12 +2771,42 @@ class BtrfsSubvolumeStep(Step):
         run.host.forget()
 
 
-class ZfsPoolStep(Step):
+class ZfsPoolStep(StoreStep):
     """A ZFS pool by name: used when it exists; created only from the vdevs the user listed,
     each proven blank. stackboot never picks "the first pool" or a disk of its own choosing."""
 
     kind = "zfs-pool"
-    kept_by_uninstall = "a store; uninstall never destroys one"
+
+    def exists(self, run):
+        return self.args["name"] in self.pools(run)
+
+    def purge_changes(self, run):
+        files = self.made(run).get("files", [])
+        return [Change("-", "zpool destroy %s (with all its data)%s" % (
+            self.args["name"], "; remove " + " ".join(files) if files else ""), action="purge")]
+
+    def foreign_datasets(self, run):
+        """Datasets in the pool that stackboot did not make (no stackboot:profile property)."""
+        result = run.runner.run(["zfs", "list", "-H", "-r", "-o", "name,stackboot:profile", self.args["name"]], check=False)
+        return [line.split("\t")[0] for line in result.out.splitlines()
+                if line.split("\t")[0] != self.args["name"] and line.split("\t")[-1] == "-"]
+
+    def purge_refusal(self, run):
+        foreign = self.foreign_datasets(run)
+        if foreign:
+            return "kept: it also holds %s, which stackboot did not make (zpool destroy would take it)" % ", ".join(foreign)
+        return None
+
+    def purge(self, run, changes):
+        foreign = self.foreign_datasets(run)   # again, right before: somebody may have added one since
+        if foreign:
+            raise StackbootError("not destroying pool %s: it now holds %s, which stackboot did not make"
+                                 % (self.args["name"], ", ".join(foreign)), "destroy the pool by hand if you mean it")
+        run.runner.run(["zpool", "destroy", self.args["name"]], change=True)
+        for vdev in self.made(run).get("files", []):   # the file vdevs it made itself
+            os.unlink(run.host.path(vdev))
+        run.probed.pop("pools", None)
+        run.probed.pop("mounts", None)
     schema = {"name": Field("str", required=True), "vdevs": Field("list", default=[]),
               "vdev_size": Field("str", help="size of a file vdev created when it does not exist yet"),
               "mountpoint": Field("path", help="mount point of the pool's root dataset")}
@@ -2729,6 +2840,7 @@ class ZfsPoolStep(Step):
         return [Change("+", "zpool create %s %s" % (name, " ".join(self.args["vdevs"])), action="create")]
 
     def act(self, run, changes):
+        files = [vdev for vdev in self.args["vdevs"] if self.creatable(run, vdev)]
         for vdev in self.args["vdevs"]:
             if self.creatable(run, vdev):
                 fd = os.open(run.host.path(vdev), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -2743,16 +2855,32 @@ class ZfsPoolStep(Step):
                     self.args["name"], vdev, "; ".join(problems) or "it holds " + info["TYPE"]))
         mountpoint = ["-m", self.args["mountpoint"]] if self.args.get("mountpoint") else []
         run.runner.run(["zpool", "create"] + mountpoint + [self.args["name"]] + self.args["vdevs"], change=True)
+        self.remember_made(run, files=files)
         run.probed.pop("pools", None)
         run.probed.pop("mounts", None)
 
 
-class ZfsDatasetStep(Step):
+class ZfsDatasetStep(StoreStep):
     """A dataset with its properties. `zfs create -p` ignores -o on an existing dataset, so
     properties are compared and set one by one; new datasets are marked stackboot:profile."""
 
     kind = "zfs-dataset"
-    kept_by_uninstall = "a store; uninstall never destroys one (zfs destroy)"
+
+    def exists(self, run):
+        return self.current(run) is not None
+
+    def purge_changes(self, run):
+        return [Change("-", "zfs destroy %s (with its data)" % self.args["name"], action="purge")]
+
+    def purge(self, run, changes):   # never -r: a child somebody else made stops it, in zfs's words
+        for attempt in range(4):   # the unmount zfs destroy starts may finish after it answered "busy"
+            result = run.runner.run(["zfs", "destroy", self.args["name"]], change=True, check=False)
+            if result.rc == 0 or "busy" not in result.err or attempt == 3:
+                break
+            time.sleep(1)
+        if result.rc != 0:
+            raise CommandFailed(result, "end what still uses %s, then run the uninstall again" % self.args["name"])
+        run.probed.pop("mounts", None)
     schema = {"name": Field("str", required=True), "properties": Field("dict", default={}),
               "user_properties": Field("dict", default={}, help="module:name properties to keep set")}
     SIZES = ("quota", "refquota", "reservation", "refreservation", "recordsize", "volsize")
@@ -2799,6 +2927,7 @@ class ZfsDatasetStep(Step):
                 options += ["-o", "%s=%s" % (key, value)]
             options += ["-o", "stackboot:profile=%s" % self.profile.name]
             self.zfs(run, ["zfs", "create", "-p"] + options + [name])
+            self.remember_made(run)
             run.probed.pop("mounts", None)
             return
         for change in changes:   # one property at a time, only the ones that differ
@@ -3168,7 +3297,7 @@ class State:
     Saved after every step, so a run killed at any point resumes from the truth.
     """
 
-    EMPTY = {"version": 1, "roles": {}, "files": {}, "builds": {}, "digests": {}, "pending": {}}
+    EMPTY = {"version": 1, "roles": {}, "files": {}, "builds": {}, "digests": {}, "pending": {}, "made": {}}
 
     def __init__(self, host):
         self.host = host
@@ -4181,7 +4310,8 @@ def cmd_bundle(session):
 def cmd_uninstall(session):
     """Undo what stackboot did for these roles, and only that: services stopped and disabled,
     files it wrote that nobody edited since, the files a build installed, client mounts.
-    Packages, users, stores and data stay (data goes with --purge-data, after a yes)."""
+    Packages, users, stores and data stay (--purge-data, after a yes, deletes the data and the
+    stores stackboot made, where they hold nothing else)."""
     roles, out, host = session.args.roles, session.out, session.host
     state = State(host)
     missing = [role for role in roles if role not in state.data["roles"]]

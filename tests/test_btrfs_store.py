@@ -126,3 +126,36 @@ def test_refusals_change_nothing(root):
     sh("umount", root + "/mnt/elsewhere")
 
     refused(root, ["--set", "store_target=device", "--set", "store_device=/dev/nosuchdisk"], "/dev/nosuchdisk does not exist")
+
+
+def test_uninstall_keeps_the_store_and_purge_destroys_what_stackboot_made(root):
+    made = stackboot(root, "install", "btrfs-store", *STORE, "--set", "store_subvolumes=/srv/store/a")
+    assert made.returncode == 0, made.stdout + made.stderr
+    with open(root + "/srv/store/a/chunk", "w") as handle:
+        handle.write("data")
+    kept = stackboot(root, "uninstall", "btrfs-store")
+    assert kept.returncode == 0, kept.stdout + kept.stderr
+    assert "  kept /srv/store/a: a store; uninstall keeps it (--purge-data destroys it, as stackboot made it)" in kept.stdout
+    assert mounted(root, "/srv/store") == "btrfs" and os.path.exists(root + "/srv/store/a/chunk")
+
+    assert stackboot(root, "install", "btrfs-store", *STORE, "--set", "store_subvolumes=/srv/store/a").returncode == 0
+    sh("chroot", root, "btrfs", "subvolume", "create", "/srv/store/theirs")   # not stackboot's: never deleted by it
+    purged = stackboot(root, "uninstall", "btrfs-store", "--purge-data", "--yes")
+    assert purged.returncode == 0, purged.stdout + purged.stderr
+    assert [line for line in purged.stdout.splitlines() if line[:1] == "-"] == [
+        "- btrfs-subvolume /srv/store/a: btrfs subvolume delete /srv/store/a (with its data)"]
+    assert "  kept /srv/store: kept: it also holds /srv/store/theirs, which stackboot did not make" in purged.stdout
+    assert mounted(root, "/srv/store") == "btrfs" and not os.path.exists(root + "/srv/store/a")
+
+    sh("chroot", root, "btrfs", "subvolume", "delete", "/srv/store/theirs")
+    assert stackboot(root, "install", "btrfs-store", *STORE, "--set", "store_subvolumes=/srv/store/a").returncode == 0
+    purged = stackboot(root, "uninstall", "btrfs-store", "--purge-data", "--yes")
+    assert purged.returncode == 0, purged.stdout + purged.stderr
+    assert [line for line in purged.stdout.splitlines() if line[:1] == "-"] == [
+        "- btrfs-subvolume /srv/store/a: btrfs subvolume delete /srv/store/a (with its data)",
+        "- btrfs-filesystem /srv/store: unmount",
+        "- btrfs-filesystem /srv/store: fstab: remove /srv/store.img /srv/store btrfs "
+        "loop,noatime,nofail,x-systemd.requires-mounts-for=/srv 0 0",
+        "- btrfs-filesystem /srv/store: remove the image /srv/store.img (with all its data)"]
+    assert mounted(root, "/srv/store") is None and not os.path.exists(root + "/srv/store.img")
+    assert "/srv/store" not in open(root + "/etc/fstab").read()

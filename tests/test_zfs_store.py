@@ -126,3 +126,41 @@ def test_refusals(store, tmp_path):
     code, out, err = store.main("install", "zfs-store", *(store.base + ["--set", "zfs_vdevs=" + ext4]))
     assert code == 1 and "%s: it holds a ext4 filesystem" % ext4 in err.splitlines()[0], err
     assert sh("zpool", "list", store.pool).returncode != 0
+
+
+def test_uninstall_keeps_the_store_and_purge_destroys_only_what_stackboot_made(store):
+    args = store.base + ["--set", "zfs_vdevs=" + store.vdev, "--set", "zfs_vdev_size=200MiB", "--set", "zfs_datasets=images"]
+    code, out, err = store.main("install", "zfs-store", *args)
+    assert code == 0, out + err
+    sh("zfs", "create", store.pool + "/theirs")   # somebody's own dataset in the same pool
+
+    code, out, err = store.main("uninstall", "zfs-store")
+    assert code == 0, out + err
+    assert "  kept %s/stackboot/images: a store; uninstall keeps it (--purge-data destroys it, as stackboot made it)" \
+        % store.pool in out
+    assert sh("zfs", "list", store.pool + "/stackboot/images").returncode == 0
+
+    code, out, err = store.main("install", "zfs-store", *args)
+    assert code == 0 and out.splitlines()[-1].startswith("Install: 0 changed"), out + err
+    code, out, err = store.main("uninstall", "zfs-store", "--purge-data")
+    assert code == 64 and "--purge-data deletes data and nobody is here to confirm it; add --yes" in err
+    code, out, err = store.main("uninstall", "zfs-store", "--purge-data", "--yes")
+    assert code == 0, out + err
+    # what stackboot made goes; the pool stays, since it also holds a dataset stackboot did not make
+    assert "- zfs-dataset %s/stackboot/images: zfs destroy %s/stackboot/images (with its data)" % (store.pool, store.pool) in out
+    assert "  kept %s: kept: it also holds %s/theirs, which stackboot did not make (zpool destroy would take it)" \
+        % (store.pool, store.pool) in out
+    assert sh("zfs", "list", store.pool + "/stackboot/images").returncode != 0
+    assert sh("zfs", "list", store.pool + "/theirs").returncode == 0
+
+    # without that dataset, a second purge (after a re-install) takes the pool and its file vdev
+    for _ in range(5):   # zfs-fuse answers "busy" while the unmount it started finishes
+        if sh("zfs", "destroy", store.pool + "/theirs").returncode == 0:
+            break
+        time.sleep(1)
+    code, out, err = store.main("install", "zfs-store", *args)
+    assert code == 0, out + err
+    code, out, err = store.main("uninstall", "zfs-store", "--purge-data", "--yes")
+    assert code == 0, out + err
+    assert "- zfs-pool %s: zpool destroy %s (with all its data); remove %s" % (store.pool, store.pool, store.vdev) in out
+    assert sh("zpool", "list", store.pool).returncode != 0 and not os.path.exists(store.vdev)
