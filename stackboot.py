@@ -518,6 +518,11 @@ def detect_facts(host, uname=None):
     }
 
 
+def facts_context(facts):
+    """The facts as profiles' templates see them: {{facts.NAME}}."""
+    return dict(("facts." + key, facts.get(key, "")) for key in FACT_NAMES)
+
+
 def socket_hostname():
     import socket
     return socket.gethostname()
@@ -1092,7 +1097,7 @@ def resolve_parameters(library, profiles, facts, sets=(), site=None, env=None, r
             values.set(name.strip(), value, "--set")
     # Profile-written defaults may use facts and other parameters ("{{localstate_dir}}/mfs");
     # they are filled in dependency order. Values a user typed are never expanded.
-    context = dict(("facts." + key, facts.get(key, "")) for key in FACT_NAMES)
+    context = facts_context(facts)
     pending = {}
     for name, value in values.values.items():
         written_by_profile = values.sources[name] in ("default", "lab overlay") or values.sources[name].startswith("os overlay")
@@ -3387,8 +3392,7 @@ def build_steps(library, roles, values, facts):
     """The ordered steps of `roles` (requirements first), rendered with the values."""
     profiles = library.closure(roles)
     check_platforms(profiles, facts)
-    context = dict(values.values)
-    context.update(("facts." + key, facts.get(key, "")) for key in FACT_NAMES)
+    context = dict(values.values, **facts_context(facts))
     steps, by_id, explicit_ids = [], {}, set()
     for profile in profiles:
         explicit_ids |= set(spec["id"] for spec in profile.steps if "id" in spec)
@@ -3589,8 +3593,7 @@ def report_step(out, step, changes):
 def report_lines(run, profiles, steps):
     """What a user needs after an install: each step's report, then each role's summary lines."""
     lines = [line for step in steps for line in step.report(run)]
-    context = dict(run.values.values)
-    context.update(("facts." + key, run.facts.get(key, "")) for key in FACT_NAMES)
+    context = dict(run.values.values, **facts_context(run.facts))
     return lines + [render_scalar(substitute(line, context)) for profile in profiles for line in profile.summary]
 
 
@@ -3768,7 +3771,9 @@ class Lab:
         if data is None:
             raise BadInput("%s: no lab there (no lab.json)" % where, "start one with `stackboot lab up`")
         record = json.loads(as_text(data))
-        return Lab(session, record["name"], where, Cluster(record["origin"], record["cluster"]))
+        lab = Lab(session, record["name"], where, Cluster(record["origin"], record["cluster"]))
+        lab.recorded_status = record["status"]
+        return lab
 
     def save(self, status):
         record = {"name": self.name, "origin": self.cluster.origin, "cluster": self.cluster.data, "status": status,
@@ -3904,9 +3909,8 @@ class Lab:
     def status(self):
         """Every node, what runs on it, and what the cluster itself says about the node's address."""
         out = self.session.out
-        record = json.loads(as_text(read_bytes(os.path.join(self.dir, "lab.json"))))
         out.say("Lab %s: %s, %d nodes on %s, this host is %s (%s)" % (
-            self.name, record["status"], len(self.nodes), self.network, self.host_address, self.interface))
+            self.name, self.recorded_status, len(self.nodes), self.network, self.host_address, self.interface))
         views = []
         rows = []
         for node in self.nodes:
@@ -3921,7 +3925,7 @@ class Lab:
                     things.append("%s %s" % (step.args["path"], "mounted" if step.mounted(run) else "NOT MOUNTED"))
             rows.append((node, things if present else ["no namespace (lab down)"]))
             if present:
-                context = dict(values.values, **dict(("facts." + key, node.facts.get(key, "")) for key in FACT_NAMES))
+                context = dict(values.values, **facts_context(node.facts))
                 views += [(node, substitute(profile.status, context)) for profile in profiles if profile.status]
         width = max(len(node.name) for node in self.nodes)
         reported = {}
