@@ -1655,6 +1655,10 @@ class Step:
         only. Applied with `remove`. Most kinds run nothing."""
         return []
 
+    def liveness(self, run):
+        """What of this step runs, for `lab status` ("moosefs-master running"); None: nothing does."""
+        return None
+
     def removal(self, run, purge):
         """What uninstall would undo here: ([Change('-')...], [why something stays]); reads only.
         By default nothing: packages, users and commands stay, others may need them."""
@@ -2393,6 +2397,9 @@ class ServiceStep(Step):
     def stopping(self, run):
         return [Change("-", "stop", action="stop")] if run.services.state(run, self).running else []
 
+    def liveness(self, run):
+        return "%s %s" % (self.args["name"], "running" if run.services.state(run, self).running else "STOPPED")
+
     def removal(self, run, purge):
         state = run.services.state(run, self)
         changes = self.stopping(run)
@@ -2472,15 +2479,24 @@ class MountStep(Step):
             return []
         return [Change("-", "unmount", action="unmount")]
 
+    def liveness(self, run):
+        if self.kept_by_uninstall or self.data:
+            return None
+        return "%s %s" % (self.args["path"], "mounted" if self.mounted(run) else "NOT MOUNTED")
+
+    def unmount_changes(self, run):
+        """Unmount now and drop our fstab line, as far as either is there."""
+        changes = [Change("-", "unmount", action="unmount")] if self.mounted(run) else []
+        current, _ = self.fstab_text(run)
+        if self.args.get("fstab", True) and self.fstab_line() in current.splitlines():
+            changes.append(Change("-", "fstab: remove " + self.fstab_line(), action="fstab"))
+        return changes
+
     def removal(self, run, purge):
         """A mount that holds no data (a network filesystem's client) goes; a store stays."""
         if self.kept_by_uninstall or self.data:
             return [], ["%s: %s" % (self.args["path"], self.kept_by_uninstall or "data; uninstall keeps it mounted")]
-        changes = self.stopping(run)
-        current, _ = self.fstab_text(run)
-        if self.args.get("fstab", True) and self.fstab_line() in current.splitlines():
-            changes.append(Change("-", "fstab: remove " + self.fstab_line(), action="fstab"))
-        return changes, []
+        return self.unmount_changes(run), []
 
     def remove(self, run, changes):
         for change in changes:
@@ -2645,10 +2661,7 @@ class BtrfsFilesystemStep(StoreStep, MountStep):
         return None
 
     def purge_changes(self, run):
-        changes = [Change("-", "unmount", action="unmount")] if self.mounted(run) else []
-        current, _ = self.fstab_text(run)
-        if self.fstab_line() in current.splitlines():
-            changes.append(Change("-", "fstab: remove " + self.fstab_line(), action="fstab"))
+        changes = self.unmount_changes(run)
         if self.made(run).get("image"):
             changes.append(Change("-", "remove the image %s (with all its data)" % self.target_path(), action="purge"))
         else:   # a device keeps its filesystem: wiping a disk is not uninstall's job
@@ -3725,7 +3738,7 @@ class LabNode:
         self.host.facts = self.facts = dict(lab.session.facts, init="none", lab=self.dir, address=self.address)
 
     def steps(self):
-        """(values, steps) of the node's roles; the cluster file is their only input."""
+        """(profiles, values, steps) of the node's roles; the cluster file is their only input."""
         library = self.lab.session.library
         profiles = library.closure(self.roles)
         check_platforms(profiles, self.facts)
@@ -3787,8 +3800,8 @@ class Lab:
         if clash:
             raise BadInput("this host already has a route into the lab's subnet %s: %s" % (self.network, ", ".join(clash)),
                            "give the cluster file another subnet and node addresses")
-        record = read_bytes(os.path.join(self.dir, "lab.json"))
-        if record and json.loads(as_text(record))["cluster"] != self.cluster.data and json.loads(as_text(record))["status"] == "up":
+        record = json.loads(as_text(read_bytes(os.path.join(self.dir, "lab.json")) or b"{}"))
+        if record and record["cluster"] != self.cluster.data and record["status"] == "up":
             raise BadInput("lab %s is up with another cluster definition" % self.name,
                            "`stackboot lab down %s` first, then up with the new one" % self.name)
         host_state = State(host)
@@ -3917,12 +3930,7 @@ class Lab:
             present = os.path.exists("/run/netns/" + node.netns)
             profiles, values, steps = node.steps()
             run = node.run(values, State(node.host))
-            things = []
-            for step in steps:
-                if step.kind == "service" and present:
-                    things.append("%s %s" % (step.args["name"], "running" if run.services.state(run, step).running else "STOPPED"))
-                elif step.kind == "mount" and present:
-                    things.append("%s %s" % (step.args["path"], "mounted" if step.mounted(run) else "NOT MOUNTED"))
+            things = [thing for thing in (step.liveness(run) for step in steps) if thing] if present else []
             rows.append((node, things if present else ["no namespace (lab down)"]))
             if present:
                 context = dict(values.values, **facts_context(node.facts))
