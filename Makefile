@@ -30,11 +30,10 @@ lint:
 
 dist: dist/stackboot.pyz
 
+# A launcher, stackboot as a module and its bytecode (used where the Python version matches).
 dist/stackboot.pyz: stackboot.py
-	rm -rf build/zipapp && mkdir -p build/zipapp dist
-	cp stackboot.py build/zipapp/__main__.py
-	$(PYTHON) -m zipapp build/zipapp -p "/usr/bin/env python3" -o dist/stackboot.pyz
-	rm -rf build
+	mkdir -p dist
+	$(PYTHON) -c "import sys; sys.path.insert(0, '.'); import stackboot; stackboot.write_zipapp('dist/stackboot.pyz', open('stackboot.py', 'rb').read())"
 
 bench:
 	$(SYSTEM_PYTHON) tests/bench.py

@@ -10,9 +10,16 @@ services); the engine turns them into ordered steps, shows what would change
     python3 stackboot.py plan master
     python3 stackboot.py install master --set method=packages
 
-The file reads top to bottom, general to specific: errors, utilities, the
-command runner, platform facts, profiles and parameters, step kinds, plan,
-apply, reporting, commands, and `main()` last.
+Every command follows one recipe: roles + inputs + facts -> `make_plan` -> a Plan
+(the resolved values and the ordered steps, each aimed at a goal: present, stopped,
+absent or purged) -> `converge`, the one loop that changes a host -> a report.
+Every change to the host goes through `Host` (files) or its `Runner` (commands),
+which refuse it while planning and log it.
+
+The file reads top to bottom, general to specific: errors, utilities, the runner,
+the host, platform facts, value types, profiles and parameters, platform tables,
+state, step kinds (generic, then stores, then MooseFS and CernVM-FS), the plan,
+the converge loop, reporting, clusters, commands, the lab, and `main()` last.
 """
 
 import errno
@@ -22,7 +29,7 @@ import re
 import sys
 import time
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 EXIT_OK = 0          # success, or nothing to change
 EXIT_FAILED = 1      # a step or a command failed
@@ -34,6 +41,10 @@ LOG_FILE = "/var/log/stackboot.log"
 CACHE_DIR = "/var/cache/stackboot"
 SYSTEM_PROFILE_DIR = "/etc/stackboot/profiles"
 SITE_FILE = "/etc/stackboot/site.json"
+# An installed copy: the program as a module (Python caches its bytecode beside it) and a
+# launcher that imports it. `self-install` and cloud-init's user-data put it there.
+INSTALL_DIR = "/usr/local/lib/stackboot"
+LAUNCHER = "/usr/local/sbin/stackboot"
 # A sane PATH for children: cloud-init and rescue shells often start with a short one.
 CHILD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -80,6 +91,10 @@ class CommandFailed(StackbootError):
 # ---------------------------------------------------------------------------
 # Utilities
 # ---------------------------------------------------------------------------
+# Plain functions. The few that write (atomic_write, fetch, extract_archive) are called
+# by the Host, which guards and logs every change; write_zipapp and write_output make an
+# output file the user asked for (a bundle, the dist zipapp, cloud-init user-data) on
+# this machine. Nothing else writes: steps and commands change a host through the Host.
 
 TEMP_MARK = ".stackboot-tmp-"
 
@@ -133,9 +148,10 @@ def atomic_write(path, data, mode=0o644, uid=-1, gid=-1):
     directory, name = os.path.split(path)
     remove_stale_temps(directory, name)
     temp = os.path.join(directory, "." + name + TEMP_MARK + str(os.getpid()))
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        os.fchown(fd, uid, gid)
+        if (uid, gid) != (-1, -1):
+            os.chown(temp, uid, gid, follow_symlinks=False)   # our own new file: O_EXCL made it
         os.fchmod(fd, mode)
         view = memoryview(data)
         while view:
@@ -164,7 +180,7 @@ def fsync_dir(directory):
 
 
 def redact(text, secrets):
-    for secret in secrets:
+    for secret in sorted(secrets, key=len, reverse=True):   # a secret inside a longer one: the longer first
         text = text.replace(secret, "***")
     return text
 
@@ -183,28 +199,154 @@ def as_text(data):
 def shell_value(value):
     """A value as a shell-sourced config file (server.conf) wants it."""
     text = render_scalar(value)
-    return text if re.match(r"^[A-Za-z0-9_./:@,+-]*$", text) else '"%s"' % text
+    return text if re.match(r"^[A-Za-z0-9_./:@,+-]*\Z", text) else '"%s"' % text
 
 
 def parse_mode(text):
-    """'0644' -> 0o644; anything else is a BadInput for the caller to locate."""
-    if isinstance(text, str) and re.match(r"^0?[0-7]{3,4}$", text):
+    """'0644' -> 0o644; anything else is a ValueError for the caller to locate."""
+    if isinstance(text, str) and re.match(r"^0?[0-7]{3,4}\Z", text):
         return int(text, 8)
     raise ValueError("expected an octal mode like \"0644\", got %s" % json.dumps(text))
 
 
+def render_scalar(value):
+    """A value as one config word or line: lists comma-joined, a structured value as its text."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ",".join(render_scalar(item) for item in value)
+    if isinstance(value, dict) and "text" in value:   # a structured value (like a disk) renders as its text
+        return value["text"]
+    return str(value)
+
+
+def fetch(url, part, out=None, offline=False):
+    """Download `url` into the file `part`, resuming what an interrupted run left there."""
+    if url.startswith("file://"):
+        import shutil
+        shutil.copyfile(url[7:], part)
+        return
+    if offline:
+        raise StackbootError("%s is not in the cache and --offline forbids downloading" % url,
+                             "bring the file into the cache or run without --offline")
+    import urllib.request
+    import urllib.error
+    have = os.path.getsize(part) if os.path.exists(part) else 0
+    request = urllib.request.Request(url, headers={"User-Agent": "stackboot/" + __version__})
+    if have:
+        request.add_header("Range", "bytes=%d-" % have)
+    try:
+        response = urllib.request.urlopen(request, timeout=60)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and have:   # the part file is already complete
+            return
+        raise StackbootError("download %s failed: HTTP %d %s" % (url, exc.code, exc.reason), "check the URL")
+    except (urllib.error.URLError, OSError) as exc:
+        raise StackbootError("download %s failed: %s" % (url, getattr(exc, "reason", exc)),
+                             "check the network, or use --offline with a bundle")
+    resumed = have and response.status == 206
+    total = response.headers.get("Content-Length")
+    total = int(total) + (have if resumed else 0) if total and total.isdigit() else None
+    done = have if resumed else 0
+    last = 0.0
+
+    def show():
+        if out is not None:
+            share = " %3d%%" % (done * 100 // total) if total else ""
+            out.progress("  downloading %s%s (%d KiB)" % (url.rsplit("/", 1)[-1], share, done // 1024))
+
+    with response, open(part, "ab" if resumed else "wb") as handle:
+        while True:
+            block = response.read(1 << 16)
+            if not block:
+                break
+            handle.write(block)
+            done += len(block)
+            if out is not None and time.time() - last > (0.2 if out.tty else 5):
+                last = time.time()
+                show()
+    show()
+    if out is not None:
+        out.progress_done()
+    if total is not None and done < total:
+        raise StackbootError("download %s stopped at %d of %d bytes" % (url, done, total), "run again to resume")
+
+
+def extract_archive(archive, into):
+    """Unpack a tarball refusing members that would land outside `into`; returns its top directory."""
+    import tarfile
+    with tarfile.open(archive) as tar:
+        members = tar.getmembers()
+        for member in members:
+            name = member.name
+            if name.startswith("/") or ".." in name.split("/") or (member.islnk() and ".." in member.linkname.split("/")):
+                raise StackbootError("%s: refusing archive member %s (it points outside the build directory)" % (archive, name))
+            if member.isdev():
+                raise StackbootError("%s: refusing device file %s in an archive" % (archive, name))
+        tar.extractall(into, members)
+    tops = set(member.name.split("/")[0] for member in members if member.name not in (".", "./"))
+    return tops.pop() if len(tops) == 1 and os.path.isdir(os.path.join(into, list(tops)[0])) else ""
+
+
+ZIPAPP_MAIN = "import sys\nimport stackboot\nsys.exit(stackboot.main())\n"
+
+
+def compiled(source):
+    """Bytecode of stackboot for this Python, as a .pyc that needs no source to check against
+    (unchecked hash, PEP 552); None where Python predates it (3.6: the source is used)."""
+    if sys.version_info < (3, 7):
+        return None
+    import importlib.util
+    import marshal
+    header = importlib.util.MAGIC_NUMBER + (1).to_bytes(4, "little") + importlib.util.source_hash(source)  # novermin
+    return header + marshal.dumps(compile(source, "stackboot.py", "exec", dont_inherit=True))
+
+
+def write_zipapp(path, source, members=()):
+    """A zipapp at `path`, whole or not at all: a launcher as __main__.py, stackboot as a module
+    with its bytecode beside it (Python takes that where its version matches, the source
+    elsewhere), then `members` ((name, a file's path or bytes), ...)."""
+    import zipfile
+    temp = path + TEMP_MARK + "pyz"
+    with open(temp, "wb") as handle:
+        handle.write(b"#!/usr/bin/env python3\n")
+        with zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED) as zipped:
+            zipped.writestr("__main__.py", ZIPAPP_MAIN)
+            zipped.writestr("stackboot.py", source)
+            bytecode = compiled(source)
+            if bytecode:
+                zipped.writestr("stackboot.pyc", bytecode)
+            for name, data in members:
+                if isinstance(data, bytes):
+                    zipped.writestr(name, data)
+                else:
+                    zipped.write(data, name)
+    os.chmod(temp, 0o755)
+    os.rename(temp, path)
+
+
+def write_output(path, data, mode=0o600):
+    """A file the user asked for (cloud-init user-data), whole or not at all."""
+    if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        os.makedirs(os.path.dirname(os.path.abspath(path)))
+    atomic_write(path, data, mode)
+
+
 class Output:
-    """Terminal output: colour only on a terminal and never with NO_COLOR."""
+    """Terminal output: colour only on a terminal and never with NO_COLOR. `secrets` is the
+    session's one set of values never to be printed (the runner's log shares it)."""
 
     COLORS = {"+": "32", "~": "33", "-": "31", "!": "31", "error": "31"}
 
-    def __init__(self, stream=None, quiet=False, verbose=False):
+    def __init__(self, stream=None, quiet=False, verbose=False, secrets=None):
         self.stream = stream or sys.stdout
         self.quiet = quiet
         self.verbose = verbose
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.color = self.tty and "NO_COLOR" not in os.environ
-        self.secrets = []   # parameter values that must never be printed
+        self.secrets = set() if secrets is None else secrets
 
     def paint(self, text, key):
         code = self.COLORS.get(key)
@@ -222,12 +364,13 @@ class Output:
 
     def debug(self, text):
         if self.verbose:
-            sys.stderr.write(text + "\n")
+            sys.stderr.write(redact(text, self.secrets) + "\n")
 
     def progress(self, text):
         """One progress line; rewritten in place on a terminal, plain lines elsewhere."""
         if self.quiet:
             return
+        text = redact(text, self.secrets)
         if self.tty:
             self.stream.write("\r\033[K" + text)
         else:
@@ -258,20 +401,36 @@ class Runner:
 
     Every command is either a probe (reads only) or a change. While planning,
     changes are refused outright, so a plan cannot touch the host even by
-    mistake. Each command is appended to the JSON-lines log when one is open.
-    Tests replace this class with a recording or faking subclass.
+    mistake; the Host asks the same question (`permit`) before each change it
+    makes to a file. Each command and change is appended to the JSON-lines log
+    when one is open. Tests replace this class with a recording or faking subclass.
     """
 
-    def __init__(self, root="/", prefix=()):
+    def __init__(self, root="/", prefix=(), secrets=None):
         self.root = root
         self.prefix = list(prefix)   # what every command runs under (a lab node: nsenter into its network)
         self.allow_changes = False
         self.log = None
         self.counts = {"probe": 0, "change": 0}
-        self.secrets = []   # parameter values never to be written to the log or an error
+        self.secrets = set() if secrets is None else secrets   # values never to be written to the log or an error
+
+    def with_prefix(self, prefix):
+        """A runner like this one whose commands all run under `prefix` (nsenter into a lab
+        node's network), sharing its secrets; its own log and counts."""
+        import copy
+        other = copy.copy(self)
+        other.prefix, other.log, other.counts = self.prefix + list(prefix), None, {"probe": 0, "change": 0}
+        return other
 
     def display(self, argv):
         return (["chroot", self.root] if self.root != "/" else []) + [redact(part, self.secrets) for part in argv]
+
+    def permit(self, op, path, **detail):
+        """The guard every change passes: refused while planning, counted and logged otherwise."""
+        if not self.allow_changes:
+            raise StackbootError("internal: refused to %s %s while only reading" % (op, path))
+        self.counts["change"] += 1
+        self.write_record(dict(detail, time=round(time.time(), 3), op=op, path=path, kind="change"))
 
     def run(self, argv, change=False, check=True, cwd=None, env=None, input=None,
             timeout=None, stream=None, detach=False):
@@ -286,7 +445,8 @@ class Runner:
         result = self.spawn(argv, cwd, env, input, timeout, stream, detach)
         result.out, result.err = redact(result.out, self.secrets), redact(result.err, self.secrets)
         result.seconds = time.time() - started
-        self.write_log(result, kind)
+        self.write_record({"time": round(time.time(), 3), "argv": result.argv, "rc": result.rc,
+                           "seconds": round(result.seconds, 3), "kind": kind})
         if check and result.rc != 0:
             raise CommandFailed(result)
         return result
@@ -339,33 +499,36 @@ class Runner:
             return Result(self.display(argv), 124, out, err + "\ntimed out after %ss" % timeout)
         return Result(self.display(argv), proc.returncode, out, err)
 
-    def write_log(self, result, kind):
+    def write_record(self, record):
         if self.log is None:
             return
-        record = {"time": round(time.time(), 3), "argv": result.argv, "rc": result.rc,
-                  "seconds": round(result.seconds, 3), "kind": kind}
-        self.log.write(json.dumps(record) + "\n")
+        self.log.write(redact(json.dumps(record), self.secrets) + "\n")
         self.log.flush()
 
 
 # ---------------------------------------------------------------------------
-# Host: paths under --root, file facts read once, users and groups
+# Host: the machine being converged, its files read once, every change guarded
 # ---------------------------------------------------------------------------
 
 class Host:
     """The machine being converged, seen through `root`.
 
-    Reads go straight to the filesystem (under root) and are cached for the
-    run; every write goes through `write_file` so the cache stays true.
+    Reads go straight to the filesystem (under root) and are cached for the run.
+    Every change (a file, a directory, an owner, a mode, a link, a removal, a
+    download, a signal) is a method here: each asks the runner's guard first, so
+    it is refused while planning and logged like a command. Commands go through
+    `runner`. The lock and the log themselves are the only writes outside the guard:
+    they are how the guarded changes are serialized and recorded.
     """
 
-    def __init__(self, root="/", runner=None, facts=None):
+    def __init__(self, root="/", runner=None, facts=None, state_dir=None, log_file=None):
         self.root = os.path.abspath(root)
         self.runner = runner or Runner(self.root)
         self.facts = facts
         self.cache = {}
-        self.state_dir, self.log_file = STATE_DIR, LOG_FILE   # a lab node keeps its own
+        self.state_dir, self.log_file = state_dir or STATE_DIR, log_file or LOG_FILE   # a lab node keeps its own
 
+    # -- reading ----------------------------------------------------------------
     def path(self, path):
         """Where `path` (as the host sees it) lives from here."""
         if self.root == "/":
@@ -379,6 +542,10 @@ class Host:
         return self.cache[key]
 
     def forget(self, *paths):
+        """Drop cached reads: the named files, or everything when none is named."""
+        if not paths:
+            self.cache.clear()
+            return
         for path in paths:
             self.cache.pop(("file", path), None)
         self.cache.pop("passwd", None)
@@ -393,13 +560,21 @@ class Host:
     def exists(self, path):
         return os.path.lexists(self.path(path))
 
-    def write_file(self, path, data, mode=0o644, uid=-1, gid=-1):
-        full = self.path(path)
-        parent = os.path.dirname(full)
-        if not os.path.isdir(parent):
-            os.makedirs(parent, 0o755)
-        atomic_write(full, data, mode, uid, gid)
-        self.cache[("file", path)] = data
+    def isdir(self, path):
+        return os.path.isdir(self.path(path))
+
+    def listdir(self, path):
+        """The names in a directory; [] when it is missing or not a directory."""
+        try:
+            return sorted(os.listdir(self.path(path)))
+        except OSError:
+            return []
+
+    def readlink(self, path):
+        try:
+            return os.readlink(self.path(path))
+        except OSError:
+            return None
 
     def table(self, name):
         """/etc/passwd or /etc/group as {name: fields}; read directly, no `getent`."""
@@ -433,6 +608,200 @@ class Host:
             if os.access(self.path(candidate), os.X_OK):
                 return candidate
         return None
+
+    # -- changing (each guarded and logged) ---------------------------------------
+    def permit(self, op, path, **detail):
+        self.runner.permit(op, path, **detail)
+
+    def write_file(self, path, data, mode=0o644, uid=-1, gid=-1):
+        """The whole file, atomically, owner and mode set before it appears."""
+        self.permit("write", path, mode="%04o" % mode, bytes=len(data))
+        full = self.path(path)
+        if not os.path.isdir(os.path.dirname(full)):
+            self.make_dirs(os.path.dirname(path))
+        atomic_write(full, data, mode, uid, gid)
+        self.cache[("file", path)] = data
+
+    def make_dirs(self, path, mode=0o755):
+        if os.path.isdir(self.path(path)):
+            return
+        self.permit("mkdir", path, mode="%04o" % mode)
+        os.makedirs(self.path(path), mode)
+
+    def set_owner(self, path, uid, gid):
+        """chown, never following a symbolic link (lchown)."""
+        self.permit("chown", path, uid=uid, gid=gid)
+        os.chown(self.path(path), uid, gid, follow_symlinks=False)
+
+    def set_mode(self, path, mode):
+        self.permit("chmod", path, mode="%04o" % mode)
+        os.chmod(self.path(path), mode)
+
+    def remove(self, path):
+        self.permit("remove", path)
+        os.unlink(self.path(path))
+        self.cache.pop(("file", path), None)
+
+    def remove_dir(self, path):
+        """An empty directory; rmdir never takes anything with it."""
+        self.permit("rmdir", path)
+        os.rmdir(self.path(path))
+
+    def remove_tree(self, path):
+        import shutil
+        if not self.exists(path):
+            return
+        self.permit("remove tree", path)
+        shutil.rmtree(self.path(path))
+        self.forget()
+
+    def rename(self, source, dest):
+        self.permit("rename", dest, source=source)
+        os.rename(self.path(source), self.path(dest))
+        self.forget(source, dest)
+
+    def symlink(self, target, path):
+        """A symbolic link at `path`, replacing whatever is there atomically (rename over it)."""
+        self.permit("symlink", path, target=target)
+        temp = self.path(path) + TEMP_MARK + "link"
+        if os.path.lexists(temp):
+            os.unlink(temp)
+        os.symlink(target, temp)
+        os.rename(temp, self.path(path))
+
+    def create_file(self, path, size, mode=0o600):
+        """A new sparse file of `size` bytes (an image, a vdev); never an existing one."""
+        self.permit("create", path, size=size)
+        self.make_dirs(os.path.dirname(path))
+        fd = os.open(self.path(path), os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        try:
+            os.ftruncate(fd, size)
+        finally:
+            os.close(fd)
+
+    def download(self, url, path, out=None, offline=False):
+        """`url` into the file `path` (a part file: resumed, never renamed here)."""
+        self.permit("download", path, url=url)
+        self.make_dirs(os.path.dirname(path))
+        fetch(url, self.path(path), out, offline)
+
+    def save_stream(self, path, stream):
+        """Everything `stream` reads, into the file `path` (a part file)."""
+        import shutil
+        self.permit("write", path)
+        self.make_dirs(os.path.dirname(path))
+        with open(self.path(path), "wb") as target:
+            shutil.copyfileobj(stream, target)
+
+    def copy_in(self, source, path):
+        """A file of this machine (outside --root) copied to `path`, with its mode and times."""
+        import shutil
+        self.permit("copy", path, source=source)
+        shutil.copy2(source, self.path(path))
+
+    def extract(self, archive, into):
+        """Unpack the tarball `archive` into the directory `into`; its top directory's name."""
+        self.permit("extract", into, archive=archive)
+        return extract_archive(self.path(archive), self.path(into))
+
+    def install_tree(self, stage):
+        """Copy a `make install DESTDIR=` tree into place, file by file atomically; the file list.
+
+        Renaming over a running daemon's binary is safe where writing into it is not.
+        """
+        installed = []
+        base = self.path(stage)
+        for directory, subdirs, files in os.walk(base):
+            relative = directory[len(base):] or "/"
+            if not os.path.isdir(self.path(relative)):
+                st = os.lstat(directory)
+                self.make_dirs(relative)
+                self.set_owner(relative, st.st_uid, st.st_gid)
+                self.set_mode(relative, st.st_mode & 0o7777)
+            for name in sorted(files) + sorted(d for d in subdirs if os.path.islink(os.path.join(directory, d))):
+                source = os.path.join(directory, name)
+                path = os.path.join(relative, name)
+                st = os.lstat(source)
+                if os.path.islink(source):
+                    self.symlink(os.readlink(source), path)
+                else:
+                    with open(source, "rb") as handle:
+                        self.write_file(path, handle.read(), st.st_mode & 0o7777, st.st_uid, st.st_gid)
+                installed.append(path)
+        return installed
+
+    def kill(self, pid, sig):
+        """A signal to a process stackboot made (a lab's leftover); gone already is fine."""
+        self.permit("signal", "pid %d" % pid, signal=int(sig))
+        try:
+            os.kill(pid, sig)
+            return True
+        except OSError:
+            return False
+
+    # -- the mode and the record -------------------------------------------------
+    def changes_allowed(self):
+        """`with host.changes_allowed():` the converge loop's acting phase; planning is the default."""
+        import contextlib
+
+        @contextlib.contextmanager
+        def allowed():
+            before, self.runner.allow_changes = self.runner.allow_changes, True
+            try:
+                yield
+            finally:
+                self.runner.allow_changes = before
+        return allowed()
+
+    def holding_lock(self, event, **details):
+        """`with host.holding_lock("install", roles=...)`: the flock on the state directory (cloud-init
+        and a person must not interleave), and the log, opened with one line saying what this run is."""
+        import contextlib
+
+        @contextlib.contextmanager
+        def held():
+            lock = acquire_lock(self)
+            self.runner.log = open_log(self)
+            line = dict(details, time=round(time.time(), 3), event=event, version=__version__)
+            self.runner.log.write(redact(json.dumps(line), self.runner.secrets) + "\n")
+            try:
+                yield
+            finally:
+                self.runner.log.close()
+                self.runner.log = None
+                lock.close()
+        return held()
+
+
+def acquire_lock(host):
+    """flock on the state directory; a second run fails at once, naming the holder."""
+    import fcntl
+    directory = host.path(host.state_dir)
+    if not os.path.isdir(directory):
+        os.makedirs(directory, 0o700)
+    path = os.path.join(directory, "lock")
+    handle = open(path, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except (IOError, OSError):
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise StackbootError("another stackboot run (pid %s) holds %s" % (holder, path),
+                             "wait for it to finish, then run again")
+    handle.seek(0)
+    handle.truncate()
+    handle.write("%d\n" % os.getpid())
+    handle.flush()
+    return handle
+
+
+def open_log(host):
+    path = host.path(host.log_file)
+    if not os.path.isdir(os.path.dirname(path)):
+        os.makedirs(os.path.dirname(path), 0o755)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    return os.fdopen(fd, "a")
 
 
 # ---------------------------------------------------------------------------
@@ -518,6 +887,10 @@ def detect_facts(host, uname=None):
     }
 
 
+FACT_NAMES = ("platform", "distro", "version", "major", "codename", "init", "package_manager", "arch", "cores", "python",
+              "lab", "address")
+
+
 def facts_context(facts):
     """The facts as profiles' templates see them: {{facts.NAME}}."""
     return dict(("facts." + key, facts.get(key, "")) for key in FACT_NAMES)
@@ -538,16 +911,39 @@ def os_matches(facts, selector):
         facts["version"] == version or facts["version"].startswith(version + "."))
 
 
+
 # ---------------------------------------------------------------------------
-# Profiles and parameters
+# Value types: one table for profile parameters and step fields
 # ---------------------------------------------------------------------------
+# A type is a parse function: (value, declaration) -> the value, converted, or a
+# ValueError saying what is wrong. Parameters name a type ("type": "path"); step
+# kinds declare their fields with the same names (Field("path")), so a path is the
+# same thing wherever it appears. The MooseFS and CVMFS sections add their own.
 
 TEMPLATE_REF = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)?)\s*\}\}")
 SHELL_META = set("`$;&|<>\\\"'(){}*?!#~")
-SIZE_RE = re.compile(r"^[0-9]+(\.[0-9]+)?([kMGTPE]|[KMGTPE]i)?B?$")
+SIZE_RE = re.compile(r"^[0-9]+(\.[0-9]+)?([kMGTPE]|[KMGTPE]i)?B?\Z")
 HOST_RE = re.compile(r"^(\*|[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?"
-                     r"|[0-9]{1,3}(\.[0-9]{1,3}){3}|[0-9A-Fa-f:]*:[0-9A-Fa-f:.]*)$")
-NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+                     r"|[0-9]{1,3}(\.[0-9]{1,3}){3}|[0-9A-Fa-f:]*:[0-9A-Fa-f:.]*)\Z")
+NAME_RE = re.compile(r"^[a-z][a-z0-9_]*\Z")   # a parameter's name
+# A system name: a user, group, package, service or build. Never a path: no / and no "..".
+SYSTEM_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+:@-]{0,254}\Z")
+
+
+class ValueType:
+    def __init__(self, name, help, parse):
+        self.name, self.help, self.parse = name, help, parse
+
+
+TYPES = {}
+
+
+def value_type(name, help):
+    """Decorator: the parse function becomes the value type `name`."""
+    def register(parse):
+        TYPES[name] = ValueType(name, help, parse)
+        return parse
+    return register
 
 
 def plain(text, extra=""):
@@ -570,20 +966,45 @@ def split_list(value):
     raise ValueError("expected a list or comma-separated text, got %s" % json.dumps(value))
 
 
-def type_text(value, decl):
-    if not isinstance(value, str) or "\n" in value or "\r" in value or "\0" in value:
-        raise ValueError("must be one line of text")
-    return value
-
-
+@value_type("string", "plain text: one line, no shell or config metacharacters")
 def type_string(value, decl):
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         value = str(value)
     return plain(value, extra=decl.get("allow", ""))
 
 
+@value_type("text", "any one line of text")
+def type_text(value, decl):
+    if not isinstance(value, str) or "\n" in value or "\r" in value or "\0" in value:
+        raise ValueError("must be one line of text")
+    return value
+
+
+@value_type("name", "a system name (user, group, package, service): letters, digits and . _ - + : @")
+def type_name(value, decl):
+    if not isinstance(value, str) or not SYSTEM_NAME_RE.match(value) or ".." in value:
+        raise ValueError("expected a name (letters, digits and . _ - + : @, not a path), got %s" % json.dumps(value))
+    return value
+
+
+@value_type("word", "one word: no spaces, control characters or #")
+def type_word(value, decl):
+    if not isinstance(value, str) or not re.match(r"^[^\s#\x00-\x1f\x7f]+\Z", value):
+        raise ValueError("expected one word (no spaces, control characters or #), got %s" % json.dumps(value))
+    return value
+
+
+@value_type("lines", "text, or a list of lines")
+def type_lines(value, decl):
+    if isinstance(value, str) or (isinstance(value, list) and all(
+            isinstance(item, str) or (isinstance(item, dict) and "text" in item) for item in value)):
+        return value
+    raise ValueError("expected text or a list of lines, got %s" % json.dumps(value))
+
+
+@value_type("int", "a whole number")
 def type_int(value, decl):
-    if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, str) and re.match(r"^-?[0-9]+$", value))):
+    if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, str) and re.match(r"^-?[0-9]+\Z", value))):
         raise ValueError("expected a whole number, got %s" % json.dumps(value))
     number = int(value)
     if "min" in decl and number < decl["min"] or "max" in decl and number > decl["max"]:
@@ -591,10 +1012,12 @@ def type_int(value, decl):
     return number
 
 
+@value_type("port", "a TCP port 1-65535")
 def type_port(value, decl):
     return type_int(value, dict(decl, min=1, max=65535))
 
 
+@value_type("bool", "true or false")
 def type_bool(value, decl):
     if isinstance(value, bool):
         return value
@@ -605,18 +1028,21 @@ def type_bool(value, decl):
     raise ValueError("expected true or false, got %s" % json.dumps(value))
 
 
+@value_type("size", "a size like 100GiB")
 def type_size(value, decl):
     if not isinstance(value, str) or not SIZE_RE.match(value):
         raise ValueError("expected a size like 100GiB, 1.5TiB or 512M, got %s" % json.dumps(value))
     return value
 
 
+@value_type("host", "a host name or IP address")
 def type_host(value, decl):
     if not isinstance(value, str) or not HOST_RE.match(value) or len(value) > 253:
         raise ValueError("expected a host name or address, got %s" % json.dumps(value))
     return value
 
 
+@value_type("path", "an absolute path")
 def type_path(value, decl):
     plain(value, extra="~")
     if not value.startswith("/") or " " in value or "/../" in value + "/":
@@ -624,74 +1050,62 @@ def type_path(value, decl):
     return os.path.normpath(value) if value != "/" else value
 
 
+@value_type("url", "an http(s):// or file:// URL")
 def type_url(value, decl):
     plain(value, extra="~&?#")
-    if not re.match(r"^(https?|file|git\+https?)://[^\s]+$", value):
+    if not re.match(r"^(https?|file|git\+https?)://[^\s]+\Z", value):
         raise ValueError("expected an http(s):// or file:// URL, got %s" % json.dumps(value))
     return value
 
 
+@value_type("sha256", "a sha256 digest")
 def type_sha256(value, decl):
-    if not isinstance(value, str) or not re.match(r"^[0-9a-f]{64}$", value.lower()):
+    if not isinstance(value, str) or not re.match(r"^[0-9a-f]{64}\Z", value.lower()):
         raise ValueError("expected 64 hexadecimal digits, got %s" % json.dumps(value))
     return value.lower()
 
 
-def type_list(value, decl):
-    item_type = PARAM_TYPES[decl.get("items", "string")][1]
-    return [item_type(item, {"allow": decl.get("allow", "")}) for item in split_list(value)]
-
-
-def type_labels(value, decl):
-    labels = split_list(value)
-    for label in labels:
-        if not isinstance(label, str) or not re.match(r"^[A-Za-z]$", label):
-            raise ValueError("labels are single letters A-Z, got %s" % json.dumps(label))
-    return [label.upper() for label in labels]
-
-
-HDD_RE = re.compile(r"^([*<>~]?)(/\S*?)(?:\s+(=|=?-?[0-9]+(?:\.[0-9]+)?(?:[kMGTPE]|[KMGTPE]i)?B?%?|=-?[0-9]+%))?$")
-
-
-def type_hdd(value, decl):
-    """One mfshdd.cfg line: [*|<|>|~]PATH [LIMIT]; its path, marker and limit stay at hand for steps."""
-    text = value.get("text") if isinstance(value, dict) else value
-    if not isinstance(text, str) or "\n" in text or not HDD_RE.match(text.strip()):
-        raise ValueError("expected an mfshdd.cfg line like /mnt/hdd1, */mnt/hdd2 or /mnt/hdd3 -10%%, got %s" % json.dumps(text))
-    marker, path, limit = HDD_RE.match(text.strip()).groups()
-    type_path(path, {})
-    quota = limit if limit and SIZE_RE.match(limit) else None   # a plain size can also be a btrfs/ZFS quota
-    return {"text": marker + path + (" " + limit if limit else ""), "path": path, "marker": marker, "limit": limit or "",
-            "quota": quota, "name": os.path.basename(path)}
-
-
-FQRN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9][A-Za-z0-9_-]*)+$")
-
-
-def type_fqrn(value, decl):
-    """A CVMFS repository's fully qualified name: dot-separated words, as mkfs and the URLs need."""
-    if not isinstance(value, str) or not FQRN_RE.match(value) or len(value) > 64:
-        raise ValueError("expected a CVMFS repository name like software.example.org (letters, digits, - and _ "
-                         "in dot-separated words, at most 64 characters), got %s" % json.dumps(value))
+@value_type("mode", "an octal mode like \"0644\"")
+def type_mode(value, decl):
+    parse_mode(value)
     return value
 
 
-def type_cvmfs_repository(value, decl):
-    """A client's repository: FQRN, then where its public key comes from: the sha256 that pins
-    the key downloaded from the server, or an absolute path to a key file already here."""
-    text = value.get("text") if isinstance(value, dict) else value
-    words = text.split() if isinstance(text, str) else []
-    if len(words) != 2:
-        raise ValueError("expected FQRN SHA256 or FQRN /path/to/key.pub (a key is never taken unpinned), got %s"
-                         % json.dumps(text))
-    name, key = type_fqrn(words[0], {}), words[1]
-    if key.startswith("/"):
-        return {"text": text, "name": name, "key_file": type_path(key, {}), "key_sha256": None}
-    return {"text": text, "name": name, "key_file": None, "key_sha256": type_sha256(key, {})}
+@value_type("regex", "a regular expression")
+def type_regex(value, decl):
+    if not isinstance(value, str):
+        raise ValueError("expected a regular expression, got %s" % json.dumps(value))
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError("bad regular expression: %s" % exc)
+    return value
 
 
+@value_type("list", "a list (comma-separated on the command line)")
+def type_list(value, decl):
+    item = TYPES[decl.get("items") or "string"].parse
+    return [item(entry, {"allow": decl.get("allow", "")}) for entry in split_list(value)]
+
+
+@value_type("argv", "a command as a list of words")
+def type_argv(value, decl):
+    if not isinstance(value, list) or not value or not all(isinstance(word, str) and "\0" not in word for word in value):
+        raise ValueError("expected a command as a list of words, got %s" % json.dumps(value))
+    return value
+
+
+@value_type("object", "an object")
+def type_object(value, decl):
+    if not isinstance(value, dict):
+        raise ValueError("expected an object, got %s" % json.dumps(value))
+    return value
+
+
+@value_type("settings", "KEY=VALUE pairs (comma-separated, or a JSON object)")
 def type_settings(value, decl):
-    """KEY=VALUE pairs for config keys a profile does not model."""
+    """KEY=VALUE pairs for config keys a profile does not model. Each value is of the declared
+    `items` type, or plain one-line text; null leaves a key out; an object is spliced in."""
     if isinstance(value, str):
         text = value.strip()
         if text.startswith("{"):
@@ -709,31 +1123,44 @@ def type_settings(value, decl):
             value = pairs
     if not isinstance(value, dict):
         raise ValueError("expected an object of settings, got %s" % json.dumps(value))
+    checked = {}
     for key, val in value.items():
-        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
+        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*\Z", key):
             raise ValueError("setting name %s must be letters, digits and _" % json.dumps(key))
-        plain(str(val), extra="*:/,;~")
+        if isinstance(val, dict):
+            checked[key] = type_settings(val, decl)
+        elif val is None:
+            checked[key] = None
+        elif decl.get("items"):
+            checked[key] = TYPES[decl["items"]].parse(render_scalar(val), {})
+        else:
+            plain(render_scalar(val), extra="*:/,;~")
+            checked[key] = val
+    return checked
+
+
+def check_value(name, decl, value, source=None):
+    """A parameter value, converted to its type; BadInput when it is not one."""
+    parse = TYPES[decl.get("type", "string")].parse
+    where = "parameter %s" % name + (" (from %s)" % source if source else "")
+    if value is None:
+        return None
+    try:
+        value = parse(value, decl)
+        if "choices" in decl and value not in decl["choices"]:
+            raise ValueError("must be one of: %s" % ", ".join(str(choice) for choice in decl["choices"]))
+        if "pattern" in decl:
+            for item in (value if isinstance(value, list) else [value]):
+                if not re.fullmatch(decl["pattern"], str(item)):
+                    raise ValueError("%s does not match the pattern %s" % (json.dumps(item), decl["pattern"]))
+    except ValueError as exc:
+        raise BadInput("%s: %s" % (where, exc))
     return value
 
 
-PARAM_TYPES = {
-    "string": ("plain text: one line, no shell or config metacharacters", type_string),
-    "text": ("any one line of text", type_text),
-    "int": ("a whole number", type_int),
-    "port": ("a TCP port 1-65535", type_port),
-    "bool": ("true or false", type_bool),
-    "size": ("a size like 100GiB", type_size),
-    "host": ("a host name or IP address", type_host),
-    "path": ("an absolute path", type_path),
-    "url": ("an http(s):// or file:// URL", type_url),
-    "sha256": ("a sha256 digest", type_sha256),
-    "list": ("a list (comma-separated on the command line)", type_list),
-    "labels": ("single-letter labels, comma-separated", type_labels),
-    "hdd": ("an mfshdd.cfg line: [*|<|>|~]PATH [LIMIT]", type_hdd),
-    "settings": ("KEY=VALUE pairs (comma-separated, or a JSON object)", type_settings),
-    "fqrn": ("a CVMFS repository name like software.example.org", type_fqrn),
-    "cvmfs_repository": ("a CVMFS repository and its key: FQRN SHA256 or FQRN /path/to/key.pub", type_cvmfs_repository),
-}
+# ---------------------------------------------------------------------------
+# Profiles and parameters
+# ---------------------------------------------------------------------------
 
 PARAM_KEYS = {"type", "default", "help", "choices", "pattern", "secret", "items", "min", "max", "allow", "lookup"}
 PROFILE_KEYS = {"description", "requires", "parameters", "overlays", "steps", "platforms", "platforms_why", "recover", "summary", "status"}
@@ -760,6 +1187,11 @@ class Profile:
         self.parameters = data.get("parameters", {})
         self.overlays = data.get("overlays", {})
         self.steps = data.get("steps", [])
+
+    def all_steps(self):
+        """(where, spec) of every step: its own, then the ones it runs first when recovering."""
+        return [("$.steps[%d]" % index, spec) for index, spec in enumerate(self.steps)] + \
+               [("$.recover.steps[%d]" % index, spec) for index, spec in enumerate((self.recover or {}).get("steps", []))]
 
 
 def parse_profile_text(name, origin, text):
@@ -808,8 +1240,10 @@ def validate_profile(origin, data):
             if key not in PARAM_KEYS:
                 raise ProfileError(origin, where + "." + key, "unknown key (known: %s)" % ", ".join(sorted(PARAM_KEYS)))
         ptype = decl.get("type", "string")
-        if ptype not in PARAM_TYPES:
-            raise ProfileError(origin, where + ".type", "unknown type %s (known: %s)" % (json.dumps(ptype), ", ".join(sorted(PARAM_TYPES))))
+        if not isinstance(ptype, str) or ptype not in TYPES:
+            raise ProfileError(origin, where + ".type", "unknown type %s (known: %s)" % (json.dumps(ptype), ", ".join(sorted(TYPES))))
+        if "items" in decl and (not isinstance(decl["items"], str) or decl["items"] not in TYPES):
+            raise ProfileError(origin, where + ".items", "unknown type %s (known: %s)" % (json.dumps(decl["items"]), ", ".join(sorted(TYPES))))
         expect(origin, where + ".help", decl.get("help", ""), str, "text")
         if "choices" in decl:
             expect(origin, where + ".choices", decl["choices"], list, "a list")
@@ -832,15 +1266,16 @@ def validate_profile(origin, data):
     recover = data.get("recover")
     if recover is not None:
         expect(origin, "$.recover", recover, dict, "an object {\"evidence\": [GLOB...], \"replaces\": [ROLE...], "
-                                                   "\"own\": [{path, owner, group}...]}")
-        if set(recover) - {"evidence", "replaces", "own"}:
-            raise ProfileError(origin, "$.recover", "unknown key (known: evidence, own, replaces)")
-        expect(origin, "$.recover.evidence", recover.get("evidence", []), list, "a list of path patterns")
-        expect(origin, "$.recover.replaces", recover.get("replaces", []), list, "a list of roles")
-        expect(origin, "$.recover.own", recover.get("own", []), list, "a list of {path, owner, group}")
-        for index, item in enumerate(recover.get("own", [])):
-            if not isinstance(item, dict) or set(item) != {"path", "owner", "group"}:
-                raise ProfileError(origin, "$.recover.own[%d]" % index, "expected {\"path\", \"owner\", \"group\"}")
+                                                   "\"steps\": [STEP...]}")
+        if set(recover) - {"evidence", "replaces", "steps"}:
+            raise ProfileError(origin, "$.recover", "unknown key (known: evidence, replaces, steps)")
+        for key, what in (("evidence", "a path pattern"), ("replaces", "a role")):
+            expect(origin, "$.recover." + key, recover.get(key, []), list, "a list of %ss" % what.split(" ", 1)[1])
+            for index, item in enumerate(recover.get(key, [])):
+                expect(origin, "$.recover.%s[%d]" % (key, index), item, str, what)
+        expect(origin, "$.recover.steps", recover.get("steps", []), list, "a list of steps")
+        for index, step in enumerate(recover.get("steps", [])):
+            validate_step(origin, "$.recover.steps[%d]" % index, step)
     overlays = data.get("overlays", {})
     expect(origin, "$.overlays", overlays, dict, "an object of OS selector -> parameter defaults")
     for selector, values in overlays.items():
@@ -854,7 +1289,7 @@ def validate_profile(origin, data):
 def validate_step(origin, where, step):
     expect(origin, where, step, dict, "an object")
     kind = step.get("kind")
-    if kind not in STEP_KINDS:
+    if not isinstance(kind, str) or kind not in STEP_KINDS:
         raise ProfileError(origin, where + ".kind", "unknown step kind %s (known: %s)" % (
             json.dumps(kind), ", ".join(sorted(STEP_KINDS))))
     cls = STEP_KINDS[kind]
@@ -865,16 +1300,16 @@ def validate_step(origin, where, step):
         if field is None:
             raise ProfileError(origin, "%s.%s" % (where, key), "unknown key for a %s step (known: %s)" % (
                 kind, ", ".join(sorted(set(cls.schema) | STEP_COMMON_KEYS))))
-        if not is_whole_ref(value):
-            problem = field.problem(value)
-            if problem:
-                raise ProfileError(origin, "%s.%s" % (where, key), problem)
+        problem = field.problem(value)
+        if problem:
+            raise ProfileError(origin, "%s.%s" % (where, key), problem)
     for key, field in cls.schema.items():
         if field.required and key not in step:
             raise ProfileError(origin, where, "a %s step needs %s" % (kind, json.dumps(key)))
-    problem = cls.spec_problem(step)
-    if problem:
-        raise ProfileError(origin, where, problem)
+    for rule in cls.rules:
+        problem = rule.problem(cls.kind, step)
+        if problem:
+            raise ProfileError(origin, where, problem)
     if "id" in step:
         expect(origin, where + ".id", step["id"], str, "text")
     if "when" in step:
@@ -886,7 +1321,7 @@ def validate_step(origin, where, step):
 
 
 def is_whole_ref(value):
-    return isinstance(value, str) and TEMPLATE_REF.fullmatch(value.strip()) is not None
+    return isinstance(value, str) and TEMPLATE_REF.fullmatch(value) is not None
 
 
 def template_refs(value):
@@ -901,25 +1336,6 @@ def template_refs(value):
             found |= template_refs(key) | template_refs(item)
         return found
     return set()
-
-
-def check_value(name, decl, value, source=None):
-    """A parameter value, converted to its type; BadInput when it is not one."""
-    parse = PARAM_TYPES[decl.get("type", "string")][1]
-    where = "parameter %s" % name + (" (from %s)" % source if source else "")
-    if value is None:
-        return None
-    try:
-        value = parse(value, decl)
-        if "choices" in decl and value not in decl["choices"]:
-            raise ValueError("must be one of: %s" % ", ".join(str(choice) for choice in decl["choices"]))
-        if "pattern" in decl:
-            for item in (value if isinstance(value, list) else [value]):
-                if not re.fullmatch(decl["pattern"], str(item)):
-                    raise ValueError("%s does not match the pattern %s" % (json.dumps(item), decl["pattern"]))
-    except ValueError as exc:
-        raise BadInput("%s: %s" % (where, exc))
-    return value
 
 
 class Library:
@@ -964,8 +1380,8 @@ class Library:
             known = set()
             for member in self.closure([profile.name]):
                 known |= set(member.parameters)
-            plain_steps = [step for step in profile.steps if "for_each" not in step]
-            for where, value in [("$.steps", plain_steps), ("$.overlays", profile.overlays), ("$.summary", profile.summary), ("$.status", profile.status),
+            for where, value in [("$.overlays", profile.overlays), ("$.summary", profile.summary), ("$.status", profile.status),
+                                 ("$.recover.evidence", (profile.recover or {}).get("evidence", [])),
                                  ("$.parameters", {k: v.get("default") for k, v in profile.parameters.items()})]:
                 for ref in template_refs(value):
                     if ref.split(".")[0] not in known and not (ref.startswith("facts.") and ref[6:] in FACT_NAMES):
@@ -974,27 +1390,23 @@ class Library:
                 for pname in values:
                     if pname not in known:
                         raise ProfileError(profile.origin, "$.overlays.%s.%s" % (selector, pname), "unknown parameter")
-            for index, step in enumerate(profile.steps):
-                if "for_each" in step:
-                    local = step.get("as", "item")
-                    extra = set(ref for ref in template_refs(step) if ref == local or ref.startswith(local + "."))
-                    unknown = template_refs(step) - extra - known - set("facts." + f for f in FACT_NAMES)
-                    unknown = set(ref for ref in unknown if ref.split(".")[0] not in known)
-                    if unknown:
-                        raise ProfileError(profile.origin, "$.steps[%d]" % index, "unknown parameter {{%s}}" % sorted(unknown)[0])
+            for where, step in profile.all_steps():
+                local = step.get("as", "item") if "for_each" in step else None
+                schema = STEP_KINDS[step["kind"]].schema
+                refs = template_refs(dict((key, value) for key, value in step.items() if not (key in schema and schema[key].literal)))
+                mine = set(ref for ref in refs if local and (ref == local or ref.startswith(local + ".")))
+                unknown = set(ref for ref in refs - mine if ref.split(".")[0] not in known
+                              and not (ref.startswith("facts.") and ref[6:] in FACT_NAMES))
+                if unknown:
+                    raise ProfileError(profile.origin, where if local else where.split("[")[0], "unknown parameter {{%s}}" % sorted(unknown)[0])
                 for pname in step.get("needs", []):
                     if pname not in known:
-                        raise ProfileError(profile.origin, "$.steps[%d].needs" % index, "unknown parameter %s" % json.dumps(pname))
-                local = step.get("as", "item") if "for_each" in step else None
+                        raise ProfileError(profile.origin, where + ".needs", "unknown parameter %s" % json.dumps(pname))
                 for pname in step.get("when", {}):
                     if pname.split(".")[0] == local:
                         continue
                     if pname not in known and pname != "os" and not (pname.startswith("facts.") and pname[6:] in FACT_NAMES):
-                        raise ProfileError(profile.origin, "$.steps[%d].when.%s" % (index, pname), "unknown parameter")
-
-
-FACT_NAMES = ("platform", "distro", "version", "major", "codename", "init", "package_manager", "arch", "cores", "python",
-              "lab", "address")
+                        raise ProfileError(profile.origin, "%s.when.%s" % (where, pname), "unknown parameter")
 
 
 def load_library(extra_dirs, host):
@@ -1021,17 +1433,17 @@ def load_library(extra_dirs, host):
 
 
 class Values:
-    """Resolved parameter values with where each came from."""
+    """Resolved parameter values, where each came from, and which are secret."""
 
-    def __init__(self):
-        self.values, self.sources, self.decls, self.secrets = {}, {}, {}, set()
+    def __init__(self, decls=None):
+        self.values, self.sources, self.decls, self.secrets = {}, {}, dict(decls or {}), set()
 
     def set(self, name, value, source):
         self.values[name] = value
         self.sources[name] = source
 
     def secret_texts(self):
-        return [str(self.values[name]) for name in self.secrets if self.values.get(name)]
+        return [render_scalar(self.values[name]) for name in self.secrets if self.values.get(name) not in (None, "")]
 
 
 def declared_parameters(profiles):
@@ -1045,12 +1457,39 @@ def declared_parameters(profiles):
     return decls, owner
 
 
-def resolve_parameters(library, profiles, facts, sets=(), site=None, env=None, remembered=None, bundled=None):
-    """Values in rising precedence: default, OS overlay, the bundle's, remembered, site, environment, --set."""
-    env = os.environ if env is None else env
+class Inputs:
+    """Parameter values from outside the profiles: layers of (source, {name: value}, scope),
+    lowest precedence first. The scope says what a layer may hold:
+    - quiet: anything; only what the roles declare is used (a bundle's values, remembered ones);
+    - shared: other roles' parameters too, but nothing no role knows (a site file, a cluster's
+      common parameters);
+    - strict: only the roles' own (--set, a cluster node's own parameters);
+    - env: the environment, whose STACKBOOT_<NAME> variables name the roles' parameters."""
+
+    def __init__(self, layers=()):
+        self.layers = list(layers)
+
+    def add(self, source, given, scope):
+        if given:
+            self.layers.append((source, given, scope))
+        return self
+
+
+def parse_sets(items, source="--set"):
+    """NAME=VALUE items (the command line's --set) as {name: value}; a later one wins."""
+    given = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        if not sep or not NAME_RE.match(name.strip()):
+            raise BadInput("%s %s: expected NAME=VALUE" % (source, json.dumps(item)))
+        given[name.strip()] = value
+    return given
+
+
+def resolve_parameters(library, profiles, facts, inputs):
+    """Values in rising precedence: default, OS overlay, the lab overlay, then the inputs' layers."""
     decls, owner = declared_parameters(profiles)
-    values = Values()
-    values.decls = decls
+    values = Values(decls)
     for name, decl in decls.items():
         values.set(name, decl.get("default"), "default")
         if decl.get("secret"):
@@ -1064,37 +1503,26 @@ def resolve_parameters(library, profiles, facts, sets=(), site=None, env=None, r
         for name, value in (profile.overlays.get("lab", {}) if facts.get("lab") else {}).items():
             values.set(name, value, "lab overlay")
 
-    def known(name, source):
-        """A site file may hold other roles' parameters; --set may not, and nobody may hold a typo."""
-        if name in decls:
-            return True
+    def unknown(name, source, scope):
+        """A shared layer may hold other roles' parameters; a strict one may not; nobody a typo."""
         others = [p.name for p in library.profiles.values() if name in p.parameters]
-        if others and source != "--set":
-            return False
+        if others and scope == "shared":
+            return
         hint = "it belongs to %s" % ", ".join(others) if others else "`stackboot show ROLE` lists the parameters"
         raise BadInput("%s: unknown parameter %s for %s" % (source, json.dumps(name), ", ".join(p.name for p in profiles)), hint)
 
-    for name, value in sorted((bundled or {}).items()):
-        if name in decls:
-            values.set(name, value, "bundle")
-    for name, value in sorted((remembered or {}).items()):
-        if name in decls:
-            values.set(name, value, "remembered")
-    if site:
-        path, data = site
-        for name, value in data.items():
-            if known(name, "site file " + path):
-                values.set(name, value, "site file " + path)
-    for name in decls:
-        key = "STACKBOOT_" + name.upper()
-        if key in env:
-            values.set(name, env[key], "environment " + key)
-    for item in sets:
-        name, sep, value = item.partition("=")
-        if not sep or not NAME_RE.match(name.strip()):
-            raise BadInput("--set %s: expected NAME=VALUE" % json.dumps(item))
-        if known(name.strip(), "--set"):
-            values.set(name.strip(), value, "--set")
+    for source, given, scope in inputs.layers:
+        if scope == "env":
+            for name in decls:
+                key = "STACKBOOT_" + name.upper()
+                if key in given:
+                    values.set(name, given[key], "%s %s" % (source, key))
+            continue
+        for name, value in given.items():
+            if name in decls:
+                values.set(name, value, source)
+            elif scope != "quiet":
+                unknown(name, source, scope)
     # Profile-written defaults may use facts and other parameters ("{{localstate_dir}}/mfs");
     # they are filled in dependency order. Values a user typed are never expanded.
     context = facts_context(facts)
@@ -1146,7 +1574,7 @@ def resolve_parameters(library, profiles, facts, sets=(), site=None, env=None, r
 def substitute(value, context):
     """Fill {{name}} references. A field that is only a reference keeps the value's type."""
     if isinstance(value, str):
-        whole = TEMPLATE_REF.fullmatch(value.strip())
+        whole = TEMPLATE_REF.fullmatch(value)
         if whole:
             return lookup_ref(context, whole.group(1))
         return TEMPLATE_REF.sub(lambda match: render_scalar(lookup_ref(context, match.group(1))), value)
@@ -1176,18 +1604,6 @@ def lookup_ref(context, name):
     return [item[field] for item in items]
 
 
-def render_scalar(value):
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, list):
-        return ",".join(render_scalar(item) for item in value)
-    if isinstance(value, dict) and "text" in value:   # a structured value (like a disk) renders as its text
-        return value["text"]
-    return str(value)
-
-
 def condition_holds(when, values, facts, scope=None):
     """`when`: every key (a parameter, "os", "facts.NAME", or a for_each item's field) must match;
     a list means any of its values."""
@@ -1206,16 +1622,26 @@ def condition_holds(when, values, facts, scope=None):
 
 
 # ---------------------------------------------------------------------------
-# Platform tables: package managers, user tools, service managers
+# Platform tables: package managers, user tools, service managers, mount tables
 # ---------------------------------------------------------------------------
-# Each is chosen once from the facts; step kinds call them and never test the
-# platform themselves.
+# Each is chosen once from the facts when a Run starts; step kinds call them and
+# never test the platform themselves. Each keeps its own batch probe and knows
+# what makes that probe stale.
 
 class PackageManager:
     """One batch query answers for every package of the run."""
 
     name = ""
     install_env = {}
+
+    def __init__(self, host):
+        self.host = host
+        self.wanted = set()     # every package of the run, queried together
+        self.versions = None    # name -> version (None: not installed), from the last query
+        self.stale = False      # a repository was added: refresh the index before installing
+
+    def want(self, names):
+        self.wanted.update(names)
 
     def query_argv(self, names):
         raise NotImplementedError
@@ -1225,20 +1651,31 @@ class PackageManager:
         fields = line.split("\t")
         return (fields[0], fields[1]) if len(fields) == 2 else (None, None)
 
-    def query(self, run, names):
-        result = run.runner.run(self.query_argv(names), check=False)
-        versions = dict.fromkeys(names)
-        for line in result.out.splitlines():
-            name, version = self.parse(line)
-            if name in versions and version:
-                versions[name] = version
-        return versions
+    def installed(self, names):
+        """{name: version or None} for names, from one query for every package the run wants."""
+        if self.versions is None or any(name not in self.versions for name in names):
+            query = sorted(self.wanted | set(names))
+            result = self.host.runner.run(self.query_argv(query), check=False)
+            self.versions = dict.fromkeys(query)
+            for line in result.out.splitlines():
+                name, version = self.parse(line)
+                if name in self.versions and version:
+                    self.versions[name] = version
+        return self.versions
+
+    def missing(self, names):
+        versions = self.installed(names)
+        return [name for name in names if not versions.get(name)]
+
+    def sources_changed(self):
+        self.stale = True
 
     def install_argv(self, names):
         return [self.name, "install", "-y"] + names
 
-    def install(self, run, names):
-        run.runner.run(self.install_argv(names), change=True, env=self.install_env)
+    def install(self, names):
+        self.host.runner.run(self.install_argv(names), change=True, env=self.install_env)
+        self.versions = None
 
 
 class Apt(PackageManager):
@@ -1254,21 +1691,20 @@ class Apt(PackageManager):
             return fields[0].split(":")[0], fields[2]
         return None, None
 
-    def lists_empty(self, run):
-        try:
-            return not any("Packages" in entry for entry in os.listdir(run.host.path("/var/lib/apt/lists")))
-        except OSError:
-            return True
+    def lists_empty(self):
+        return not any("Packages" in entry for entry in self.host.listdir("/var/lib/apt/lists"))
 
-    def install(self, run, names):
-        if run.refresh_packages or self.lists_empty(run):
-            run.runner.run(["apt-get", "update", "-q"], change=True, env=self.install_env)
-            run.refresh_packages = False
+    def install(self, names):
+        runner = self.host.runner
+        if self.stale or self.lists_empty():
+            runner.run(["apt-get", "update", "-q"], change=True, env=self.install_env)
+            self.stale = False
         argv = ["apt-get", "install", "-y", "-q", "--no-install-recommends"] + names
-        result = run.runner.run(argv, change=True, env=self.install_env, check=False)
+        result = runner.run(argv, change=True, env=self.install_env, check=False)
         if result.rc != 0 and "Unable to locate package" in result.err:
-            run.runner.run(["apt-get", "update", "-q"], change=True, env=self.install_env)
-            result = run.runner.run(argv, change=True, env=self.install_env, check=False)
+            runner.run(["apt-get", "update", "-q"], change=True, env=self.install_env)
+            result = runner.run(argv, change=True, env=self.install_env, check=False)
+        self.versions = None
         if result.rc != 0:
             raise CommandFailed(result, "check the package names and the host's package sources")
 
@@ -1306,7 +1742,7 @@ class Apk(PackageManager):
 
 
 class NoPackageManager(PackageManager):
-    def query(self, run, names):
+    def installed(self, names):
         raise StackbootError("no package manager found on this host",
                              "install the packages by hand, or run on a supported platform")
 
@@ -1357,90 +1793,110 @@ class ServiceState:
         self.loaded, self.enabled, self.running = loaded, enabled, running
 
 
-class Systemd:
-    """systemd: one `systemctl show` answers for every unit of the run."""
+class ServiceManager:
+    """How services start, stop and stay enabled here; `persistent`: enabled survives a reboot."""
 
     persistent = True
+
+    def __init__(self, host):
+        self.host = host
+        self.wanted = []   # service steps of the run, probed together where the platform can
+
+    def want(self, step):
+        self.wanted.append(step)
+
+    def unit_files_written(self, path):
+        """A file was written that the service manager reads only when told (systemd units)."""
+
+    def forget(self, step):
+        """The service changed: its cached state is stale."""
+
+
+class Systemd(ServiceManager):
+    """systemd: one `systemctl show` answers for every unit of the run."""
+
+    def __init__(self, host):
+        ServiceManager.__init__(self, host)
+        self.states = {}
+        self.reload_needed = False   # systemd reads unit files only when told to
 
     def unit(self, step):
         name = step.args["name"]
         return name if "." in name else name + ".service"
 
-    def prefetch(self, run, steps):
+    def probe(self, steps):
         units = [self.unit(step) for step in steps]
         if not units:
             return
-        result = run.runner.run(["systemctl", "show", "--no-pager", "-p", "Id,LoadState,ActiveState,UnitFileState"]
-                                + units, check=False)
+        result = self.host.runner.run(["systemctl", "show", "--no-pager", "-p", "Id,LoadState,ActiveState,UnitFileState"]
+                                      + units, check=False)
         blocks = [block for block in result.out.strip().split("\n\n")]
         for unit, block in zip(units, blocks):
             props = dict(line.partition("=")[::2] for line in block.splitlines())
-            run.probed[("unit", unit)] = ServiceState(
+            self.states[unit] = ServiceState(
                 loaded=props.get("LoadState") == "loaded",
                 enabled=props.get("UnitFileState") in ("enabled", "enabled-runtime", "static", "alias"),
                 running=props.get("ActiveState") in ("active", "reloading", "activating"))
 
-    def state(self, run, step):
-        key = ("unit", self.unit(step))
-        if key not in run.probed:
-            self.prefetch(run, [step])
-        return run.probed[key]
+    def state(self, step):
+        unit = self.unit(step)
+        if unit not in self.states:
+            missing = {}
+            for each in self.wanted + [step]:
+                if self.unit(each) not in self.states:
+                    missing.setdefault(self.unit(each), each)
+            self.probe(list(missing.values()))
+        return self.states[unit]
 
-    def systemctl(self, run, step, verb):
-        if run.unit_files_changed:   # systemd reads unit files only when told to
-            run.runner.run(["systemctl", "daemon-reload"], change=True)
-            run.unit_files_changed = False
-        run.runner.run(["systemctl", verb, self.unit(step)], change=True)
-        self.forget(run, step)
+    def unit_files_written(self, path):
+        if "/systemd/system/" in path:
+            self.reload_needed = True
 
-    def do(self, run, step, action):
-        self.systemctl(run, step, action)
+    def do(self, step, action):
+        runner = self.host.runner
+        if self.reload_needed:
+            runner.run(["systemctl", "daemon-reload"], change=True)
+            self.reload_needed = False
+        runner.run(["systemctl", action, self.unit(step)], change=True)
+        self.forget(step)
 
-    def forget(self, run, step):
-        run.probed.pop(("unit", self.unit(step)), None)
+    def forget(self, step):
+        self.states.pop(self.unit(step), None)
 
 
-class RcD:
+class RcD(ServiceManager):
     """FreeBSD rc.d: enabled means NAME_enable=YES in rc.conf (read directly); sysrc writes it."""
 
-    persistent = True
-
-    def prefetch(self, run, steps):
-        pass
-
-    def rc_conf(self, run):
+    def rc_conf(self):
         values = {}
         for path in ("/etc/defaults/rc.conf", "/etc/rc.conf", "/etc/rc.conf.local"):
-            values.update(parse_os_release(as_text(run.host.read(path) or b"")))
+            values.update(parse_os_release(as_text(self.host.read(path) or b"")))
         return values
 
-    def state(self, run, step):
+    def state(self, step):
         name = step.args["name"]
-        enabled = self.rc_conf(run).get(name + "_enable", "NO").upper() in ("YES", "TRUE", "ON", "1")
-        running = run.runner.run(["service", name, "onestatus"], check=False).rc == 0
+        enabled = self.rc_conf().get(name + "_enable", "NO").upper() in ("YES", "TRUE", "ON", "1")
+        running = self.host.runner.run(["service", name, "onestatus"], check=False).rc == 0
         return ServiceState(True, enabled, running)
 
-    def do(self, run, step, action):
+    def do(self, step, action):
         name = step.args["name"]
         if action in ("enable", "disable"):
-            run.runner.run(["sysrc", "%s_enable=%s" % (name, "YES" if action == "enable" else "NO")], change=True)
-            self.forget(run, step)
+            self.host.runner.run(["sysrc", "%s_enable=%s" % (name, "YES" if action == "enable" else "NO")], change=True)
+            self.forget(step)
             return
         # rc.d refuses plain verbs for a service not enabled in rc.conf; one* verbs act regardless
         prefix = "" if step.args.get("enabled", True) else "one"
-        run.runner.run(["service", name, prefix + action], change=True)
+        self.host.runner.run(["service", name, prefix + action], change=True)
 
-    def forget(self, run, step):
-        run.host.forget("/etc/rc.conf")
+    def forget(self, step):
+        self.host.forget("/etc/rc.conf")
 
 
-class DirectServices:
+class DirectServices(ServiceManager):
     """No init system runs (chroot, container, rescue): the daemon's own start/stop commands."""
 
     persistent = False
-
-    def prefetch(self, run, steps):
-        pass
 
     def commands(self, step):
         direct = step.args.get("direct") or {}
@@ -1449,64 +1905,38 @@ class DirectServices:
                                  % step.args["name"], "add \"direct\": {\"start\": [...]} to the service step")
         return direct
 
-    def state(self, run, step):
+    def state(self, step):
         direct = self.commands(step)
         pidfile = direct.get("pidfile")
         if pidfile:
-            text = as_text(run.host.read(pidfile) or b"").strip().split()
+            text = as_text(self.host.read(pidfile) or b"").strip().split()
             names = (os.path.basename(direct["start"][0]), step.args["name"])
             running = bool(text) and text[0].isdigit() and pid_alive(int(text[0]), names)
         elif direct.get("status"):
-            running = run.runner.run(direct["status"], check=False).rc == 0
+            running = self.host.runner.run(direct["status"], check=False).rc == 0
         else:
             raise StackbootError("service %s: direct mode needs a pidfile or a status command" % step.args["name"])
         return ServiceState(True, True, running)
 
-    def do(self, run, step, verb):
-        direct = self.commands(step)
+    def do(self, step, verb):
+        direct, runner = self.commands(step), self.host.runner
         if verb in direct:
-            run.runner.run(direct[verb], change=True, detach=True)
+            runner.run(direct[verb], change=True, detach=True)
         elif verb in ("restart", "reload") and direct.get("stop"):
-            run.runner.run(direct["stop"], change=True, detach=True)
-            run.runner.run(direct["start"], change=True, detach=True)
+            runner.run(direct["stop"], change=True, detach=True)
+            runner.run(direct["start"], change=True, detach=True)
+        elif verb in ("enable", "disable"):
+            pass   # nothing persists without an init system
         else:
             raise StackbootError("service %s: the profile gives no direct %s command" % (step.args["name"], verb),
                                  "add it to the step's \"direct\" commands")
-        self.forget(run, step)
+        self.forget(step)
 
-    def forget(self, run, step):
-        run.host.forget((step.args.get("direct") or {}).get("pidfile") or "")
-
-
-class LinuxMounts:
-    """Mounts from /proc/self/mountinfo: FUSE and subvolume mounts included, unlike os.path.ismount."""
-
-    def table(self, run):
-        data = read_bytes("/proc/self/mountinfo")
-        if data is None:
-            raise StackbootError("cannot read /proc/self/mountinfo", "mount /proc (mount -t proc proc /proc) and run again")
-        mounts = {}
-        for line in as_text(data).splitlines():
-            fields = line.split(" - ")
-            left, right = fields[0].split(), fields[1].split() if len(fields) > 1 else []
-            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), left[4])
-            mounts[point] = {"fstype": right[0] if right else "", "source": right[1] if len(right) > 1 else ""}
-        return mounts
+    def forget(self, step):
+        self.host.forget((step.args.get("direct") or {}).get("pidfile") or "")
 
 
-class FreeBSDMounts:
-    """FreeBSD has no mountinfo; `mount -p` prints the table in fstab form."""
-
-    def table(self, run):
-        mounts = {}
-        for line in run.runner.run(["mount", "-p"]).out.splitlines():
-            fields = line.split()
-            if len(fields) >= 3:
-                mounts[fields[1]] = {"fstype": fields[2], "source": fields[0]}
-        return mounts
-
-
-MOUNT_TABLES = {"freebsd": FreeBSDMounts}
+SERVICE_MANAGERS = {"systemd": Systemd, "rc": RcD, "none": DirectServices}
 
 
 def pid_alive(pid, names=()):
@@ -1526,102 +1956,357 @@ def pid_alive(pid, names=()):
     return not (names and cmdline and not set(names) & set(words))
 
 
-SERVICE_MANAGERS = {"systemd": Systemd, "rc": RcD, "none": DirectServices}
+class LinuxMounts:
+    """Mounts from /proc/self/mountinfo: FUSE and subvolume mounts included, unlike os.path.ismount."""
+
+    def __init__(self, host):
+        self.host = host
+        self.mounts = None
+
+    def forget(self):
+        self.mounts = None
+
+    def table(self):
+        """{mount point: {"fstype", "source"}}, as this machine sees it (under --root: prefixed)."""
+        if self.mounts is None:
+            self.mounts = self.read()
+        return self.mounts
+
+    def read(self):
+        data = read_bytes("/proc/self/mountinfo")
+        if data is None:
+            raise StackbootError("cannot read /proc/self/mountinfo", "mount /proc (mount -t proc proc /proc) and run again")
+        mounts = {}
+        for line in as_text(data).splitlines():
+            fields = line.split(" - ")
+            left, right = fields[0].split(), fields[1].split() if len(fields) > 1 else []
+            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), left[4])
+            mounts[point] = {"fstype": right[0] if right else "", "source": right[1] if len(right) > 1 else ""}
+        return mounts
+
+
+class FreeBSDMounts(LinuxMounts):
+    """FreeBSD has no mountinfo; `mount -p` prints the table in fstab form."""
+
+    def read(self):
+        mounts = {}
+        for line in self.host.runner.run(["mount", "-p"]).out.splitlines():
+            fields = line.split()
+            if len(fields) >= 3:
+                mounts[fields[1]] = {"fstype": fields[2], "source": fields[0]}
+        return mounts
+
+
+MOUNT_TABLES = {"freebsd": FreeBSDMounts}
+
 
 
 # ---------------------------------------------------------------------------
-# Steps
+# State and Run: what stackboot remembers on a host, and one command's view of it
 # ---------------------------------------------------------------------------
+
+class State:
+    """STATE_DIR/state.json (0600): the roles installed and their inputs, the files written,
+    builds, the stores made, restarts pending, digests of large files.
+
+    Saved after every step, so a run killed at any point resumes from the truth.
+    Only these methods touch its data.
+    """
+
+    SHAPE = {"roles": dict, "files": dict, "builds": dict, "digests": dict, "pending": dict, "made": dict}
+
+    def __init__(self, host):
+        self.host = host
+        self.path = host.state_dir + "/state.json"
+        data = read_bytes(host.path(self.path))
+        try:
+            self.data = json.loads(as_text(data)) if data else {}
+        except ValueError:
+            raise StackbootError("%s is not valid JSON" % host.path(self.path), "move it aside; the next install rebuilds it")
+        if not isinstance(self.data, dict) or any(not isinstance(self.data.get(key, {}), kind) for key, kind in self.SHAPE.items()) \
+                or any(not isinstance(record, dict) for record in self.data.get("roles", {}).values()):
+            raise StackbootError("%s is not a stackboot state file (unexpected shape)" % host.path(self.path),
+                                 "move it aside; the next install rebuilds it")
+        self.data.setdefault("version", 1)
+        for key, kind in self.SHAPE.items():
+            self.data.setdefault(key, kind())
+
+    def save(self):
+        self.host.make_dirs(self.host.state_dir, 0o700)
+        self.host.write_file(self.path, json.dumps(self.data, indent=1, sort_keys=True).encode(), 0o600)
+
+    # -- roles, and the inputs they were installed with (a repair run needs no flags) --
+    def roles(self):
+        return sorted(self.data["roles"])
+
+    def inputs(self, roles):
+        inputs = {}
+        for role in roles:
+            inputs.update(self.data["roles"].get(role, {}).get("inputs", {}))
+        return inputs
+
+    def remember_role(self, role, inputs):
+        self.data["roles"][role] = {"inputs": inputs, "installed": time.strftime("%Y-%m-%dT%H:%M:%S")}
+
+    def forget_role(self, role):
+        self.data["roles"].pop(role, None)
+
+    # -- files stackboot wrote (a hand edit since is never overwritten silently) ------
+    def record_file(self, path, data):
+        self.data["files"][path] = {"sha256": sha256_bytes(data)}
+
+    def knows_file(self, path):
+        return path in self.data["files"]
+
+    def wrote(self, path, data):
+        return self.data["files"].get(path, {}).get("sha256") == sha256_bytes(data)
+
+    def edited_by_hand(self, path, current):
+        return self.knows_file(path) and not self.wrote(path, current)
+
+    def forget_file(self, path):
+        self.data["files"].pop(path, None)
+
+    def forget_files_under(self, directory):
+        for path in [path for path in self.data["files"] if path.startswith(directory.rstrip("/") + "/")]:
+            del self.data["files"][path]
+
+    # -- source builds and the files they installed ------------------------------------
+    def build(self, name):
+        return self.data["builds"].get(name)
+
+    def record_build(self, name, inputs, version, files):
+        old = self.build(name) or {}
+        self.data["builds"][name] = {"inputs": inputs, "version": version, "files": files,
+                                     "previous_version": old.get("version")}
+
+    def forget_build(self, name):
+        self.data["builds"].pop(name, None)
+
+    # -- stores stackboot made (only these may be destroyed by --purge-data) -------------
+    def made(self, step_id):
+        return self.data["made"].get(step_id)
+
+    def record_made(self, step_id, kind, target, **details):
+        self.data["made"][step_id] = dict(details, kind=kind, target=target)
+
+    def forget_made(self, step_id):
+        self.data["made"].pop(step_id, None)
+
+    def made_targets(self, kind):
+        return set(record["target"] for record in self.data["made"].values() if record.get("kind") == kind)
+
+    # -- restarts, reloads and runs a change asked for, until they happened -----------
+    def pending(self, step_id, key):
+        return self.data["pending"].get(step_id, {}).get(key, [])
+
+    def add_pending(self, step_id, key, source_id):
+        pending = self.data["pending"].setdefault(step_id, {})
+        pending[key] = sorted(set(pending.get(key, [])) | {source_id})
+
+    def clear_pending(self, step_id):
+        self.data["pending"].pop(step_id, None)
+
+    # -- digests of large files, remembered by size and mtime ---------------------------
+    def file_digest(self, path):
+        """sha256 of a large file, remembered by size and mtime so converged runs skip hashing."""
+        st = self.host.stat(path)
+        if st is None:
+            return None
+        stamp = [st.st_size, int(st.st_mtime)]
+        cached = self.data["digests"].get(path)
+        if cached and cached[0] == stamp:
+            return cached[1]
+        digest = sha256_file(self.host.path(path))
+        self.data["digests"][path] = [stamp, digest]
+        return digest
+
+    def forget_digest(self, path):
+        self.data["digests"].pop(path, None)
+
+
+class Run:
+    """One command's view of a host while it plans and converges: the facts, the platform's
+    tools (chosen once), the state, probe caches, and which steps changed so far."""
+
+    def __init__(self, host, facts, out, state=None, force=False, offline=False, repair=False, bundle=None):
+        self.host, self.runner, self.facts, self.out = host, host.runner, facts, out
+        self.state = state or State(host)
+        self.force = force        # replace files edited by hand (keeping a backup)
+        self.offline = offline    # never use the network: stop before any change if something is missing
+        self.repair = repair      # clean up what a failed attempt left half-made, where that is safe
+        self.bundle = bundle      # the zipapp bundle this stackboot runs from, if any
+        self.packages = PACKAGE_MANAGERS[facts["package_manager"]](host)
+        self.services = SERVICE_MANAGERS[facts["init"]](host)
+        self.users = USER_TOOLS.get(facts["platform"], ShadowUsers)()
+        self.mounts = MOUNT_TABLES.get(facts["platform"], LinuxMounts)(host)
+        self.changed = set()      # ids of steps that changed in this run (while planning: would change)
+        self.probed = {}          # step kinds' own probe caches, dropped when a step changes what they saw
+
+    @property
+    def planning(self):
+        return not self.runner.allow_changes
+
+    def triggered(self, step, key):
+        """The steps named in the step's KEY_on (restart_on, reload_on, run_on) that changed in this
+        run (while planning: would change), plus those a killed run left pending in the state."""
+        pending = set(self.state.pending(step.id, key))
+        if self.planning:   # a for_each step's copies ("id#2") answer to the step's id
+            changed = self.changed | set(done.split("#")[0] for done in self.changed)
+            pending |= set(step.args.get(key + "_on") or []) & changed
+        return sorted(pending)
+
+
+
+# ---------------------------------------------------------------------------
+# Steps: what a step kind is
+# ---------------------------------------------------------------------------
+# A step kind declares its fields (a schema of Fields, typed by the one type table),
+# the rules between them, and what each goal wants of it. Its core is two methods:
+# `check` (read only: the Changes still needed for what the goal wants) and `apply`
+# (make those changes, through the Host and the Runner). The converge loop does the
+# rest: the order, re-checking, verifying, triggers, state saves and the report.
+
+GOALS = ("present", "stopped", "absent", "purged")
+# present: install. stopped: nothing of it runs now or at boot (lab down, a replaced role).
+# absent: uninstall (what stackboot made goes; data, stores and metadata stay).
+# purged: uninstall --purge-data (data directories and the stores stackboot made go too).
+
 
 class Field:
-    """One key of a step kind's schema (like an Ansible argument_spec entry)."""
+    """One key of a step kind's schema (like an Ansible argument_spec entry), typed like a parameter."""
 
-    CHECKS = {
-        "str": (lambda v: isinstance(v, str), "text"),
-        "path": (lambda v: isinstance(v, str) and v.startswith("/"), "an absolute path"),
-        "text": (lambda v: isinstance(v, str) or (isinstance(v, list) and all(
-            isinstance(i, str) or (isinstance(i, dict) and "text" in i) for i in v)), "text or a list of lines"),
-        "list": (lambda v: isinstance(v, list) and all(isinstance(i, str) for i in v), "a list of strings"),
-        "argv": (lambda v: isinstance(v, list) and v and all(isinstance(i, str) for i in v), "a command as a list of words"),
-        "dict": (lambda v: isinstance(v, dict), "an object"),
-        "bool": (lambda v: isinstance(v, bool), "true or false"),
-        "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number"),
-        "mode": (lambda v: isinstance(v, str) and re.match(r"^0?[0-7]{3,4}$", v) is not None, "an octal mode like \"0644\""),
-    }
+    def __init__(self, type, required=False, default=None, help="", literal=False, choices=None, items=None):
+        self.type, self.required, self.default = type, required, default
+        self.help, self.literal, self.choices, self.items = help, literal, choices, items
 
-    def __init__(self, kind, required=False, default=None, help="", literal=False, choices=None):
-        self.kind, self.required, self.default = kind, required, default
-        self.help, self.literal, self.choices = help, literal, choices
+    def parse(self, value):
+        """The value converted to the field's type; ValueError when it is not one."""
+        value = TYPES[self.type].parse(value, {"items": self.items} if self.items else {})
+        if self.choices and value not in self.choices:
+            raise ValueError("must be one of: %s" % ", ".join(self.choices))
+        return value
 
     def problem(self, value):
-        """What is wrong with a literal value, or None."""
+        """What is wrong with a value as the profile gives it, or None. A value with
+        {{references}} is checked once they are filled in."""
         if value is None and not self.required:
             return None
-        test, what = self.CHECKS[self.kind]
-        if isinstance(value, str) and TEMPLATE_REF.search(value) and self.kind in ("str", "path", "text", "mode"):
+        if template_refs(value) and not self.literal:
             return None
-        if not test(value):
-            return "expected %s, got %s" % (what, json.dumps(value))
-        if self.choices and value not in self.choices:
-            return "must be one of: %s" % ", ".join(self.choices)
+        try:
+            self.parse(value)
+        except ValueError as exc:
+            return str(exc)
         return None
+
+
+class Rule:
+    """A declared relation between a step's fields, checked when a profile loads."""
+
+    def __init__(self, holds, message):
+        self.holds, self.message = holds, message
+
+    def problem(self, kind, spec):
+        return None if self.holds(spec) else self.message % {"kind": kind}
+
+
+def or_list(keys):
+    return ", ".join(keys[:-1]) + " or " + keys[-1]
+
+
+def exactly_one(*keys, message=None):
+    return Rule(lambda spec: sum(key in spec for key in keys) == 1,
+                message or "a %%(kind)s step needs exactly one of %s" % or_list(keys))
+
+
+def at_least_one(*keys, message=None):
+    return Rule(lambda spec: any(key in spec for key in keys),
+                message or "a %%(kind)s step needs one of %s" % or_list(keys))
+
+
+def required_with(key, other, message=None):
+    return Rule(lambda spec: key not in spec or other in spec,
+                message or "a %%(kind)s step with %s needs %s" % (key, other))
+
+
+def one_of_when(key, value, other, allowed, message):
+    """When `key` is `value`, `other` must be one of `allowed`."""
+    return Rule(lambda spec: spec.get(key) != value or spec.get(other) in allowed, message)
 
 
 class Change:
-    """One thing a step would do: '+' create, '~' change, '-' remove, '!' refused."""
+    """One thing a step would do: '+' create, '~' change, '-' remove, '!' refused; '=' is a
+    note, not a change: what a removal keeps, and why. `fetches` names what the change needs
+    from the network (--offline lists it before anything changes)."""
 
-    def __init__(self, symbol, summary, diff=None, action=None):
-        self.symbol, self.summary, self.diff, self.action = symbol, summary, diff, action
+    ACTIONS = {"+": "create", "~": "change", "-": "remove", "!": "conflict", "=": "keep"}
+
+    def __init__(self, symbol, summary, diff=None, action=None, fetches=()):
+        self.symbol, self.summary, self.diff, self.action, self.fetches = symbol, summary, diff, action, list(fetches)
 
     def as_json(self):
-        return {"action": {"+": "create", "~": "change", "-": "remove", "!": "conflict"}[self.symbol],
-                "summary": self.summary, "diff": self.diff}
+        return {"action": self.ACTIONS[self.symbol], "summary": self.summary, "diff": self.diff}
+
+
+def real_changes(changes):
+    return [change for change in changes if change.symbol != "="]
+
+
+STEP_KINDS = {}
+
+
+def step_kind(cls):
+    """Decorator: a Step subclass becomes a kind profiles can use."""
+    STEP_KINDS[cls.kind] = cls
+    return cls
 
 
 class Step:
-    """A step kind: schema, a read-only `check`, `act`, and `verify` (check again).
-
-    `check` returns the Changes still needed; an empty list means already right.
-    """
-
     kind = ""
     schema = {}
+    rules = ()
+    merge_lists = ()    # list fields two roles' copies of one step may each add to
+    # Changes what the whole machine shares (software, users), maybe over the network: a lab
+    # runs these once on the host itself, never inside a node (whose namespace has no way out).
+    machine_wide = False
+    # What each goal wants of this kind's target: "present", "absent", "stopped"... as its
+    # `check` understands them; a goal not named leaves the target as it is.
+    goals = {"present": "present"}
+    # What a step marked "data": true (it holds the user's data) wants beyond present.
+    data_goals = {}
+    keeps = None        # why a removal leaves this kind's target, said out loud
+    keeps_data = "data (--purge-data removes it)"
+    # (the action that stops it, the word while it runs, the word once stopped): `lab status`
+    liveness = None
 
-    def __init__(self, profile, where, spec, args):
+    def __init__(self, profile, where, spec, args, goal="present"):
         self.profile = profile
         self.where = where
         self.args = args
-        self.data = spec.get("data", False)   # holds the user's data: uninstall keeps it unless --purge-data
-        self.id = spec.get("id") or "%s:%s" % (self.kind, self.target())
+        self.data = spec.get("data", False)
         self.validate()
+        self.id = spec.get("id") or "%s:%s" % (self.kind, self.target())
+        self.goal = goal
+        self.wanted = self.wanted_for(goal)
 
-    merge_lists = ()   # list fields two roles' copies of this step may each add to
-
-    @classmethod
-    def spec_problem(cls, spec):
-        return None
-
-    def merged_args(self, other):
-        """Arguments of one step that does what both copies ask; None when they conflict."""
-        merged = dict(self.args)
-        for key in set(self.args) | set(other.args):
-            mine, theirs = self.args.get(key), other.args.get(key)
-            if key in self.merge_lists:
-                merged[key] = list(mine or []) + [item for item in theirs or [] if item not in (mine or [])]
-            elif mine != theirs:
-                return None
-        return merged
-
-    def offline_problems(self, run, changes):
-        """What this step would need from the network; --offline stops before any change if not empty."""
-        return []
+    def wanted_for(self, goal):
+        if self.data and goal != "present":   # the user's data: only what data_goals names touches it
+            return self.data_goals.get(goal)
+        return self.goals.get(goal)
 
     def validate(self):
-        """Checks on the rendered arguments (after {{parameters}} are filled in)."""
+        """The rendered arguments (after {{parameters}} are filled in), each converted to its type."""
         for key, field in self.schema.items():
-            problem = field.problem(self.args.get(key))
-            if problem:
-                raise ProfileError(self.profile.origin, "%s.%s" % (self.where, key), problem)
+            value = self.args.get(key)
+            if value is None:
+                if field.required:
+                    raise ProfileError(self.profile.origin, "%s.%s" % (self.where, key), "needs a value")
+                continue
+            try:
+                self.args[key] = field.parse(value)
+            except ValueError as exc:
+                raise ProfileError(self.profile.origin, "%s.%s" % (self.where, key), str(exc))
 
     def target(self):
         return str(self.args.get("path") or self.args.get("name") or "")
@@ -1630,60 +2315,33 @@ class Step:
         return "%s %s" % (self.kind, self.target())
 
     def wants(self, run):
-        """Register batch probes before any check runs."""
+        """Register batch probes (one query for every package, unit...) before any check runs."""
 
-    def triggers(self, run, key):
-        """The steps named in KEY_on (restart_on, reload_on, run_on) that changed in this run,
-        or while planning would change, plus those a killed run left pending in the state."""
-        pending = set(run.state.data["pending"].get(self.id, {}).get(key, []))
-        if run.planning:   # a for_each step's copies ("id#2") answer to the step's id
-            pending |= set(self.args.get(key + "_on") or []) & (run.changed | set(i.split("#")[0] for i in run.changed))
-        return sorted(pending)
+    def check(self, run):
+        """The Changes still needed for `self.wanted`; [] means already right. Reads only."""
+        raise NotImplementedError
+
+    def kept(self, run):
+        """Notes ('=') for a goal that leaves this step's target as it is."""
+        reason = self.keeps_data if self.data else self.keeps
+        return [Change("=", "%s: %s" % (self.target(), reason))] if reason and self.goal in ("absent", "purged") else []
+
+    def apply(self, run, changes):
+        """Make `changes` (from check) happen: every change through run.host or run.runner."""
+        raise NotImplementedError
+
+    def verify(self, run):
+        left = real_changes(self.check(run))
+        if left:
+            raise StackbootError("still not right after applying: %s" % left[0].summary)
 
     def report(self, run):
         """Lines printed once after an install (what a user needs next); none by default."""
         return []
 
-    kept_by_uninstall = None   # why uninstall leaves this kind's target alone, said out loud
-
-    # Changes what the whole machine shares (software, users), maybe over the network: a lab
-    # runs these once on the host itself, never inside a node (whose namespace has no way out).
-    machine_wide = False
-
-    def stopping(self, run):
-        """What `lab down` undoes so nothing of this step keeps running: [Change('-')...]; reads
-        only. Applied with `remove`. Most kinds run nothing."""
-        return []
-
-    def liveness(self, run):
-        """What of this step runs, for `lab status` ("moosefs-master running"); None: nothing does."""
-        return None
-
-    def removal(self, run, purge):
-        """What uninstall would undo here: ([Change('-')...], [why something stays]); reads only.
-        By default nothing: packages, users and commands stay, others may need them."""
-        if self.kept_by_uninstall:
-            return [], ["%s: %s" % (self.target(), self.kept_by_uninstall)]
-        return [], []
-
-    def remove(self, run, changes):
-        raise NotImplementedError
-
-    def check(self, run):
-        raise NotImplementedError
-
-    def act(self, run, changes):
-        raise NotImplementedError
-
-    def verify(self, run):
-        left = self.check(run)
-        if left:
-            raise StackbootError("%s: still not right after applying: %s" % (self.describe(), left[0].summary))
-
-    # Helpers shared by kinds that own a file.
+    # Helpers shared by kinds that own a path.
     def owner_ids(self, run):
-        uid, gid = run.host.uid(self.args.get("owner")), run.host.gid(self.args.get("group"))
-        return uid, gid
+        return run.host.uid(self.args.get("owner")), run.host.gid(self.args.get("group"))
 
     def ownership_changes(self, run, st):
         changes = []
@@ -1705,47 +2363,59 @@ class Step:
                                      "add a user/group step before this one in the profile")
         return uid, gid
 
+    def set_ownership(self, run, path):
+        """Owner, group and mode of `path` as the step's args say (those it gives)."""
+        uid, gid = self.resolved_ids(run)
+        if (uid, gid) != (-1, -1):
+            run.host.set_owner(path, uid, gid)
+        if self.args.get("mode"):
+            run.host.set_mode(path, parse_mode(self.args["mode"]))
 
-OWNERSHIP = {"owner": Field("str"), "group": Field("str"), "mode": Field("mode")}
+
+OWNERSHIP = {"owner": Field("name"), "group": Field("name"), "mode": Field("mode")}
 
 
+def describe_ownership(args):
+    parts = [args[key] for key in ("owner", "group", "mode") if args.get(key)]
+    return " (%s)" % " ".join(parts) if parts else ""
+
+
+# ---------------------------------------------------------------------------
+# Generic step kinds
+# ---------------------------------------------------------------------------
+
+@step_kind
 class PackagesStep(Step):
     machine_wide = True
     kind = "packages"
-    schema = {"names": Field("list", required=True, help="packages to install (one batch query for all)"),
-              "files": Field("list", help="local package files that provide `names` (a release package, say)")}
+    schema = {"names": Field("list", required=True, items="name", help="packages to install (one batch query for all)"),
+              "files": Field("list", items="path", help="local package files that provide `names` (a release package, say)")}
     merge_lists = ("names",)
-
-    def missing(self, run):
-        versions = run.package_versions(self.args["names"])
-        return [name for name in self.args["names"] if not versions.get(name)]
-
-    def offline_problems(self, run, changes):
-        return ["package %s (not installed)" % name for name in self.missing(run)]
 
     def target(self):
         return " ".join(self.args["names"])
 
     def wants(self, run):
-        run.wanted_packages.update(self.args["names"])
+        run.packages.want(self.args["names"])
 
     def check(self, run):
-        missing = self.missing(run)
-        return [Change("+", "install " + " ".join(missing))] if missing else []
+        missing = run.packages.missing(self.args["names"])
+        return [Change("+", "install " + " ".join(missing), action="install",
+                       fetches=["package %s (not installed)" % name for name in missing])] if missing else []
 
-    def act(self, run, changes):
+    def apply(self, run, changes):
         if self.args.get("files"):   # a release package adds a repository: refresh before the next install
-            run.packages.install(run, self.args["files"])
-            run.refresh_packages = True
+            run.packages.install(self.args["files"])
+            run.packages.sources_changed()
         else:
-            run.packages.install(run, self.missing(run))
-        run.probed.pop("packages", None)
+            run.packages.install(run.packages.missing(self.args["names"]))
 
 
+@step_kind
 class GroupStep(Step):
     machine_wide = True
     kind = "group"
-    schema = {"name": Field("str", required=True), "gid": Field("int"), "system": Field("bool", default=True)}
+    schema = {"name": Field("name", required=True), "gid": Field("int"), "system": Field("bool", default=True)}
 
     def check(self, run):
         row = run.host.table("group").get(self.args["name"])
@@ -1755,19 +2425,20 @@ class GroupStep(Step):
             return [Change("!", "group exists with gid %s, not %s; stackboot never renumbers groups" % (row[2], self.args["gid"]))]
         return []
 
-    def act(self, run, changes):
+    def apply(self, run, changes):
         run.runner.run(run.users.add_group(self.args["name"], self.args.get("gid"), self.args.get("system", True)), change=True)
         run.host.forget("/etc/group")
 
 
+@step_kind
 class UserStep(Step):
     machine_wide = True
     kind = "user"
-    schema = {"name": Field("str", required=True), "uid": Field("int"), "group": Field("str"),
-              "home": Field("path"), "shell": Field("path"), "comment": Field("str"),
+    schema = {"name": Field("name", required=True), "uid": Field("int"), "group": Field("name"),
+              "home": Field("path"), "shell": Field("path"), "comment": Field("text"),
               "system": Field("bool", default=True)}
 
-    def wanted(self, run):
+    def wanted_fields(self):
         wanted = {}
         for key in ("uid", "home", "shell", "comment"):
             if self.args.get(key) is not None:
@@ -1779,20 +2450,20 @@ class UserStep(Step):
     def check(self, run):
         row = run.host.table("passwd").get(self.args["name"])
         if row is None:
-            return [Change("+", "create user %s" % self.args["name"])]
+            return [Change("+", "create user %s" % self.args["name"], action="create")]
         current = {"uid": row[2], "comment": row[4] if len(row) > 4 else "",
                    "home": row[5] if len(row) > 5 else "", "shell": row[6] if len(row) > 6 else ""}
         group = self.args.get("group")
-        differ = [key for key, value in self.wanted(run).items() if key not in ("group", "uid") and current.get(key) != value]
+        differ = [key for key, value in self.wanted_fields().items() if key not in ("group", "uid") and current.get(key) != value]
         if group is not None and run.host.gid(group) != int(row[3]):
             differ.append("group")
         if self.args.get("uid") is not None and current["uid"] != str(self.args["uid"]):
             return [Change("!", "user exists with uid %s, not %s; stackboot never renumbers users" % (current["uid"], self.args["uid"]))]
-        return [Change("~", "%s -> %s" % (key, self.wanted(run)[key])) for key in differ]
+        return [Change("~", "%s -> %s" % (key, self.wanted_fields()[key]), action="modify") for key in differ]
 
-    def act(self, run, changes):
-        fields = self.wanted(run)
-        if changes[0].symbol == "+":
+    def apply(self, run, changes):
+        fields = self.wanted_fields()
+        if changes[0].action == "create":
             argv = run.users.add_user(self.args["name"], fields, self.args.get("system", True))
         else:
             fields.pop("uid", None)
@@ -1801,98 +2472,138 @@ class UserStep(Step):
         run.host.forget("/etc/passwd")
 
 
+@step_kind
 class DirectoryStep(Step):
     kind = "directory"
-    schema = dict(OWNERSHIP, path=Field("path", required=True))
+    schema = dict(OWNERSHIP, path=Field("path", required=True),
+                  prune=Field("bool", default=False, help="uninstall removes it once it is empty (never what is in it)"))
+    data_goals = {"purged": "absent"}
+
+    def wanted_for(self, goal):
+        if self.args.get("prune") and goal in ("absent", "purged") and not self.data:
+            return "pruned"
+        return Step.wanted_for(self, goal)
 
     def check(self, run):
-        st = run.host.stat(self.args["path"])
+        path = self.args["path"]
+        st = run.host.stat(path)
+        if self.wanted == "absent":
+            return [Change("-", "remove %s and everything in it (--purge-data)" % path, action="purge")] if st else []
+        if self.wanted == "pruned":
+            return [Change("-", "remove %s (empty)" % path, action="prune")] if st and not run.host.listdir(path) else []
         if st is None:
-            return [Change("+", "create" + describe_ownership(self.args))]
+            return [Change("+", "create" + describe_ownership(self.args), action="create")]
         import stat as stat_module
         if not stat_module.S_ISDIR(st.st_mode):
             return [Change("!", "exists and is not a directory")]
         return self.ownership_changes(run, st)
 
-    def act(self, run, changes):
+    def kept(self, run):
+        return Step.kept(self, run) if run.host.exists(self.args["path"]) else []
+
+    def apply(self, run, changes):
+        path = self.args["path"]
+        action = changes[0].action
+        if action == "purge":
+            run.host.remove_tree(path)
+            run.state.forget_files_under(path)
+        elif action == "prune":
+            run.host.remove_dir(path)
+        else:
+            run.host.make_dirs(path)
+            self.set_ownership(run, path)
+
+
+@step_kind
+class OwnershipStep(Step):
+    """Every entry directly in a directory belongs to one owner and group: a daemon's data
+    directory where a backup was copied in by hand (as root), or a metalogger's files that a
+    master takes over."""
+
+    kind = "ownership"
+    schema = {"path": Field("path", required=True), "owner": Field("name", required=True),
+              "group": Field("name", required=True)}
+
+    def check(self, run):
+        path, owner, group = self.args["path"], self.args["owner"], self.args["group"]
+        entries = run.host.listdir(path)
+        uid, gid = self.owner_ids(run)
+        if uid is None or gid is None:   # the user comes from an earlier step of this run
+            return [Change("~", "every entry -> %s:%s" % (owner, group), action="*")] if entries else []
+        changes = []
+        for name in entries:
+            st = run.host.stat(path + "/" + name)
+            if st is not None and (st.st_uid, st.st_gid) != (uid, gid):
+                changes.append(Change("~", "%s -> %s:%s" % (name, owner, group), action=name))
+        return changes
+
+    def apply(self, run, changes):
         uid, gid = self.resolved_ids(run)
-        full = run.host.path(self.args["path"])
-        if not os.path.isdir(full):
-            os.makedirs(full, 0o755)
-        os.chown(full, uid, gid)
-        if self.args.get("mode"):
-            os.chmod(full, parse_mode(self.args["mode"]))
-
-    def removal(self, run, purge):
-        if not self.data or not run.host.exists(self.args["path"]):
-            return [], []
-        if purge:
-            return [Change("-", "remove %s and everything in it (--purge-data)" % self.args["path"], action="purge")], []
-        return [], ["%s: data (--purge-data removes it)" % self.args["path"]]
-
-    def remove(self, run, changes):
-        import shutil
-        shutil.rmtree(run.host.path(self.args["path"]))
-
-
-def describe_ownership(args):
-    parts = [args[key] for key in ("owner", "group", "mode") if args.get(key)]
-    return " (%s)" % " ".join(parts) if parts else ""
+        names = run.host.listdir(self.args["path"]) if changes[0].action == "*" else [change.action for change in changes]
+        for name in names:
+            run.host.set_owner(self.args["path"] + "/" + name, uid, gid)
 
 
 class ManagedFileStep(Step):
-    """Shared by kinds that write whole files: hand-edit detection, diffs, atomic writes."""
+    """Kinds that write whole files: hand-edit detection, diffs, atomic writes, removal of
+    what stackboot wrote (and nobody edited since)."""
+
+    goals = {"present": "present", "absent": "absent", "purged": "absent"}
 
     def desired(self, run):
-        """{path: (bytes, mode, secret)} this step wants on disk."""
+        """{path: (bytes, mode, hidden)} this step wants on disk; hidden: why its diff is not
+        shown ("secret", "not shown"), or None."""
         raise NotImplementedError
 
     def check(self, run):
+        if self.wanted == "absent":
+            return self.removal_changes(run)
         changes = []
         desired = self.desired(run)
-        for path, (data, mode, secret) in desired.items():
-            changes += self.file_changes(run, path, data, secret, named=len(desired) > 1)
+        for path, (data, mode, hidden) in desired.items():
+            changes += self.file_changes(run, path, data, hidden, named=len(desired) > 1)
         return changes
 
-    def file_changes(self, run, path, data, secret, named=False):
+    def file_changes(self, run, path, data, hidden, named=False):
         current = run.host.read(path)
         if current is None:
             return [Change("+", "create" + (" " + path if named else "") + describe_ownership(self.args),
-                           None if secret else unified_diff("", as_text(data), path))]
+                           None if hidden else unified_diff("", as_text(data), path), action="write")]
         changes = []
         if current != data:
-            diff = "(secret content not shown)" if secret else unified_diff(as_text(current), as_text(data), path)
+            diff = "(%s content not shown)" % hidden if hidden == "secret" else "(content not shown)" if hidden \
+                else unified_diff(as_text(current), as_text(data), path)
             if run.state.edited_by_hand(path, current) and not run.force:
                 changes.append(Change("!", "%s was edited by hand since stackboot wrote it; --force replaces it (a backup is kept)" % path, diff))
             else:
-                changes.append(Change("~", "update %s" % path, diff))
+                changes.append(Change("~", "update %s" % path, diff, action="write"))
         st = run.host.stat(path)
-        return changes + self.ownership_changes(run, st)
+        return changes + [Change(c.symbol, c.summary, action="write") for c in self.ownership_changes(run, st)]
 
-    def removal(self, run, purge):
+    def removal_changes(self, run):
         try:
             paths = sorted(self.desired(run))
         except StackbootError:   # a copy whose source is gone
             paths = [self.args["path"]]
-        changes, kept = [], []
+        changes = []
         for path in paths:
             current = run.host.read(path)
-            if current is None or path not in run.state.data["files"]:
+            if current is None or not run.state.knows_file(path):
                 continue
             if run.state.wrote(path, current):
                 changes.append(Change("-", "remove %s" % path, action=path))
             else:
-                kept.append("%s: edited by hand since stackboot wrote it" % path)
-        return changes, kept
+                changes.append(Change("=", "%s: edited by hand since stackboot wrote it" % path))
+        return changes
 
-    def remove(self, run, changes):
-        for change in changes:
-            os.unlink(run.host.path(change.action))
-            run.state.data["files"].pop(change.action, None)
-
-    def act(self, run, changes):
+    def apply(self, run, changes):
+        if self.wanted == "absent":
+            for change in changes:
+                run.host.remove(change.action)
+                run.state.forget_file(change.action)
+            return
         uid, gid = self.resolved_ids(run)
-        for path, (data, mode, secret) in self.desired(run).items():
+        for path, (data, mode, _) in self.desired(run).items():
             current = run.host.read(path)
             if current is not None and current != data and not run.state.wrote(path, current):
                 backup = "%s.stackboot-backup-%s" % (path, time.strftime("%Y%m%d%H%M%S"))
@@ -1901,29 +2612,23 @@ class ManagedFileStep(Step):
                 run.out.info("  backup of the old %s kept as %s" % (path, backup))
             run.host.write_file(path, data, mode, uid, gid)
             run.state.record_file(path, data)
-            if "/systemd/system/" in path:
-                run.unit_files_changed = True
+            run.services.unit_files_written(path)
 
 
+@step_kind
 class FileStep(ManagedFileStep):
     kind = "file"
     schema = dict(OWNERSHIP, path=Field("path", required=True),
-                  content=Field("text", literal=True, help="the file, as is"),
-                  template=Field("text", help="the file, with {{parameters}} filled in"),
-                  settings=Field("dict", help="KEY = VALUE lines in the order given; null values are left out"),
+                  content=Field("lines", literal=True, help="the file, as is"),
+                  template=Field("lines", help="the file, with {{parameters}} filled in"),
+                  settings=Field("settings", items="text", help="KEY = VALUE lines in the order given; null values are left out"),
                   source=Field("path", help="a copy of this file on the host (made by an earlier step, say)"),
-                  separator=Field("str", default=" = "), header=Field("text", literal=True),
+                  separator=Field("text", default=" = "), header=Field("lines", literal=True),
                   quote=Field("bool", default=False, help="settings values quoted for a shell (files a shell sources)"),
-                  secret=Field("bool", default=False))
-
-    @classmethod
-    def spec_problem(cls, spec):
-        given = [key for key in ("content", "template", "settings", "source") if key in spec]
-        if len(given) != 1:
-            return "a file step needs exactly one of content, template, settings or source"
-        if spec.get("secret") and spec.get("mode") not in ("0600", "0400", "600", "400"):
-            return "a secret file needs mode \"0600\" or \"0400\""
-        return None
+                  secret=Field("bool", default=False),
+                  diff=Field("bool", default=True, help="show the content's diff in plans (false: a large generated file)"))
+    rules = (exactly_one("content", "template", "settings", "source"),
+             one_of_when("secret", True, "mode", ("0600", "0400", "600", "400"), 'a secret file needs mode "0600" or "0400"'))
 
     def text(self):
         args = self.args
@@ -1943,28 +2648,30 @@ class FileStep(ManagedFileStep):
 
     def desired(self, run):
         mode = parse_mode(self.args.get("mode") or "0644")
+        hidden = "secret" if self.args.get("secret") else None if self.args.get("diff", True) else "not shown"
         if self.args.get("source"):
             data = run.host.read(self.args["source"])
             if data is None:
                 raise StackbootError("%s: %s does not exist" % (self.describe(), self.args["source"]),
                                      "the step that makes it must come first")
-            return {self.args["path"]: (data, mode, self.args.get("secret", False))}
-        return {self.args["path"]: (self.text().encode("utf-8"), mode, self.args.get("secret", False))}
+            return {self.args["path"]: (data, mode, hidden)}
+        return {self.args["path"]: (self.text().encode("utf-8"), mode, hidden)}
 
     def check(self, run):
         source = self.args.get("source")
-        if source and not run.host.exists(source):
+        if self.wanted == "present" and source and not run.host.exists(source):
             if not run.planning:
                 self.desired(run)   # raises: nothing to copy
-            return [Change("+", "copy of %s (made by an earlier step)" % source)]
+            return [Change("+", "copy of %s (made by an earlier step)" % source, action="write")]
         return ManagedFileStep.check(self, run)
 
 
+@step_kind
 class LineStep(Step):
     kind = "line"
-    schema = dict(OWNERSHIP, path=Field("path", required=True), line=Field("str", required=True),
-                  match=Field("str", help="a regular expression; the first matching line is replaced"),
-                  state=Field("str", default="present", choices=["present", "absent"]))
+    schema = dict(OWNERSHIP, path=Field("path", required=True), line=Field("text", required=True),
+                  match=Field("regex", help="a regular expression; the first matching line is replaced"),
+                  state=Field("name", default="present", choices=["present", "absent"]))
 
     def new_text(self, run):
         current = as_text(run.host.read(self.args["path"]) or b"")
@@ -1992,7 +2699,7 @@ class LineStep(Step):
         return [Change(symbol, "%s line %s" % ("remove" if symbol == "-" else "set", json.dumps(self.args["line"])),
                        unified_diff(current, new, self.args["path"]))]
 
-    def act(self, run, changes):
+    def apply(self, run, changes):
         current, new = self.new_text(run)
         st = run.host.stat(self.args["path"])
         if st is not None:
@@ -2036,19 +2743,15 @@ class PkgRepository(RepositoryFormat):
 REPOSITORY_FORMATS = {"apt": AptRepository, "dnf": RpmRepository, "yum": RpmRepository, "pkg": PkgRepository}
 
 
+@step_kind
 class RepositoryStep(ManagedFileStep):
     machine_wide = True
     kind = "repository"
-    schema = {"name": Field("str", required=True), "url": Field("str", required=True),
-              "key": Field("text", literal=True, help="the repository's public signing key, inline"),
+    schema = {"name": Field("name", required=True), "url": Field("url", required=True),
+              "key": Field("lines", literal=True, help="the repository's public signing key, inline"),
               "key_file": Field("path", help="or a file holding it (say, from a download step with its sha256)"),
-              "suite": Field("str"), "components": Field("list")}
-
-    @classmethod
-    def spec_problem(cls, spec):
-        if ("key" in spec) == ("key_file" in spec):
-            return "a repository step needs exactly one of key or key_file"
-        return None
+              "suite": Field("word"), "components": Field("list", items="word")}
+    rules = (exactly_one("key", "key_file"),)
 
     def desired(self, run):
         fmt = REPOSITORY_FORMATS.get(run.facts["package_manager"])
@@ -2060,51 +2763,55 @@ class RepositoryStep(ManagedFileStep):
             args["key"] = as_text(run.host.read(args["key_file"]) or b"(the key from %s, once downloaded)\n" % args["key_file"].encode())
         elif isinstance(args["key"], list):
             args["key"] = "\n".join(args["key"]) + "\n"
-        return dict((path, (text.encode("utf-8"), 0o644, False)) for path, text in fmt().files(args).items())
+        return dict((path, (text.encode("utf-8"), 0o644, None)) for path, text in fmt().files(args).items())
 
-    def act(self, run, changes):
-        ManagedFileStep.act(self, run, changes)
-        run.refresh_packages = True
+    def apply(self, run, changes):
+        ManagedFileStep.apply(self, run, changes)
+        run.packages.sources_changed()
 
 
 class Bundle:
     """The zipapp stackboot runs from, when `stackboot bundle` made it: verified artifacts by
     sha256 (artifacts/SHA256) and the parameter values it was made with (bundle.json)."""
 
-    def __init__(self, path, names):
-        self.path = path
-        self.names = names
+    def __init__(self, path, names, manifest):
+        self.path, self.names, self.manifest = path, names, manifest
 
     @classmethod
     def here(cls):
         """The bundle this copy of stackboot runs from, or None."""
-        path = globals().get("__file__") or ""
-        archive, sep, _ = path.rpartition(".pyz" + os.sep)
-        if not sep or not os.path.isfile(archive + ".pyz"):
+        archive = running_zipapp()
+        if archive is None:
             return None
         import zipfile
-        with zipfile.ZipFile(archive + ".pyz") as zipped:
+        with zipfile.ZipFile(archive) as zipped:
             names = set(zipped.namelist())
             if "bundle.json" not in names:
                 return None
-            bundle = cls(archive + ".pyz", names)
-            bundle.manifest = json.loads(as_text(zipped.read("bundle.json")))
-        return bundle
+            return cls(archive, names, json.loads(as_text(zipped.read("bundle.json"))))
 
     def has(self, sha256):
         return "artifacts/" + sha256 in self.names
 
-    def extract(self, sha256, dest):
-        import shutil
+    def copy_to(self, host, sha256, path):
+        """The artifact, written to `path` on the host (a part file)."""
         import zipfile
-        with zipfile.ZipFile(self.path) as zipped, zipped.open("artifacts/" + sha256) as source, open(dest, "wb") as target:
-            shutil.copyfileobj(source, target)
+        with zipfile.ZipFile(self.path) as zipped, zipped.open("artifacts/" + sha256) as stream:
+            host.save_stream(path, stream)
 
 
+def running_zipapp():
+    """The .pyz this stackboot was imported from, or None (a file, or piped in)."""
+    path = globals().get("__file__") or ""
+    archive, sep, _ = path.rpartition(".pyz" + os.sep)
+    return archive + ".pyz" if sep and os.path.isfile(archive + ".pyz") else None
+
+
+@step_kind
 class DownloadStep(Step):
     machine_wide = True
     kind = "download"
-    schema = {"url": Field("str", required=True), "sha256": Field("str", required=True),
+    schema = {"url": Field("url", required=True), "sha256": Field("sha256", required=True),
               "dest": Field("path", help="where the verified file goes (default: the download cache)"),
               "mode": Field("mode")}
 
@@ -2114,111 +2821,54 @@ class DownloadStep(Step):
     def dest(self):
         return self.args.get("dest") or "%s/downloads/%s" % (CACHE_DIR, self.args["url"].rstrip("/").rsplit("/", 1)[-1])
 
-    def validate(self):
-        Step.validate(self)
-        try:
-            type_sha256(self.args["sha256"], {})
-        except ValueError as exc:
-            raise ProfileError(self.profile.origin, self.where + ".sha256", str(exc))
-
-    def offline_problems(self, run, changes):
-        if self.args["url"].startswith("file://") or (run.bundle and run.bundle.has(self.args["sha256"].lower())):
-            return []
-        return ["%s (sha256 %s…, not in the cache%s)" % (self.args["url"], self.args["sha256"][:12],
-                                                         " or in this bundle" if run.bundle else "")]
+    def in_bundle(self, run):
+        return bool(run.bundle and run.bundle.has(self.args["sha256"]))
 
     def check(self, run):
-        dest = self.dest()
+        dest, sha = self.dest(), self.args["sha256"]
         if run.host.exists(dest):
-            if run.state.file_digest(run.host, dest) == self.args["sha256"].lower():
+            if run.state.file_digest(dest) == sha:
                 return []
-            return [Change("~", "download again: %s does not match its sha256" % dest)]
-        if run.bundle and run.bundle.has(self.args["sha256"].lower()):
-            return [Change("+", "copy to %s from the bundle (sha256 %s…)" % (dest, self.args["sha256"][:12]))]
-        return [Change("+", "download to %s (sha256 %s…)" % (dest, self.args["sha256"][:12]))]
-
-    def act(self, run, changes):
-        dest = self.dest()
-        full = run.host.path(dest)
-        if not os.path.isdir(os.path.dirname(full)):
-            os.makedirs(os.path.dirname(full), 0o755)
-        part = full + ".part"
-        if run.bundle and run.bundle.has(self.args["sha256"].lower()):
-            run.bundle.extract(self.args["sha256"].lower(), part)
+            change = Change("~", "download again: %s does not match its sha256" % dest)
+        elif self.in_bundle(run):
+            return [Change("+", "copy to %s from the bundle (sha256 %s…)" % (dest, sha[:12]))]
         else:
-            fetch(run, self.args["url"], part)
-        digest = sha256_file(part)
-        if digest != self.args["sha256"].lower():
-            os.unlink(part)
-            raise StackbootError("%s: sha256 is %s, expected %s; nothing was installed"
-                                 % (self.args["url"], digest, self.args["sha256"].lower()),
+            change = Change("+", "download to %s (sha256 %s…)" % (dest, sha[:12]))
+        if not self.args["url"].startswith("file://"):
+            change.fetches = ["%s (sha256 %s…, not in the cache%s)" % (self.args["url"], sha[:12],
+                                                                       " or in this bundle" if run.bundle else "")]
+        return [change]
+
+    def apply(self, run, changes):
+        dest, sha = self.dest(), self.args["sha256"]
+        part = dest + ".part"
+        if self.in_bundle(run):
+            run.bundle.copy_to(run.host, sha, part)
+        else:
+            run.host.download(self.args["url"], part, run.out, run.offline)
+        digest = sha256_file(run.host.path(part))
+        if digest != sha:
+            run.host.remove(part)
+            raise StackbootError("%s: sha256 is %s, expected %s; nothing was installed" % (self.args["url"], digest, sha),
                                  "check the URL and the sha256 you gave")
-        os.chmod(part, parse_mode(self.args.get("mode") or "0644"))
-        os.rename(part, full)
+        run.host.set_mode(part, parse_mode(self.args.get("mode") or "0644"))
+        run.host.rename(part, dest)
         run.state.forget_digest(dest)
 
 
-def show_download(run, url, done, total):
-    share = " %3d%%" % (done * 100 // total) if total else ""
-    run.out.progress("  downloading %s%s (%d KiB)" % (url.rsplit("/", 1)[-1], share, done // 1024))
-
-
-def fetch(run, url, part):
-    """Download `url` into `part`, resuming what an interrupted run left there."""
-    if url.startswith("file://"):
-        import shutil
-        shutil.copyfile(url[7:], part)
-        return
-    if run.offline:
-        raise StackbootError("%s is not in the cache and --offline forbids downloading" % url,
-                             "bring the file into the cache or run without --offline")
-    import urllib.request
-    import urllib.error
-    have = os.path.getsize(part) if os.path.exists(part) else 0
-    request = urllib.request.Request(url, headers={"User-Agent": "stackboot/" + __version__})
-    if have:
-        request.add_header("Range", "bytes=%d-" % have)
-    try:
-        response = urllib.request.urlopen(request, timeout=60)
-    except urllib.error.HTTPError as exc:
-        if exc.code == 416 and have:   # the part file is already complete
-            return
-        raise StackbootError("download %s failed: HTTP %d %s" % (url, exc.code, exc.reason), "check the URL")
-    except (urllib.error.URLError, OSError) as exc:
-        raise StackbootError("download %s failed: %s" % (url, getattr(exc, "reason", exc)),
-                             "check the network, or use --offline with a bundle")
-    resumed = have and response.status == 206
-    total = response.headers.get("Content-Length")
-    total = int(total) + (have if resumed else 0) if total and total.isdigit() else None
-    done = have if resumed else 0
-    last = 0.0
-    with response, open(part, "ab" if resumed else "wb") as handle:
-        while True:
-            block = response.read(1 << 16)
-            if not block:
-                break
-            handle.write(block)
-            done += len(block)
-            if time.time() - last > (0.2 if run.out.tty else 5):
-                last = time.time()
-                show_download(run, url, done, total)
-    show_download(run, url, done, total)
-    run.out.progress_done()
-    if total is not None and done < total:
-        raise StackbootError("download %s stopped at %d of %d bytes" % (url, done, total), "run again to resume")
-
-
+@step_kind
 class BuildStep(Step):
     """An autotools source build, installed through a staging tree so every file is recorded."""
 
     machine_wide = True
     kind = "build"
     merge_lists = ("configure", "make")   # roles sharing one build each add their modules
-    schema = {"name": Field("str", required=True), "archive": Field("path", required=True),
-              "sha256": Field("str", help="the archive's sha256 (saves hashing it on every run)"),
-              "version": Field("str"), "autoreconf": Field("bool", default=False),
-              "configure": Field("list", default=[]), "env": Field("dict", default={}),
-              "make": Field("list", default=[], help="extra make arguments"), "jobs": Field("int")}
+    schema = {"name": Field("name", required=True), "archive": Field("path", required=True),
+              "sha256": Field("sha256", help="the archive's sha256 (saves hashing it on every run)"),
+              "version": Field("word"), "autoreconf": Field("bool", default=False),
+              "configure": Field("list", default=[], items="text"), "env": Field("object", default={}),
+              "make": Field("list", default=[], items="text", help="extra make arguments"), "jobs": Field("int")}
+    goals = {"present": "present", "absent": "absent", "purged": "absent"}
 
     def inputs(self, run):
         """What the build depends on; the same digest means nothing to do."""
@@ -2226,7 +2876,7 @@ class BuildStep(Step):
         if not archive_sha:
             if not run.host.exists(self.args["archive"]):
                 return None
-            archive_sha = run.state.file_digest(run.host, self.args["archive"])
+            archive_sha = run.state.file_digest(self.args["archive"])
         keys = ("version", "autoreconf", "configure", "env", "make")
         return sha256_bytes(json.dumps([archive_sha] + [self.args.get(key) for key in keys], sort_keys=True).encode())
 
@@ -2236,7 +2886,10 @@ class BuildStep(Step):
         return "%s./configure %s\n" % (env + " " if env else "", " ".join(self.args.get("configure", [])))
 
     def check(self, run):
-        record = run.state.data["builds"].get(self.args["name"])
+        record = run.state.build(self.args["name"])
+        if self.wanted == "absent":
+            return [Change("-", "remove the %d files %s %s installed" % (len(record["files"]), self.args["name"],
+                                                                         record.get("version") or ""), action="remove")] if record else []
         digest = self.inputs(run)
         version = self.args.get("version") or ""
         if record is None:
@@ -2251,28 +2904,23 @@ class BuildStep(Step):
                            self.recipe())]
         return [Change("~", "rebuild %s: the build inputs changed" % self.args["name"], self.recipe())]
 
-    def removal(self, run, purge):
-        record = run.state.data["builds"].get(self.args["name"])
-        if not record:
-            return [], []
-        return [Change("-", "remove the %d files %s %s installed" % (len(record["files"]), self.args["name"],
-                                                                     record.get("version") or ""), action="files")], []
+    def apply(self, run, changes):
+        if self.wanted == "absent":
+            for path in run.state.build(self.args["name"])["files"]:
+                if run.host.stat(path) is not None:
+                    run.host.remove(path)
+            run.state.forget_build(self.args["name"])
+            return
+        self.build(run)
 
-    def remove(self, run, changes):
-        for path in run.state.data["builds"][self.args["name"]]["files"]:
-            if run.host.stat(path) is not None:
-                os.unlink(run.host.path(path))
-        del run.state.data["builds"][self.args["name"]]
-
-    def act(self, run, changes):
-        import shutil
-        name = self.args["name"]
+    def build(self, run):
+        name, host = self.args["name"], run.host
         work = "%s/build/%s" % (CACHE_DIR, name)
         stage = "%s/stage/%s" % (CACHE_DIR, name)
         for path in (work, stage):
-            shutil.rmtree(run.host.path(path), ignore_errors=True)
-        os.makedirs(run.host.path(work), 0o755)
-        source = extract_archive(run.host.path(self.args["archive"]), run.host.path(work))
+            host.remove_tree(path)
+        host.make_dirs(work)
+        source = host.extract(self.args["archive"], work)
         source = work + "/" + source if source else work
         env = dict((key, str(value)) for key, value in self.args.get("env", {}).items())
         jobs = self.args.get("jobs") or run.facts["cores"]
@@ -2301,79 +2949,36 @@ class BuildStep(Step):
                 raise StackbootError("%s: %s failed (exit %d) in %s" % (name, label, result.rc, source),
                                      "read the output above; missing build dependencies are the usual cause")
             run.out.info("  %s: %s done in %.1fs" % (name, label, time.time() - started))
-        files = install_tree(run.host, stage)
-        old = run.state.data["builds"].get(name) or {}
-        run.state.data["builds"][name] = {"inputs": self.inputs(run), "version": self.args.get("version") or "",
-                                           "files": files, "previous_version": old.get("version")}
-        shutil.rmtree(run.host.path(stage), ignore_errors=True)
+        files = host.install_tree(stage)
+        run.state.record_build(name, self.inputs(run), self.args.get("version") or "", files)
+        host.remove_tree(stage)
 
 
-def extract_archive(archive, into):
-    """Unpack a tarball refusing members that would land outside `into`; returns its top directory."""
-    import tarfile
-    with tarfile.open(archive) as tar:
-        members = tar.getmembers()
-        for member in members:
-            name = member.name
-            if name.startswith("/") or ".." in name.split("/") or (member.islnk() and ".." in member.linkname.split("/")):
-                raise StackbootError("%s: refusing archive member %s (it points outside the build directory)" % (archive, name))
-            if member.isdev():
-                raise StackbootError("%s: refusing device file %s in an archive" % (archive, name))
-        tar.extractall(into, members)
-    tops = set(member.name.split("/")[0] for member in members if member.name not in (".", "./"))
-    return tops.pop() if len(tops) == 1 and os.path.isdir(os.path.join(into, list(tops)[0])) else ""
-
-
-def install_tree(host, stage):
-    """Copy a `make install DESTDIR=` tree into place, file by file atomically; return the file list.
-
-    Renaming over a running daemon's binary is safe where writing into it is not.
-    """
-    installed = []
-    base = host.path(stage)
-    for directory, subdirs, files in os.walk(base):
-        relative = directory[len(base):] or "/"
-        target_dir = host.path(relative)
-        if not os.path.isdir(target_dir):
-            st = os.lstat(directory)
-            os.makedirs(target_dir, 0o755)
-            os.chown(target_dir, st.st_uid, st.st_gid)
-            os.chmod(target_dir, st.st_mode & 0o7777)
-        for name in sorted(files) + sorted(d for d in subdirs if os.path.islink(os.path.join(directory, d))):
-            source = os.path.join(directory, name)
-            path = os.path.join(relative, name)
-            st = os.lstat(source)
-            if os.path.islink(source):
-                temp = host.path(path) + TEMP_MARK + "link"
-                if os.path.lexists(temp):
-                    os.unlink(temp)
-                os.symlink(os.readlink(source), temp)
-                os.rename(temp, host.path(path))
-            else:
-                with open(source, "rb") as handle:
-                    atomic_write(host.path(path), handle.read(), st.st_mode & 0o7777, st.st_uid, st.st_gid)
-            installed.append(path)
-    return installed
-
-
+@step_kind
 class ServiceStep(Step):
     kind = "service"
-    schema = {"name": Field("str", required=True), "enabled": Field("bool", default=True),
+    schema = {"name": Field("name", required=True), "enabled": Field("bool", default=True),
               "running": Field("bool", default=True, help="false stops it; null leaves it as it is (oneshot units)"),
-              "restart_on": Field("list", default=[], help="ids of steps whose change restarts the service"),
-              "reload_on": Field("list", default=[], help="ids of steps whose change reloads the service"),
-              "direct": Field("dict", help="start/stop/status/reload commands and pidfile, used when no init system runs")}
+              "restart_on": Field("list", default=[], items="word", help="ids of steps whose change restarts the service"),
+              "reload_on": Field("list", default=[], items="word", help="ids of steps whose change reloads the service"),
+              "direct": Field("object", help="start/stop/status/reload commands and pidfile, used when no init system runs")}
+    goals = {"present": "present", "stopped": "stopped", "absent": "stopped", "purged": "stopped"}
+    liveness = ("stop", "running", "STOPPED")
 
     def wants(self, run):
-        run.wanted_services.append(self)
+        run.services.want(self)
 
     def check(self, run):
-        state = run.services.state(run, self)
+        state = run.services.state(self)
+        persistent = run.services.persistent
+        if self.wanted == "stopped":
+            return ([Change("-", "stop", action="stop")] if state.running else []) + \
+                   ([Change("-", "disable at boot", action="disable")] if persistent and state.enabled else [])
         changes = []
         want_enabled, want_running = self.args.get("enabled", True), self.args.get("running", True)
-        if run.services.persistent and want_enabled and not state.enabled:
+        if persistent and want_enabled and not state.enabled:
             changes.append(Change("+", "enable at boot", action="enable"))
-        if run.services.persistent and not want_enabled and state.enabled:
+        if persistent and not want_enabled and state.enabled:
             changes.append(Change("-", "disable at boot", action="disable"))
         if want_running is None:
             return changes
@@ -2382,65 +2987,40 @@ class ServiceStep(Step):
         elif not want_running and state.running:
             changes.append(Change("-", "stop", action="stop"))
         elif want_running:
-            restart, reload = self.triggers(run, "restart"), self.triggers(run, "reload")
+            restart, reload = run.triggered(self, "restart"), run.triggered(self, "reload")
             if restart:
                 changes.append(Change("~", "restart (%s changed)" % ", ".join(restart), action="restart"))
             elif reload:
                 changes.append(Change("~", "reload (%s changed)" % ", ".join(reload), action="reload"))
         return changes
 
-    def act(self, run, changes):
+    def apply(self, run, changes):
         for change in changes:
-            run.services.do(run, self, change.action)
-        run.state.data["pending"].pop(self.id, None)
-
-    def stopping(self, run):
-        return [Change("-", "stop", action="stop")] if run.services.state(run, self).running else []
-
-    def liveness(self, run):
-        return "%s %s" % (self.args["name"], "running" if run.services.state(run, self).running else "STOPPED")
-
-    def removal(self, run, purge):
-        state = run.services.state(run, self)
-        changes = self.stopping(run)
-        if run.services.persistent and state.enabled:
-            changes.append(Change("-", "disable at boot", action="disable"))
-        return changes, []
-
-    def remove(self, run, changes):
-        self.act(run, changes)
+            run.services.do(self, change.action)
 
     def verify(self, run):
         """Daemons take a moment to write their pid file or settle: poll briefly."""
         deadline = time.time() + 15
         while True:
-            run.services.forget(run, self)
-            left = self.check(run)
+            run.services.forget(self)
+            left = real_changes(self.check(run))
             if not left or time.time() > deadline:
                 break
             time.sleep(0.2)
         if left:
-            raise StackbootError("service %s: still not right after applying: %s" % (self.args["name"], left[0].summary),
-                                 "look at the daemon's log")
+            raise StackbootError("still not right after applying: %s" % left[0].summary, "look at the daemon's log")
 
 
-class MountStep(Step):
-    """A filesystem mounted now (seen in the kernel's mount table) and kept in fstab."""
+class MountPoint:
+    """A filesystem mounted at `path` now (seen in the kernel's mount table) and at boot
+    (its fstab line): shared by the kinds that mount something."""
 
-    kind = "mount"
-    schema = {"path": Field("path", required=True, help="the mount point"),
-              "device": Field("str", required=True), "fstype": Field("str", required=True),
-              "options": Field("list", default=["defaults"]), "fstab": Field("bool", default=True),
-              "mount": Field("argv", help="how to mount it now (default: mount PATH, which reads fstab; "
-                                          "without fstab, mount -t FSTYPE -o OPTIONS DEVICE PATH)")}
-
-    def mount_spec(self):
-        """(device, fstype, options) as fstab wants them."""
-        return self.args["device"], self.args["fstype"], self.args.get("options") or ["defaults"]
+    def __init__(self, path, device, fstype, options, fstab=True, mount_argv=None):
+        self.path, self.device, self.fstype, self.options = path, device, fstype, options or ["defaults"]
+        self.fstab, self.mount_argv = fstab, mount_argv
 
     def fstab_line(self):
-        device, fstype, options = self.mount_spec()
-        return "%s %s %s %s 0 0" % (device, self.args["path"], fstype, ",".join(options))
+        return "%s %s %s %s 0 0" % (self.device, self.path, self.fstype, ",".join(self.options))
 
     def fstab_text(self, run):
         """fstab with our line in place of any other line for the same mount point."""
@@ -2448,7 +3028,7 @@ class MountStep(Step):
         lines, placed = [], False
         for line in current.splitlines():
             fields = line.split()
-            if len(fields) >= 2 and not line.lstrip().startswith("#") and fields[1] == self.args["path"]:
+            if len(fields) >= 2 and not line.lstrip().startswith("#") and fields[1] == self.path:
                 if not placed:
                     lines.append(self.fstab_line())
                     placed = True
@@ -2460,87 +3040,120 @@ class MountStep(Step):
 
     def mounted(self, run):
         """The mount table's entry for our mount point, or None."""
-        return mount_table(run).get(run.host.path(self.args["path"]))
-
-    def check(self, run):
-        return self.fstab_changes(run) + ([] if self.mounted(run) else [Change("+", "mount now", action="mount")])
-
-    def mount_argv(self):
-        if self.args.get("mount"):
-            return self.args["mount"]
-        if self.args.get("fstab", True):
-            return ["mount", self.args["path"]]
-        device, fstype, options = self.mount_spec()
-        return ["mount", "-t", fstype, "-o", ",".join(options), device, self.args["path"]]
-
-    def stopping(self, run):
-        """A network filesystem's client mount goes down with its node; a store stays."""
-        if self.kept_by_uninstall or self.data or not self.mounted(run):
-            return []
-        return [Change("-", "unmount", action="unmount")]
-
-    def liveness(self, run):
-        if self.kept_by_uninstall or self.data:
-            return None
-        return "%s %s" % (self.args["path"], "mounted" if self.mounted(run) else "NOT MOUNTED")
-
-    def unmount_changes(self, run):
-        """Unmount now and drop our fstab line, as far as either is there."""
-        changes = [Change("-", "unmount", action="unmount")] if self.mounted(run) else []
-        current, _ = self.fstab_text(run)
-        if self.args.get("fstab", True) and self.fstab_line() in current.splitlines():
-            changes.append(Change("-", "fstab: remove " + self.fstab_line(), action="fstab"))
-        return changes
-
-    def removal(self, run, purge):
-        """A mount that holds no data (a network filesystem's client) goes; a store stays."""
-        if self.kept_by_uninstall or self.data:
-            return [], ["%s: %s" % (self.args["path"], self.kept_by_uninstall or "data; uninstall keeps it mounted")]
-        return self.unmount_changes(run), []
-
-    def remove(self, run, changes):
-        for change in changes:
-            if change.action == "unmount":
-                run.runner.run(["umount", self.args["path"]], change=True)
-                run.probed.pop("mounts", None)
-            else:
-                current, _ = self.fstab_text(run)
-                st = run.host.stat("/etc/fstab")
-                kept = [line for line in current.splitlines() if line != self.fstab_line()]
-                run.host.write_file("/etc/fstab", ("\n".join(kept) + "\n").encode(), st.st_mode & 0o7777)
+        return run.mounts.table().get(run.host.path(self.path))
 
     def fstab_changes(self, run):
-        changes = []
-        if self.args.get("fstab", True):
-            current, new = self.fstab_text(run)
-            if current != new:
-                changes.append(Change("~" if current else "+", "fstab: " + self.fstab_line(),
-                                      unified_diff(current, new, "/etc/fstab"), action="fstab"))
+        if not self.fstab:
+            return []
+        current, new = self.fstab_text(run)
+        if current == new:
+            return []
+        return [Change("~" if current else "+", "fstab: " + self.fstab_line(), unified_diff(current, new, "/etc/fstab"),
+                       action="fstab")]
+
+    def mount_changes(self, run):
+        return [] if self.mounted(run) else [Change("+", "mount now", action="mount")]
+
+    def unmount_changes(self, run, fstab=True):
+        """Unmount now and (with fstab) drop our fstab line, as far as either is there."""
+        changes = [Change("-", "unmount", action="unmount")] if self.mounted(run) else []
+        current, _ = self.fstab_text(run)
+        if fstab and self.fstab and self.fstab_line() in current.splitlines():
+            changes.append(Change("-", "fstab: remove " + self.fstab_line(), action="unfstab"))
         return changes
 
-    def act(self, run, changes):
+    def apply(self, run, change):
+        """One change this mount point made: fstab, mount, unmount or unfstab."""
+        host = run.host
+        if change.action in ("fstab", "unfstab"):
+            current, new = self.fstab_text(run)
+            if change.action == "unfstab":
+                new = "\n".join(line for line in current.splitlines() if line != self.fstab_line()) + "\n"
+            st = host.stat("/etc/fstab")
+            host.write_file("/etc/fstab", new.encode(), st.st_mode & 0o7777 if st else 0o644)
+        elif change.action == "mount":
+            host.make_dirs(self.path)
+            argv = self.mount_argv or (["mount", self.path] if self.fstab else
+                                       ["mount", "-t", self.fstype, "-o", ",".join(self.options), self.device, self.path])
+            run.runner.run(argv, change=True)
+            run.mounts.forget()
+        elif change.action == "unmount":
+            run.runner.run(["umount", self.path], change=True)
+            run.mounts.forget()
+
+
+@step_kind
+class MountStep(Step):
+    """A filesystem mounted now and kept in fstab: a network filesystem's client, a bind mount."""
+
+    kind = "mount"
+    schema = {"path": Field("path", required=True, help="the mount point"),
+              "device": Field("word", required=True), "fstype": Field("word", required=True),
+              "options": Field("list", default=["defaults"], items="word"), "fstab": Field("bool", default=True),
+              "mount": Field("argv", help="how to mount it now (default: mount PATH, which reads fstab; "
+                                          "without fstab, mount -t FSTYPE -o OPTIONS DEVICE PATH)")}
+    goals = {"present": "present", "stopped": "unmounted", "absent": "absent", "purged": "absent"}
+    keeps_data = "data; uninstall keeps it mounted"   # a store's mount stays, even with --purge-data
+    liveness = ("unmount", "mounted", "NOT MOUNTED")
+
+    def __init__(self, *args, **kwargs):
+        Step.__init__(self, *args, **kwargs)
+        self.mount = MountPoint(self.args["path"], self.args["device"], self.args["fstype"], self.args.get("options"),
+                                self.args.get("fstab", True), self.args.get("mount"))
+
+    def check(self, run):
+        if self.wanted == "unmounted":
+            return self.mount.unmount_changes(run, fstab=False)
+        if self.wanted == "absent":
+            return self.mount.unmount_changes(run)
+        return self.mount.fstab_changes(run) + self.mount.mount_changes(run)
+
+    def apply(self, run, changes):
         for change in changes:
-            if change.action == "fstab":
-                st = run.host.stat("/etc/fstab")
-                mode = st.st_mode & 0o7777 if st else 0o644
-                run.host.write_file("/etc/fstab", self.fstab_text(run)[1].encode(), mode)
-            elif change.action == "mount":
-                full = run.host.path(self.args["path"])
-                if not os.path.isdir(full):
-                    os.makedirs(full, 0o755)
-                run.runner.run(self.mount_argv(), change=True)
-                run.probed.pop("mounts", None)
+            self.mount.apply(run, change)
 
 
-def mount_table(run):
-    if "mounts" not in run.probed:
-        run.probed["mounts"] = MOUNT_TABLES.get(run.facts["platform"], LinuxMounts)().table(run)
-    return run.probed["mounts"]
+@step_kind
+class CommandStep(Step):
+    """The rare rest: a command guarded so a converged host never runs it again."""
 
+    kind = "command"
+    schema = {"argv": Field("argv", required=True), "creates": Field("path", help="skip when this path exists"),
+              "unless": Field("argv", help="skip when this command exits 0"),
+              "run_on": Field("list", items="word", help="run only after one of these step ids changed (a probe after its config)"),
+              "fails": Field("text", help="what a failure means, for the error line"),
+              "cwd": Field("path"), "env": Field("object", default={})}
+    rules = (at_least_one("creates", "unless", "run_on", message='a command step needs a guard: "creates", "unless" or "run_on"'),)
+
+    def target(self):
+        return " ".join(self.args["argv"])
+
+    def check(self, run):
+        if self.args.get("creates") and run.host.exists(self.args["creates"]):
+            return []
+        if self.args.get("run_on") is not None:
+            changed = run.triggered(self, "run")
+            return [Change("+", "run %s (%s changed)" % (" ".join(self.args["argv"]), ", ".join(changed)))] if changed else []
+        if self.args.get("unless") and run.runner.run(self.args["unless"], check=False).rc == 0:
+            return []
+        return [Change("+", "run " + " ".join(self.args["argv"]))]
+
+    def apply(self, run, changes):
+        env = dict((key, str(value)) for key, value in self.args.get("env", {}).items())
+        result = run.runner.run(self.args["argv"], change=True, cwd=self.args.get("cwd"), env=env, check=False)
+        if result.rc != 0:   # a pending run_on stays pending: the next run tries again
+            raise CommandFailed(result, self.args.get("fails") or "see the command's message above")
+        run.host.forget(self.args.get("creates") or "")
+
+
+
+# ---------------------------------------------------------------------------
+# Stores: btrfs filesystems and subvolumes, ZFS pools and datasets
+# ---------------------------------------------------------------------------
 
 def size_bytes(text):
     """'10GiB' or '10G' -> binary bytes, '10GB' -> decimal; as btrfs and ZFS read sizes."""
-    match = re.match(r"^([0-9]+(?:\.[0-9]+)?)([kKMGTPE]?)(i?)(B?)$", text)
+    match = re.match(r"^([0-9]+(?:\.[0-9]+)?)([kKMGTPE]?)(i?)(B?)\Z", text)
     if not match:
         raise ValueError("not a size: %s" % text)
     number, unit, binary, byte = match.groups()
@@ -2572,7 +3185,7 @@ def probe_target(run, path):
     if signatures and not info:
         problems.append("wipefs finds signatures: %s" % ", ".join(line.split()[2] for line in signatures if len(line.split()) > 2))
     real = os.path.realpath(run.host.path(path))
-    for point, entry in mount_table(run).items():
+    for point, entry in run.mounts.table().items():
         if entry["source"] in (path, real):
             problems.append("it is mounted on %s" % point)
     import stat as stat_module
@@ -2588,37 +3201,64 @@ class StoreStep(Step):
     """A store (filesystem, pool, subvolume, dataset). Uninstall keeps it; --purge-data destroys
     it only when stackboot made it (recorded in the state as it was made), never an adopted one."""
 
-    kept_by_uninstall = "a store; uninstall keeps it (--purge-data destroys it, as stackboot made it)"
+    goals = {"present": "present", "purged": "absent"}
+    keeps = "a store; uninstall keeps it (--purge-data destroys it, as stackboot made it)"
+
+    def exists(self, run):
+        raise NotImplementedError
 
     def made(self, run):
-        return run.state.data["made"].get(self.id)
+        return run.state.made(self.id)
 
-    def remember_made(self, run, **facts):
-        run.state.data["made"][self.id] = dict(facts, kind=self.kind, target=self.target())
+    def remember_made(self, run, **details):
+        """Recorded at once (not at the step's end): only what stackboot made may ever be destroyed."""
+        run.state.record_made(self.id, self.kind, self.target(), **details)
         run.state.save()
 
-    def removal(self, run, purge):
-        if not self.made(run) or not self.exists(run):
-            reason = "not made by stackboot; never destroyed by it" if self.exists(run) else "gone already"
-            return [], ["%s: %s" % (self.target(), reason)]
-        if not purge:
-            return [], ["%s: %s" % (self.target(), self.kept_by_uninstall)]
-        refusal = self.purge_refusal(run)
-        if refusal:
-            return [], ["%s: %s" % (self.target(), refusal)]
-        return self.purge_changes(run), []
+    def not_ours(self, run):
+        """Why a removal must leave this store, whatever the goal: not made here, or gone."""
+        if not self.exists(run):
+            return "gone already"
+        if not self.made(run):
+            return "not made by stackboot; never destroyed by it"
+        return None
+
+    def kept(self, run):
+        return [Change("=", "%s: %s" % (self.target(), self.not_ours(run) or self.keeps))]
+
+    def check(self, run):
+        if self.wanted == "absent":
+            reason = self.not_ours(run) or self.purge_refusal(run)
+            return [Change("=", "%s: %s" % (self.target(), reason))] if reason else self.purge_changes(run)
+        return self.present_changes(run)
+
+    def apply(self, run, changes):
+        if self.wanted == "absent":
+            self.purge(run, changes)
+            run.state.forget_made(self.id)
+            run.host.forget()
+        else:
+            self.make(run, changes)
 
     def purge_refusal(self, run):
         """Why --purge-data must keep this store after all (something in it is not stackboot's)."""
         return None
 
-    def remove(self, run, changes):
-        self.purge(run, changes)
-        run.state.data["made"].pop(self.id, None)
-        run.host.forget()
+    def present_changes(self, run):
+        raise NotImplementedError
+
+    def make(self, run, changes):
+        raise NotImplementedError
+
+    def purge_changes(self, run):
+        raise NotImplementedError
+
+    def purge(self, run, changes):
+        raise NotImplementedError
 
 
-class BtrfsFilesystemStep(StoreStep, MountStep):
+@step_kind
+class BtrfsFilesystemStep(StoreStep):
     """A btrfs filesystem on a device or an image file, created only on a target proven blank.
 
     Never `mkfs -f`: an existing btrfs is adopted, anything else is refused with what
@@ -2629,31 +3269,32 @@ class BtrfsFilesystemStep(StoreStep, MountStep):
     schema = dict(OWNERSHIP, path=Field("path", required=True, help="the mount point"),
                   device=Field("path", help="a block device"),
                   image=Field("path", help="or an image file, created at `size` when missing"),
-                  size=Field("str"), label=Field("str", default="stackboot"),
-                  options=Field("list", default=["noatime"]), fstab=Field("bool", default=True))
+                  size=Field("size"), label=Field("word", default="stackboot"),
+                  options=Field("list", default=["noatime"], items="word"), fstab=Field("bool", default=True))
+    rules = (exactly_one("device", "image"), required_with("image", "size", "an image needs a size"))
 
-    @classmethod
-    def spec_problem(cls, spec):
-        if ("device" in spec) == ("image" in spec):
-            return "a btrfs-filesystem step needs exactly one of device or image"
-        if "image" in spec and "size" not in spec:
-            return "an image needs a size"
-        return None
+    def __init__(self, *args, **kwargs):
+        StoreStep.__init__(self, *args, **kwargs)
+        options = list(self.args.get("options") or [])
+        if self.args.get("image"):   # a loop mount that waits for the file's own filesystem
+            options = ["loop"] + options + ["nofail", "x-systemd.requires-mounts-for=%s" % os.path.dirname(self.args["image"])]
+        self.mount = MountPoint(self.args["path"], self.target_path(), "btrfs", options or ["defaults"],
+                                self.args.get("fstab", True))
 
     def target_path(self):
         return self.args.get("image") or self.args["device"]
 
     def exists(self, run):
-        return bool(self.mounted(run)) or run.host.exists(self.target_path())
+        return bool(self.mount.mounted(run)) or run.host.exists(self.target_path())
 
     def foreign_entries(self, run):
         """What the mounted filesystem holds besides the subvolumes stackboot made in it."""
-        ours = set(record["target"] for record in run.state.data["made"].values() if record["kind"] == "btrfs-subvolume")
+        ours = run.state.made_targets("btrfs-subvolume")
         path = self.args["path"]
-        return sorted(path + "/" + name for name in os.listdir(run.host.path(path)) if path + "/" + name not in ours)
+        return [path + "/" + name for name in run.host.listdir(path) if path + "/" + name not in ours]
 
     def purge_refusal(self, run):
-        if not self.mounted(run):
+        if not self.mount.mounted(run):
             return "kept: not mounted, so what it holds cannot be seen; mount it to purge it"
         foreign = self.foreign_entries(run)
         if foreign:
@@ -2661,7 +3302,7 @@ class BtrfsFilesystemStep(StoreStep, MountStep):
         return None
 
     def purge_changes(self, run):
-        changes = self.unmount_changes(run)
+        changes = self.mount.unmount_changes(run)
         if self.made(run).get("image"):
             changes.append(Change("-", "remove the image %s (with all its data)" % self.target_path(), action="purge"))
         else:   # a device keeps its filesystem: wiping a disk is not uninstall's job
@@ -2674,23 +3315,19 @@ class BtrfsFilesystemStep(StoreStep, MountStep):
         if foreign:
             raise StackbootError("not destroying the btrfs on %s: it now holds %s, which stackboot did not make"
                                  % (self.target_path(), ", ".join(foreign[:5])), "remove them first if you mean it")
-        MountStep.remove(self, run, [change for change in changes if change.action in ("unmount", "fstab")])
-        if any(change.action == "purge" for change in changes):
-            os.unlink(run.host.path(self.target_path()))
+        for change in changes:
+            if change.action in ("unmount", "unfstab"):
+                self.mount.apply(run, change)
+            elif change.action == "purge":
+                run.host.remove(self.target_path())
 
-    def mount_spec(self):
-        options = list(self.args.get("options") or [])
-        if self.args.get("image"):   # a loop mount that waits for the file's own filesystem
-            options = ["loop"] + options + ["nofail", "x-systemd.requires-mounts-for=%s" % os.path.dirname(self.args["image"])]
-        return self.target_path(), "btrfs", options or ["defaults"]
-
-    def check(self, run):
+    def present_changes(self, run):
         target = self.target_path()
-        mounted = self.mounted(run)
+        mounted = self.mount.mounted(run)
         if mounted:
             if mounted["fstype"] != "btrfs":
                 return [Change("!", "%s is mounted with %s, not btrfs" % (self.args["path"], mounted["fstype"]))]
-            return self.fstab_changes(run) + self.ownership_changes(run, run.host.stat(self.args["path"]))
+            return self.mount.fstab_changes(run) + self.ownership_changes(run, run.host.stat(self.args["path"]))
         changes = []
         if self.args.get("image") and not run.host.exists(target):
             changes += [Change("+", "create image %s (%s, sparse)" % (target, self.args["size"]), action="image"),
@@ -2706,40 +3343,33 @@ class BtrfsFilesystemStep(StoreStep, MountStep):
             else:
                 changes.append(Change("+", "mkfs.btrfs -L %s %s (blank: no signature, partition table, mount or loop)"
                                       % (self.args.get("label"), target), action="mkfs"))
-        return changes + self.fstab_changes(run) + [Change("+", "mount now", action="mount")]
+        return changes + self.mount.fstab_changes(run) + [Change("+", "mount now", action="mount")]
 
-    def act(self, run, changes):
+    def make(self, run, changes):
         target = self.target_path()
         for change in changes:
             if change.action == "image":
-                full = run.host.path(target)
-                if not os.path.isdir(os.path.dirname(full)):
-                    os.makedirs(os.path.dirname(full), 0o755)
-                fd = os.open(full, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                try:
-                    os.ftruncate(fd, size_bytes(self.args["size"]))
-                finally:
-                    os.close(fd)
+                run.host.create_file(target, size_bytes(self.args["size"]))
             elif change.action == "mkfs":
                 info, problems = probe_target(run, target)   # proven blank again, right before mkfs
                 if problems or info.get("TYPE"):
                     raise StackbootError("refusing to create a filesystem on %s: %s" % (target, "; ".join(problems)))
                 run.runner.run(["mkfs.btrfs", "-L", self.args.get("label") or "stackboot", target], change=True)
                 self.remember_made(run, image=any(c.action == "image" for c in changes))
-        MountStep.act(self, run, [change for change in changes if change.action in ("fstab", "mount")])
+            elif change.action in ("fstab", "mount"):
+                self.mount.apply(run, change)
         run.host.forget()
-        st = run.host.stat(self.args["path"])
-        if self.ownership_changes(run, st):
-            uid, gid = self.resolved_ids(run)
-            os.chown(run.host.path(self.args["path"]), uid, gid)
-            if self.args.get("mode"):
-                os.chmod(run.host.path(self.args["path"]), parse_mode(self.args["mode"]))
+        if self.ownership_changes(run, run.host.stat(self.args["path"])):
+            self.set_ownership(run, self.args["path"])
 
 
+@step_kind
 class BtrfsSubvolumeStep(StoreStep):
     """A btrfs subvolume (inode 256 on btrfs), with an optional qgroup limit, owner and mode."""
 
     kind = "btrfs-subvolume"
+    schema = dict(OWNERSHIP, path=Field("path", required=True),
+                  limit=Field("size", help="qgroup limit (referenced bytes); quotas are enabled when one is asked"))
 
     def exists(self, run):
         return run.host.exists(self.args["path"])
@@ -2749,8 +3379,6 @@ class BtrfsSubvolumeStep(StoreStep):
 
     def purge(self, run, changes):
         run.runner.run(["btrfs", "subvolume", "delete", self.args["path"]], change=True)
-    schema = dict(OWNERSHIP, path=Field("path", required=True),
-                  limit=Field("str", help="qgroup limit (referenced bytes); quotas are enabled when one is asked"))
 
     def current_limit(self, run):
         result = run.runner.run(["btrfs", "qgroup", "show", "-re", "--raw", "-f", self.args["path"]], check=False)
@@ -2760,7 +3388,7 @@ class BtrfsSubvolumeStep(StoreStep):
                 return None if fields[3] == "none" else int(fields[3])
         return None
 
-    def check(self, run):
+    def present_changes(self, run):
         st = run.host.stat(self.args["path"])
         limit = self.args.get("limit")
         if st is None:
@@ -2773,7 +3401,7 @@ class BtrfsSubvolumeStep(StoreStep):
             changes.append(Change("~", "qgroup limit -> %s" % limit, action="limit"))
         return changes
 
-    def act(self, run, changes):
+    def make(self, run, changes):
         path = self.args["path"]
         if changes[0].action == "create":
             run.runner.run(["btrfs", "subvolume", "create", path], change=True)
@@ -2782,21 +3410,28 @@ class BtrfsSubvolumeStep(StoreStep):
         if self.args.get("limit") and (changes[0].action == "create" or any(c.action == "limit" for c in changes)):
             run.runner.run(["btrfs", "quota", "enable", path], change=True)
             run.runner.run(["btrfs", "qgroup", "limit", str(size_bytes(self.args["limit"])), path], change=True)
-        uid, gid = self.resolved_ids(run)
-        os.chown(run.host.path(path), uid, gid)
-        if self.args.get("mode"):
-            os.chmod(run.host.path(path), parse_mode(self.args["mode"]))
+        self.set_ownership(run, path)
         run.host.forget()
 
 
+@step_kind
 class ZfsPoolStep(StoreStep):
     """A ZFS pool by name: used when it exists; created only from the vdevs the user listed,
     each proven blank. stackboot never picks "the first pool" or a disk of its own choosing."""
 
     kind = "zfs-pool"
+    schema = {"name": Field("word", required=True), "vdevs": Field("list", default=[], items="word"),
+              "vdev_size": Field("size", help="size of a file vdev created when it does not exist yet"),
+              "mountpoint": Field("path", help="mount point of the pool's root dataset")}
 
     def exists(self, run):
         return self.args["name"] in self.pools(run)
+
+    def pools(self, run):
+        if "pools" not in run.probed:
+            result = run.runner.run(["zpool", "list", "-H", "-o", "name,health"], check=False)
+            run.probed["pools"] = dict(line.split("\t")[:2] for line in result.out.splitlines() if "\t" in line)
+        return run.probed["pools"]
 
     def purge_changes(self, run):
         files = self.made(run).get("files", [])
@@ -2822,23 +3457,14 @@ class ZfsPoolStep(StoreStep):
                                  % (self.args["name"], ", ".join(foreign)), "destroy the pool by hand if you mean it")
         run.runner.run(["zpool", "destroy", self.args["name"]], change=True)
         for vdev in self.made(run).get("files", []):   # the file vdevs it made itself
-            os.unlink(run.host.path(vdev))
+            run.host.remove(vdev)
         run.probed.pop("pools", None)
-        run.probed.pop("mounts", None)
-    schema = {"name": Field("str", required=True), "vdevs": Field("list", default=[]),
-              "vdev_size": Field("str", help="size of a file vdev created when it does not exist yet"),
-              "mountpoint": Field("path", help="mount point of the pool's root dataset")}
-
-    def pools(self, run):
-        if "pools" not in run.probed:
-            result = run.runner.run(["zpool", "list", "-H", "-o", "name,health"], check=False)
-            run.probed["pools"] = dict(line.split("\t")[:2] for line in result.out.splitlines() if "\t" in line)
-        return run.probed["pools"]
+        run.mounts.forget()
 
     def creatable(self, run, vdev):
         return bool(self.args.get("vdev_size")) and not vdev.startswith("/dev/") and not run.host.exists(vdev)
 
-    def check(self, run):
+    def present_changes(self, run):
         name = self.args["name"]
         if name in self.pools(run):
             return []
@@ -2857,15 +3483,10 @@ class ZfsPoolStep(StoreStep):
             return [Change("!", "refusing to create pool %s: %s" % (name, "; ".join(problems)))]
         return [Change("+", "zpool create %s %s" % (name, " ".join(self.args["vdevs"])), action="create")]
 
-    def act(self, run, changes):
+    def make(self, run, changes):
         files = [vdev for vdev in self.args["vdevs"] if self.creatable(run, vdev)]
-        for vdev in self.args["vdevs"]:
-            if self.creatable(run, vdev):
-                fd = os.open(run.host.path(vdev), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                try:
-                    os.ftruncate(fd, size_bytes(self.args["vdev_size"]))
-                finally:
-                    os.close(fd)
+        for vdev in files:
+            run.host.create_file(vdev, size_bytes(self.args["vdev_size"]))
         for vdev in self.args["vdevs"]:   # proven blank again, right before zpool create
             info, problems = probe_target(run, vdev)
             if problems or info.get("TYPE"):
@@ -2875,14 +3496,18 @@ class ZfsPoolStep(StoreStep):
         run.runner.run(["zpool", "create"] + mountpoint + [self.args["name"]] + self.args["vdevs"], change=True)
         self.remember_made(run, files=files)
         run.probed.pop("pools", None)
-        run.probed.pop("mounts", None)
+        run.mounts.forget()
 
 
+@step_kind
 class ZfsDatasetStep(StoreStep):
     """A dataset with its properties. `zfs create -p` ignores -o on an existing dataset, so
     properties are compared and set one by one; new datasets are marked stackboot:profile."""
 
     kind = "zfs-dataset"
+    schema = {"name": Field("word", required=True), "properties": Field("object", default={}),
+              "user_properties": Field("object", default={}, help="module:name properties to keep set")}
+    SIZES = ("quota", "refquota", "reservation", "refreservation", "recordsize", "volsize")
 
     def exists(self, run):
         return self.current(run) is not None
@@ -2898,12 +3523,9 @@ class ZfsDatasetStep(StoreStep):
             time.sleep(1)
         if result.rc != 0:
             raise CommandFailed(result, "end what still uses %s, then run the uninstall again" % self.args["name"])
-        run.probed.pop("mounts", None)
-    schema = {"name": Field("str", required=True), "properties": Field("dict", default={}),
-              "user_properties": Field("dict", default={}, help="module:name properties to keep set")}
-    SIZES = ("quota", "refquota", "reservation", "refreservation", "recordsize", "volsize")
+        run.mounts.forget()
 
-    def wanted(self):
+    def wanted_properties(self):
         """Properties to enforce; a null value (an optional parameter left unset) is left alone."""
         props = dict(self.args.get("properties") or {}, **(self.args.get("user_properties") or {}))
         return dict((key, render_scalar(value)) for key, value in props.items() if value is not None)
@@ -2915,16 +3537,16 @@ class ZfsDatasetStep(StoreStep):
         return value
 
     def current(self, run):
-        names = sorted(self.wanted()) or ["type"]
+        names = sorted(self.wanted_properties()) or ["type"]
         result = run.runner.run(["zfs", "get", "-H", "-p", "-o", "property,value", ",".join(names), self.args["name"]],
                                 check=False)
         if result.rc != 0:
             return None
         return dict(line.split("\t", 1) for line in result.out.splitlines() if "\t" in line)
 
-    def check(self, run):
+    def present_changes(self, run):
         current = self.current(run)
-        wanted = self.wanted()
+        wanted = self.wanted_properties()
         if current is None:
             shown = " ".join("%s=%s" % item for item in sorted(wanted.items()))
             return [Change("+", "zfs create %s%s" % (self.args["name"], " (%s)" % shown if shown else ""), action="create")]
@@ -2937,21 +3559,52 @@ class ZfsDatasetStep(StoreStep):
             raise CommandFailed(result, "this ZFS does not take that property or value; choose one it lists "
                                         "(zfs-fuse has no lz4: use compression=on, lzjb or gzip)")
 
-    def act(self, run, changes):
+    def make(self, run, changes):
         name = self.args["name"]
         if changes[0].action == "create":
             options = []
-            for key, value in sorted(self.wanted().items()):
+            for key, value in sorted(self.wanted_properties().items()):
                 options += ["-o", "%s=%s" % (key, value)]
             options += ["-o", "stackboot:profile=%s" % self.profile.name]
             self.zfs(run, ["zfs", "create", "-p"] + options + [name])
             self.remember_made(run)
-            run.probed.pop("mounts", None)
+            run.mounts.forget()
             return
         for change in changes:   # one property at a time, only the ones that differ
-            self.zfs(run, ["zfs", "set", "%s=%s" % (change.action, self.wanted()[change.action]), name])
+            self.zfs(run, ["zfs", "set", "%s=%s" % (change.action, self.wanted_properties()[change.action]), name])
 
 
+
+# ---------------------------------------------------------------------------
+# MooseFS: its value types and the metadata guard
+# ---------------------------------------------------------------------------
+
+@value_type("labels", "single-letter labels, comma-separated")
+def type_labels(value, decl):
+    labels = split_list(value)
+    for label in labels:
+        if not isinstance(label, str) or not re.match(r"^[A-Za-z]\Z", label):
+            raise ValueError("labels are single letters A-Z, got %s" % json.dumps(label))
+    return [label.upper() for label in labels]
+
+
+HDD_RE = re.compile(r"^([*<>~]?)(/\S*?)(?:\s+(=|=?-?[0-9]+(?:\.[0-9]+)?(?:[kMGTPE]|[KMGTPE]i)?B?%?|=-?[0-9]+%))?\Z")
+
+
+@value_type("hdd", "an mfshdd.cfg line: [*|<|>|~]PATH [LIMIT]")
+def type_hdd(value, decl):
+    """One mfshdd.cfg line: [*|<|>|~]PATH [LIMIT]; its path, marker and limit stay at hand for steps."""
+    text = value.get("text") if isinstance(value, dict) else value
+    if not isinstance(text, str) or "\n" in text or not HDD_RE.match(text.strip()):
+        raise ValueError("expected an mfshdd.cfg line like /mnt/hdd1, */mnt/hdd2 or /mnt/hdd3 -10%%, got %s" % json.dumps(text))
+    marker, path, limit = HDD_RE.match(text.strip()).groups()
+    type_path(path, {})
+    quota = limit if limit and SIZE_RE.match(limit) else None   # a plain size can also be a btrfs/ZFS quota
+    return {"text": marker + path + (" " + limit if limit else ""), "path": path, "marker": marker, "limit": limit or "",
+            "quota": quota, "name": os.path.basename(path)}
+
+
+@step_kind
 class MooseFSMetadataStep(Step):
     """Guards MooseFS metadata: a new cluster starts only in a data directory with no history.
 
@@ -2961,22 +3614,18 @@ class MooseFSMetadataStep(Step):
     """
 
     kind = "moosefs-metadata"
-    kept_by_uninstall = "MooseFS metadata; a re-install finds it"
+    keeps = "MooseFS metadata; a re-install finds it"
     schema = dict(OWNERSHIP, data_path=Field("path", required=True),
                   empty=Field("path", help="the empty-metadata template (default DATA_PATH/metadata.mfs.empty)"),
                   restore=Field("argv", help="the master's own recovery command (mfsmaster -c CFG restore)"))
     HISTORY = re.compile(r"^(metadata\.mfs\.back.*|metadata_ml\.mfs\.back.*|changelog(_ml)?(_back)?\.[0-9]+\.mfs"
-                         r"|metadata\.mfs\.emergency|metadata\.mfs\.tmp)$")
+                         r"|metadata\.mfs\.emergency|metadata\.mfs\.tmp)\Z")
 
     def target(self):
         return self.args["data_path"] + "/metadata.mfs"
 
     def history(self, run):
-        try:
-            entries = os.listdir(run.host.path(self.args["data_path"]))
-        except OSError:
-            return []
-        return sorted(entry for entry in entries if self.HISTORY.match(entry))
+        return [entry for entry in run.host.listdir(self.args["data_path"]) if self.HISTORY.match(entry)]
 
     def master_running(self, run):
         """A running master keeps its metadata as metadata.mfs.back; its lock file holds its pid."""
@@ -2998,7 +3647,7 @@ class MooseFSMetadataStep(Step):
     def empty(self):
         return self.args.get("empty") or self.args["data_path"] + "/metadata.mfs.empty"
 
-    def act(self, run, changes):
+    def apply(self, run, changes):
         if changes[0].action == "restore":
             result = run.runner.run(self.args["restore"], change=True, check=False)
             run.host.forget(self.target())
@@ -3015,6 +3664,40 @@ class MooseFSMetadataStep(Step):
         run.host.write_file(self.target(), template, parse_mode(self.args.get("mode") or "0640"), uid, gid)
 
 
+
+
+# ---------------------------------------------------------------------------
+# CernVM-FS: repository names, the repository guard, one-transaction publishing
+# ---------------------------------------------------------------------------
+
+FQRN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9][A-Za-z0-9_-]*)+\Z")
+
+
+@value_type("fqrn", "a CVMFS repository name like software.example.org")
+def type_fqrn(value, decl):
+    """A CVMFS repository's fully qualified name: dot-separated words, as mkfs and the URLs need."""
+    if not isinstance(value, str) or not FQRN_RE.match(value) or len(value) > 64:
+        raise ValueError("expected a CVMFS repository name like software.example.org (letters, digits, - and _ "
+                         "in dot-separated words, at most 64 characters), got %s" % json.dumps(value))
+    return value
+
+
+@value_type("cvmfs_repository", "a CVMFS repository and its key: FQRN SHA256 or FQRN /path/to/key.pub")
+def type_cvmfs_repository(value, decl):
+    """A client's repository: FQRN, then where its public key comes from: the sha256 that pins
+    the key downloaded from the server, or an absolute path to a key file already here."""
+    text = value.get("text") if isinstance(value, dict) else value
+    words = text.split() if isinstance(text, str) else []
+    if len(words) != 2:
+        raise ValueError("expected FQRN SHA256 or FQRN /path/to/key.pub (a key is never taken unpinned), got %s"
+                         % json.dumps(text))
+    name, key = type_fqrn(words[0], {}), words[1]
+    if key.startswith("/"):
+        return {"text": text, "name": name, "key_file": type_path(key, {}), "key_sha256": None}
+    return {"text": text, "name": name, "key_file": None, "key_sha256": type_sha256(key, {})}
+
+
+@step_kind
 class CvmfsRepositoryStep(Step):
     """Guards a CernVM-FS repository: `cvmfs_server mkfs` runs only where no trace of it exists.
 
@@ -3026,15 +3709,15 @@ class CvmfsRepositoryStep(Step):
     """
 
     kind = "cvmfs-repository"
-    kept_by_uninstall = "a CVMFS repository; remove one only with cvmfs_server rmfs"
-    schema = {"name": Field("str", required=True), "owner": Field("str", required=True),
-              "stratum0": Field("str", required=True, help="the repository's URL for mkfs -w; @fqrn@ becomes its name"),
+    keeps = "a CVMFS repository; remove one only with cvmfs_server rmfs"
+    schema = {"name": Field("fqrn", required=True), "owner": Field("name", required=True),
+              "stratum0": Field("url", required=True, help="the repository's URL for mkfs -w; @fqrn@ becomes its name"),
               "s3_config": Field("path", help="S3 backend: the config file (mkfs -s); local backend when absent"),
               "garbage_collection": Field("bool", default=False, help="mkfs -z"),
-              "settings": Field("dict", default={}, help="server.conf keys kept at these values"),
-              "mounts": Field("list", default=[], help="paths that must be mounts (a store) before mkfs or a repair"),
-              "client_url": Field("str", help="CVMFS_SERVER_URL for clients, printed at the end"),
-              "key_url": Field("str", help="where clients fetch the public key, printed at the end")}
+              "settings": Field("settings", default={}, items="text", help="server.conf keys kept at these values"),
+              "mounts": Field("list", default=[], items="path", help="paths that must be mounts (a store) before mkfs or a repair"),
+              "client_url": Field("url", help="CVMFS_SERVER_URL for clients, printed at the end"),
+              "key_url": Field("url", help="where clients fetch the public key, printed at the end")}
     CONFIG, KEYS, STORAGE, SPOOL = "/etc/cvmfs/repositories.d", "/etc/cvmfs/keys", "/srv/cvmfs", "/var/spool/cvmfs"
     KEY_SUFFIXES = (".masterkey", ".key", ".pub", ".crt")
     TRANSACTION_MARKS = ("in_transaction.lock", "in_transaction")
@@ -3057,7 +3740,7 @@ class CvmfsRepositoryStep(Step):
         fstab = [line for line in as_text(host.read("/etc/fstab") or b"").splitlines()
                  if line.rstrip().endswith("added by CernVM-FS for " + name)]
         inside = len(host.root.rstrip("/"))   # mount points as the host under --root sees them
-        mounts = sorted(point[inside:] for point in mount_table(run)
+        mounts = sorted(point[inside:] for point in run.mounts.table()
                         if any(point == host.path(base) or point.startswith(host.path(base) + "/")
                                for base in ("/cvmfs/" + name, spool)))
         return {"config": host.exists("%s/%s" % (self.CONFIG, name)),
@@ -3202,16 +3885,16 @@ class CvmfsRepositoryStep(Step):
         return [Change("~", "server.conf: %s=%s (was %s)" % (key, shell_value(value), current.get(key, "unset")), action="settings")
                 for key, value in sorted(self.wanted_settings().items()) if current.get(key) != render_scalar(value)]
 
-    def act(self, run, changes):
+    def apply(self, run, changes):
         if changes[0].action in ("repair", "create"):
-            missing = [path for path in self.args.get("mounts", []) if run.host.path(path) not in mount_table(run)]
+            missing = [path for path in self.args.get("mounts", []) if run.host.path(path) not in run.mounts.table()]
             if missing:   # else mkfs would write into the empty directory under the store
                 raise StackbootError("%s is not mounted, and the repository belongs on it" % ", ".join(missing),
                                      "mount the store (see /etc/fstab), then run again")
             if changes[0].action == "repair":
                 self.repair(run, self.traces(run))
             result = run.runner.run(self.mkfs_argv(), change=True, check=False, timeout=600)
-            run.host.cache.clear()
+            run.host.forget()
             if result.rc != 0:
                 raise CommandFailed(result, "mkfs left the repository half-made; `stackboot plan` lists what is there "
                                             "and how to clean it up")
@@ -3234,7 +3917,6 @@ class CvmfsRepositoryStep(Step):
 
     def repair(self, run, found):
         """Remove what a failed mkfs left; only called when nothing was published and no key is partial."""
-        import shutil
         name = self.args["name"]
         for point in sorted(found["mounts"], key=len, reverse=True):
             run.runner.run(["umount", point], change=True)
@@ -3246,8 +3928,8 @@ class CvmfsRepositoryStep(Step):
         for path in ("%s/%s" % (self.CONFIG, name), "%s/%s" % (self.SPOOL, name), "%s/%s" % (self.STORAGE, name)):
             if run.host.exists(path):
                 run.out.info("  removing %s" % path)
-                shutil.rmtree(run.host.path(path))
-        run.probed.pop("mounts", None)
+                run.host.remove_tree(path)
+        run.mounts.forget()
 
     def report(self, run):
         name = self.args["name"]
@@ -3261,136 +3943,181 @@ class CvmfsRepositoryStep(Step):
                 "  stackboot install cvmfs-client --set server_host=HOST --set client_repositories=\"%s %s\"" % (name, digest)]
 
 
-class CommandStep(Step):
-    """The rare rest: a command guarded so a converged host never runs it again."""
 
-    kind = "command"
-    schema = {"argv": Field("argv", required=True), "creates": Field("path", help="skip when this path exists"),
-              "unless": Field("argv", help="skip when this command exits 0"),
-              "run_on": Field("list", help="run only after one of these step ids changed (a probe after its config)"),
-              "fails": Field("str", help="what a failure means, for the error line"),
-              "cwd": Field("path"), "env": Field("dict", default={})}
+@step_kind
+class CvmfsPublishStep(Step):
+    """One transaction that makes a repository hold exactly a directory's content: open, sync,
+    publish. Whatever fails after the open (an interrupt too) aborts the transaction it opened;
+    somebody else's open transaction is never touched."""
 
-    @classmethod
-    def spec_problem(cls, spec):
-        if not set(spec) & {"creates", "unless", "run_on"}:
-            return "a command step needs a guard: \"creates\", \"unless\" or \"run_on\""
-        return None
+    kind = "cvmfs-publish"
+    schema = {"repository": Field("fqrn", required=True), "source": Field("path", required=True),
+              "tag": Field("word", help="tag the new revision (cvmfs_server publish -a)"),
+              "message": Field("text", help="the revision's message (-m)"),
+              "timeout": Field("int", default=300, help="seconds to wait for the repository lock (transaction -t)")}
 
     def target(self):
-        return " ".join(self.args["argv"])
+        return self.args["repository"]
+
+    def busy(self, run):
+        spool = "%s/%s" % (CvmfsRepositoryStep.SPOOL, self.args["repository"])
+        return [spool + "/" + mark for mark in CvmfsRepositoryStep.TRANSACTION_MARKS if run.host.exists(spool + "/" + mark)]
+
+    def busy_fix(self):
+        return "wait for the other publish to finish; if it is dead, `cvmfs_server abort -f %s`" % self.args["repository"]
 
     def check(self, run):
-        if self.args.get("creates") and run.host.exists(self.args["creates"]):
+        name, source, host = self.args["repository"], self.args["source"], run.host
+        if not host.exists("%s/%s/server.conf" % (CvmfsRepositoryStep.CONFIG, name)):
+            return [Change("!", "no CVMFS repository %s on this host: install the cvmfs-server role with it first" % name)]
+        if not host.isdir(source):
+            return [Change("!", "%s is not a directory: give the directory whose content the repository should hold" % source)]
+        busy = self.busy(run)
+        if busy:
+            return [Change("!", "%s already has an open transaction (%s): %s" % (name, busy[0], self.busy_fix()))]
+        counts = sync_tree(host, source, "/cvmfs/" + name, dry_run=True)
+        if not any(counts.values()) and not self.args.get("tag"):
             return []
-        if self.args.get("run_on") is not None:
-            changed = self.triggers(run, "run")
-            return [Change("+", "run %s (%s changed)" % (" ".join(self.args["argv"]), ", ".join(changed)))] if changed else []
-        if self.args.get("unless") and run.runner.run(self.args["unless"], check=False).rc == 0:
-            return []
-        return [Change("+", "run " + " ".join(self.args["argv"]))]
+        return [Change("~", "publish %s: %d new, %d changed, %d removed%s" % (
+            name, counts["new"], counts["changed"], counts["removed"],
+            " as tag " + self.args["tag"] if self.args.get("tag") else ""))]
 
-    def act(self, run, changes):
-        env = dict((key, str(value)) for key, value in self.args.get("env", {}).items())
-        result = run.runner.run(self.args["argv"], change=True, cwd=self.args.get("cwd"), env=env, check=False)
-        if result.rc != 0:   # a pending run_on stays pending: the next run tries again
-            raise CommandFailed(result, self.args.get("fails") or "see the command's message above")
-        run.state.data["pending"].pop(self.id, None)
-        run.host.forget(self.args.get("creates") or "")
-
-
-STEP_KINDS = dict((cls.kind, cls) for cls in (
-    PackagesStep, RepositoryStep, GroupStep, UserStep, DirectoryStep, FileStep, LineStep,
-    DownloadStep, BuildStep, ServiceStep, MountStep, BtrfsFilesystemStep, BtrfsSubvolumeStep, ZfsPoolStep,
-    ZfsDatasetStep, MooseFSMetadataStep, CvmfsRepositoryStep, CommandStep))
-
-
-# ---------------------------------------------------------------------------
-# State: what stackboot remembers on the host
-# ---------------------------------------------------------------------------
-
-class State:
-    """ROOT/var/lib/stackboot/state.json (0600): files written, builds, inputs, pending restarts.
-
-    Saved after every step, so a run killed at any point resumes from the truth.
-    """
-
-    EMPTY = {"version": 1, "roles": {}, "files": {}, "builds": {}, "digests": {}, "pending": {}, "made": {}}
-
-    def __init__(self, host):
-        self.host = host
-        self.path = host.path(host.state_dir + "/state.json")
-        data = read_bytes(self.path)
+    def apply(self, run, changes):
+        name, source, out, runner = self.args["repository"], self.args["source"], run.out, run.runner
+        # ours: the transaction is open and ours. maybe: an interrupt hit while it was being opened.
+        ours = maybe = False
         try:
-            self.data = json.loads(as_text(data)) if data else {}
-        except ValueError:
-            raise StackbootError("%s is not valid JSON" % self.path, "move it aside; the next install rebuilds it")
-        for key, value in self.EMPTY.items():
-            self.data.setdefault(key, json.loads(json.dumps(value)))
+            maybe = True
+            result = runner.run(["cvmfs_server", "transaction", "-t", str(self.args["timeout"]), name], change=True, check=False)
+            maybe = False
+            if result.rc != 0:   # 17 is somebody else's transaction: never abort that
+                if result.rc == 17:
+                    raise StackbootError("%s already has an open transaction; nothing was changed" % name, self.busy_fix())
+                raise CommandFailed(result, "see cvmfs_server's message")
+            ours = True
+            out.say("+ transaction opened on %s" % name)
+            counts = sync_tree(run.host, source, "/cvmfs/" + name)
+            out.say("~ synced %s into /cvmfs/%s: %d new, %d changed, %d removed" % (
+                source, name, counts["new"], counts["changed"], counts["removed"]))
+            argv = ["cvmfs_server", "publish"] + (["-a", self.args["tag"]] if self.args.get("tag") else []) + \
+                   (["-m", self.args["message"]] if self.args.get("message") else []) + [name]
+            runner.run(argv, change=True)
+            ours = False
+            out.say("+ published %s%s" % (name, " as tag " + self.args["tag"] if self.args.get("tag") else ""))
+        finally:
+            if ours or maybe and self.busy(run):
+                # anything went wrong, even an interrupt: drop the transaction, never leave it open
+                aborted = runner.run(["cvmfs_server", "abort", "-f", name], change=True, check=False)
+                out.say("- transaction on %s aborted%s" % (name, "" if aborted.rc == 0 else
+                                                             " FAILED (exit %d): run `cvmfs_server abort -f %s`" % (aborted.rc, name)))
 
-    def save(self):
-        directory = os.path.dirname(self.path)
-        if not os.path.isdir(directory):
-            os.makedirs(directory, 0o700)
-        atomic_write(self.path, json.dumps(self.data, indent=1, sort_keys=True).encode(), 0o600)
+    def verify(self, run):
+        """A publish is done when cvmfs_server said so; its tag would make check want another."""
 
-    def record_file(self, path, data):
-        self.data["files"][path] = {"sha256": sha256_bytes(data)}
 
-    def wrote(self, path, data):
-        return self.data["files"].get(path, {}).get("sha256") == sha256_bytes(data)
-
-    def edited_by_hand(self, path, current):
-        return path in self.data["files"] and not self.wrote(path, current)
-
-    def file_digest(self, host, path):
-        """sha256 of a large file, remembered by size and mtime so converged runs skip hashing."""
-        st = host.stat(path)
-        if st is None:
-            return None
-        stamp = [st.st_size, int(st.st_mtime)]
-        cached = self.data["digests"].get(path)
-        if cached and cached[0] == stamp:
-            return cached[1]
-        digest = sha256_file(host.path(path))
-        self.data["digests"][path] = [stamp, digest]
-        return digest
-
-    def forget_digest(self, path):
-        self.data["digests"].pop(path, None)
+def sync_tree(host, source, dest, dry_run=False):
+    """Make the host's `dest` hold exactly what `source` (a directory here) holds, deletions
+    included; counts of new, changed and removed entries. Files count as the same when size
+    and mtime match, as rsync's quick check does. With dry_run, only count."""
+    import stat as stat_module
+    counts = {"new": 0, "changed": 0, "removed": 0}
+    wanted = set(os.listdir(source))
+    for name in sorted(set(host.listdir(dest)) - wanted):
+        target = dest + "/" + name
+        if not dry_run:
+            host.remove_tree(target) if stat_module.S_ISDIR(host.stat(target).st_mode) else host.remove(target)
+        counts["removed"] += 1
+    for name in sorted(wanted):
+        src, target = os.path.join(source, name), dest + "/" + name
+        st, have = os.lstat(src), host.stat(target)
+        same_kind = have is not None and stat_module.S_IFMT(have.st_mode) == stat_module.S_IFMT(st.st_mode)
+        if stat_module.S_ISDIR(st.st_mode):
+            if not same_kind:
+                counts["new" if have is None else "changed"] += 1
+            if dry_run:
+                if same_kind:
+                    for key, value in sync_tree(host, src, target, dry_run).items():
+                        counts[key] += value
+                else:
+                    counts["new"] += sum(len(dirs) + len(files) for _, dirs, files in os.walk(src))
+                continue
+            if have is not None and not same_kind:
+                host.remove(target)
+            host.make_dirs(target)
+            if (host.stat(target).st_mode & 0o7777) != (st.st_mode & 0o7777):
+                host.set_mode(target, st.st_mode & 0o7777)
+            for key, value in sync_tree(host, src, target).items():
+                counts[key] += value
+            continue
+        if stat_module.S_ISLNK(st.st_mode):
+            differs = not same_kind or host.readlink(target) != os.readlink(src)
+        else:
+            differs = not same_kind or (have.st_size, int(have.st_mtime)) != (st.st_size, int(st.st_mtime))
+        if differs:
+            counts["new" if have is None else "changed"] += 1
+        elif (have.st_mode & 0o7777) != (st.st_mode & 0o7777) and not stat_module.S_ISLNK(st.st_mode):
+            counts["changed"] += 1
+            if not dry_run:
+                host.set_mode(target, st.st_mode & 0o7777)
+        if dry_run or not differs:
+            continue
+        if have is not None and not same_kind:
+            host.remove_tree(target) if stat_module.S_ISDIR(have.st_mode) else host.remove(target)
+        if stat_module.S_ISLNK(st.st_mode):
+            host.symlink(os.readlink(src), target)
+        else:
+            host.copy_in(src, target)
+    return counts
 
 
 # ---------------------------------------------------------------------------
-# Plan: profiles + values -> ordered steps -> what each would change
+# Plan: roles + inputs + facts -> resolved values and ordered steps, for one goal
 # ---------------------------------------------------------------------------
 
-class Run:
-    """One command's view of the host: facts, platform tools, state, probe caches."""
+class Plan:
+    """What a command will do for some roles on one host: their profiles (requirements
+    first), the resolved values (with where each came from), and the ordered steps, each
+    aimed at the plan's goal. Every command gets its steps from `make_plan`."""
 
-    def __init__(self, host, facts, values, out, force=False, offline=False, state=None):
-        self.host, self.runner, self.facts, self.values, self.out = host, host.runner, facts, values, out
-        self.force, self.offline = force, offline
-        self.repair = False
-        self.bundle = None
-        self.started = False
-        self.state = state or State(host)
-        self.packages = PACKAGE_MANAGERS[facts["package_manager"]]()
-        self.services = SERVICE_MANAGERS[facts["init"]]()
-        self.users = USER_TOOLS.get(facts["platform"], ShadowUsers)()
-        self.planning = True
-        self.changed = set()          # step ids that changed (or, while planning, would)
-        self.probed = {}              # batch probe results, dropped when a step changes them
-        self.wanted_packages = set()
-        self.wanted_services = []
-        self.refresh_packages = False
-        self.unit_files_changed = False
+    def __init__(self, roles, profiles, values, steps, facts, goal="present", reason=None, role_parameters=None):
+        self.roles, self.profiles, self.values, self.steps = list(roles), profiles, values, steps
+        self.facts, self.goal, self.reason = facts, goal, reason
+        self.role_parameters = role_parameters or {}   # role -> the parameters its profiles declare
+        self.notes = []   # said once after a removal (what it leaves for other roles)
 
-    def package_versions(self, names):
-        cache = self.probed.get("packages")
-        if cache is None or any(name not in cache for name in names):
-            cache = self.packages.query(self, sorted(self.wanted_packages | set(names)))
-            self.probed["packages"] = cache
-        return cache
+    def context(self):
+        return dict(self.values.values, **facts_context(self.facts))
+
+    def render(self, value):
+        """A profile's text ({{parameters}}, {{facts.NAME}}) as this plan fills it in."""
+        return render_scalar(substitute(value, self.context()))
+
+    def inputs_to_remember(self, role):
+        """What the user chose for the role (not defaults), so a repair run needs no flags."""
+        return dict((name, self.values.values[name]) for name in sorted(self.role_parameters.get(role, ()))
+                    if self.values.sources.get(name, "").startswith(USER_SOURCES))
+
+    def report(self, run):
+        """What a user needs after an install: each step's report, then each role's summary lines."""
+        lines = [line for step in self.steps for line in step.report(run)]
+        return lines + [self.render(line) for profile in self.profiles for line in profile.summary]
+
+    def part(self, steps):
+        """The same plan with only `steps` (a lab's machine-wide ones, say)."""
+        part = Plan(self.roles, self.profiles, self.values, steps, self.facts, self.goal, self.reason, self.role_parameters)
+        part.notes = list(self.notes)
+        return part
+
+    def without(self, other):
+        """This plan without the steps `other` also has (what other installed roles still use)."""
+        ids = set(step.id for step in other.steps)
+        part = self.part([step for step in self.steps if step.id not in ids])
+        if ids & set(step.id for step in self.steps):
+            part.notes.append("what %s still use" % ", ".join(other.roles))
+        return part
+
+
+USER_SOURCES = ("--set", "environment", "site file", "remembered", "bundle", "cluster")
 
 
 def check_platforms(profiles, facts):
@@ -3401,20 +4128,56 @@ def check_platforms(profiles, facts):
                 facts["pretty_name"]), "run it on a %s host" % " or ".join(profile.platforms))
 
 
-def build_steps(library, roles, values, facts):
-    """The ordered steps of `roles` (requirements first), rendered with the values."""
+def make_plan(library, roles, facts, inputs=None, goal="present", secrets=None, reason=None, recovering=False):
+    """The one way to a Plan: the roles' profiles (requirements first, each once), the platform
+    check, the parameters resolved from the profiles and `inputs`, and the rendered steps.
+    Secret values join `secrets` (the session's set that every output is redacted with)
+    before anything else can print them. Removal goals take the steps in reverse order."""
+    if goal not in GOALS:
+        raise StackbootError("internal: unknown goal %s" % goal)
+    for role in roles:
+        library.get(role)
     profiles = library.closure(roles)
-    check_platforms(profiles, facts)
+    check_platforms(profiles, facts)   # before any parameter: a Linux-only role fails at once
+    values = resolve_parameters(library, profiles, facts, inputs or Inputs())
+    if secrets is not None:
+        secrets.update(values.secret_texts())
+    steps = render_steps(profiles, values, facts, goal, recovering)
+    if goal != "present":
+        steps.reverse()
+    role_parameters = dict((role, set(name for profile in library.closure([role]) for name in profile.parameters))
+                           for role in roles)
+    return Plan(roles, profiles, values, steps, facts, goal, reason, role_parameters)
+
+
+def built_in_library(**profiles):
+    """Profiles stackboot writes itself (its own installed copy, a lab's parts), checked as any
+    profile is, so that their plans come from make_plan like every other."""
+    library = Library()
+    for name, data in profiles.items():
+        origin = "built-in %s" % name
+        validate_profile(origin, data)
+        library.add(Profile(name, origin, data))
+    library.validate()
+    return library
+
+
+def render_steps(profiles, values, facts, goal, recovering=False):
+    """The ordered steps of the profiles, rendered with the values; the same step from two
+    roles runs once, merged where its kind allows. Recovering, a profile's recover steps
+    come right before its own (after the steps of what it requires)."""
     context = dict(values.values, **facts_context(facts))
     steps, by_id, explicit_ids = [], {}, set()
     for profile in profiles:
-        explicit_ids |= set(spec["id"] for spec in profile.steps if "id" in spec)
-        for index, spec in enumerate(profile.steps):
+        specs = [(where, spec) for where, spec in profile.all_steps() if recovering or where.startswith("$.steps")]
+        specs.sort(key=lambda item: not item[0].startswith("$.recover"))
+        explicit_ids |= set(spec["id"] for _, spec in specs if "id" in spec)
+        for where, spec in specs:
             if "when" in spec and "for_each" not in spec and not condition_holds(spec["when"], values, facts):
                 continue
-            for step in render_step(profile, index, spec, context, values, facts):
-                if step.id in by_id:   # the same step from two roles runs once, merged where its kind allows
-                    merged = by_id[step.id].merged_args(step)
+            for step in render_step(profile, where, spec, context, values, facts, goal):
+                if step.id in by_id:
+                    merged = merged_args(by_id[step.id], step)
                     if merged is None:
                         raise ProfileError(profile.origin, step.where, "step %s is also defined differently by %s"
                                            % (step.id, by_id[step.id].profile.name))
@@ -3430,11 +4193,22 @@ def build_steps(library, roles, values, facts):
     return steps
 
 
-def render_step(profile, index, spec, context, values, facts):
+def merged_args(mine, theirs):
+    """Arguments of one step that does what both copies ask; None when they conflict."""
+    merged = dict(mine.args)
+    for key in set(mine.args) | set(theirs.args):
+        one, other = mine.args.get(key), theirs.args.get(key)
+        if key in mine.merge_lists:
+            merged[key] = list(one or []) + [item for item in other or [] if item not in (one or [])]
+        elif one != other:
+            return None
+    return merged
+
+
+def render_step(profile, where, spec, context, values, facts, goal="present"):
     """The step with {{values}} filled in; a `for_each` step once per item of its list
     whose `when` holds (it may test the item's fields, like "repo.key_file")."""
     cls = STEP_KINDS[spec["kind"]]
-    where = "$.steps[%d]" % index
     items = [None]
     if "for_each" in spec:
         items = substitute(spec["for_each"], context)
@@ -3458,166 +4232,171 @@ def render_step(profile, index, spec, context, values, facts):
             if key in spec:
                 args[key] = spec[key] if field.literal else substitute(spec[key], scope)
                 if args[key] is None and field.required:
-                    name = TEMPLATE_REF.fullmatch(spec[key].strip()).group(1)
+                    name = TEMPLATE_REF.fullmatch(spec[key]).group(1)
                     raise BadInput("parameter %s has no value, and the %s step of %s needs one" % (name, cls.kind, profile.name),
                                    "pass --set %s=VALUE" % name)
             elif field.default is not None:
                 args[key] = json.loads(json.dumps(field.default))
         spec_for_item = dict(spec, id=spec["id"] + "#%d" % number) if "for_each" in spec and "id" in spec else spec
-        steps.append(cls(profile, where if item is None else "%s(%s)" % (where, render_scalar(item)), spec_for_item, args))
+        steps.append(cls(profile, where if item is None else "%s(%s)" % (where, render_scalar(item)), spec_for_item, args, goal))
     return steps
 
 
-def plan_steps(run, steps):
-    """[(step, changes)] for every step; reads only."""
-    for step in steps:
-        step.wants(run)
-    run.services.prefetch(run, run.wanted_services)
-    planned = []
-    for step in steps:
-        changes = step.check(run)
-        if changes:
-            run.changed.add(step.id)
-        planned.append((step, changes))
-    return planned
-
-
 # ---------------------------------------------------------------------------
-# Apply
+# Converge: the one loop that changes a host
 # ---------------------------------------------------------------------------
 
-def acquire_lock(host):
-    """flock on the state directory: cloud-init and a person must not interleave."""
-    import fcntl
-    directory = host.path(host.state_dir)
-    if not os.path.isdir(directory):
-        os.makedirs(directory, 0o700)
-    path = os.path.join(directory, "lock")
-    handle = open(path, "a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except (IOError, OSError):
-        handle.seek(0)
-        holder = handle.read().strip() or "unknown"
-        handle.close()
-        raise StackbootError("another stackboot run (pid %s) holds %s" % (holder, path),
-                             "wait for it to finish, then run again")
-    handle.seek(0)
-    handle.truncate()
-    handle.write("%d\n" % os.getpid())
-    handle.flush()
-    return handle
+class Outcome:
+    """What a converge did: steps changed, steps already right, notes, and the changed ids."""
+
+    def __init__(self):
+        self.changed, self.right, self.notes, self.ids = 0, 0, [], set()
 
 
-def open_log(host):
-    path = host.path(host.log_file)
-    if not os.path.isdir(os.path.dirname(path)):
-        os.makedirs(os.path.dirname(path), 0o755)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-    return os.fdopen(fd, "a")
+def assess(run, plans):
+    """[(plan, step, changes)] for every step of the plans, in order; reads only."""
+    for plan in plans:
+        for step in plan.steps:
+            step.wants(run)
+    assessed = []
+    for plan in plans:
+        for step in plan.steps:
+            changes = step.check(run) if step.wanted else step.kept(run)
+            if real_changes(changes):
+                run.changed.add(step.id)
+            assessed.append((plan, step, changes))
+    return assessed
 
 
-class Changing:
-    """`with Changing(host, "install", roles=...)`: what every command that changes the host holds
-    while it does: the lock, and the log with one line saying what this run is."""
-
-    def __init__(self, host, event, **details):
-        self.host, self.event, self.details = host, event, details
-
-    def __enter__(self):
-        self.lock = acquire_lock(self.host)
-        self.host.runner.log = open_log(self.host)
-        line = dict(self.details, time=round(time.time(), 3), event=self.event, version=__version__)
-        self.host.runner.log.write(json.dumps(line) + "\n")
-        return self
-
-    def __exit__(self, *exc):
-        self.host.runner.log.close()
-        self.host.runner.log = None
-        self.lock.close()
-        return False
+def watchers(plans):
+    """step id -> [(id of a step that watches it, "restart"|"reload"|"run")]."""
+    found = {}
+    for plan in plans:
+        for step in plan.steps:
+            for key in ("restart", "reload", "run"):
+                for ref in step.args.get(key + "_on") or []:
+                    found.setdefault(ref, []).append((step.id, key))
+    return found
 
 
-def apply_steps(run, steps):
-    """Converge: plan everything first (refusing conflicts), then act step by step."""
-    planned = plan_steps(run, steps)
-    conflicts = [(step, change) for step, changes in planned for change in changes if change.symbol == "!"]
-    if conflicts:
-        for step, change in conflicts:
-            report_change(run.out, step, change)
-        raise StackbootError("%d step(s) refused, nothing was changed: %s" % (len(conflicts), conflicts[0][1].summary),
-                             "resolve what it says, then run again (--force only replaces files edited by hand)")
-    if run.offline:
-        missing = [problem for step, changes in planned if changes for problem in step.offline_problems(run, changes)]
-        if missing:
-            raise StackbootError("--offline, and %d thing(s) are missing: %s" % (len(missing), "; ".join(missing)),
-                                 "bring them with a bundle (or install them), then run again")
-    run.planning = False
-    run.runner.allow_changes = True
-    run.started = True   # past every refusal: from here on the inputs are this host's
-    run.changed = set()
-    watchers = {}
-    for step in steps:
-        for key in ("restart", "reload", "run"):
-            for ref in step.args.get(key + "_on") or []:
-                watchers.setdefault(ref, []).append((step.id, key))
-    changed = right = 0
-    for step, changes in planned:
-        if run.changed:   # something changed since planning: look again just before acting
-            changes = step.check(run)
-        if not changes:
-            right += 1
-            continue
-        report_step(run.out, step, changes)
-        try:
-            step.act(run, changes)
-            run.host.cache.clear()   # commands change files behind the cache's back
-            step.verify(run)
-        except StackbootError as exc:
-            run.state.save()
-            exc.message = "%s: %s" % (step.describe(), exc.message)
-            raise
-        run.changed.add(step.id)
-        for service_id, key in watchers.get(step.id, []) + watchers.get(step.id.split("#")[0], []) * ("#" in step.id):
-            pending = run.state.data["pending"].setdefault(service_id, {})
-            pending[key] = sorted(set(pending.get(key, [])) | {step.id})
-        run.state.save()
-        changed += 1
-    return changed, right
+def converge(run, plans, verb=None, event=None, details=None, confirm=None, changed_before=(), record_roles=True):
+    """Bring the host to what the plans' steps want, for every goal (install, uninstall,
+    recover, lab up and down, publish). Under the host's lock: assess every step (reads
+    only); refuse conflicts and, --offline, anything that needs the network, before any
+    change; ask `confirm` if given; then act step by step, each re-checked if anything
+    changed since, verified after, and saved to the state with the restarts it triggers.
+    The roles are remembered as installed (present) or forgotten (other goals). With a
+    verb, the report: what removals keep, the roles' summaries, `VERB: N changed...`."""
+    out, host = run.out, run.host
+    details = dict(details or {}, roles=[role for plan in plans for role in plan.roles])
+    with host.holding_lock(event or (verb or "converge").lower(), **details):
+        assessed = assess(run, plans)
+        conflicts = [(plan, step, change) for plan, step, changes in assessed for change in changes if change.symbol == "!"]
+        if conflicts:
+            for plan, step, change in conflicts:
+                report_change(out, step, change)
+            raise StackbootError("%d step(s) refused, nothing was changed: %s" % (len(conflicts), conflicts[0][2].summary),
+                                 "resolve what it says, then run again (--force only replaces files edited by hand)")
+        if run.offline:
+            missing = [need for _, _, changes in assessed for change in changes for need in change.fetches]
+            if missing:
+                raise StackbootError("--offline, and %d thing(s) are missing: %s" % (len(missing), "; ".join(missing)),
+                                     "bring them with a bundle (or install them), then run again")
+        if confirm is not None:
+            confirm([(step, real_changes(changes)) for _, step, changes in assessed if real_changes(changes)])
+        watching = watchers(plans)
+        outcome, succeeded = Outcome(), False
+        run.changed.clear()   # from here on: what changed, not what would
+        with host.changes_allowed():
+            try:
+                for done in changed_before:   # an earlier converge's changes (a lab's shared build) count here
+                    mark_triggered(run, watching, done)
+                for plan, step, changes in assessed:
+                    if run.changed:   # something changed since assessing: look again just before acting
+                        changes = step.check(run) if step.wanted else step.kept(run)
+                    outcome.notes += [change.summary for change in changes if change.symbol == "=" and plan.goal in ("absent", "purged")]
+                    changes = real_changes(changes)
+                    if not changes:
+                        outcome.right += 1
+                        continue
+                    report_step(out, step, changes, plan.reason)
+                    try:
+                        step.apply(run, changes)
+                        run.state.clear_pending(step.id)   # what it waited for (a restart) just happened
+                        host.forget()   # commands change files behind the cache's back
+                        step.verify(run)
+                    except StackbootError as exc:
+                        exc.message = "%s: %s" % (step.describe(), exc.message)
+                        raise
+                    run.changed.add(step.id)
+                    outcome.ids.add(step.id)
+                    if step.goal == "present":
+                        mark_triggered(run, watching, step.id)
+                    run.state.save()
+                    outcome.changed += 1
+                succeeded = True
+            finally:
+                if record_roles:
+                    for plan in plans:
+                        for role in plan.roles:
+                            if plan.goal == "present":   # even after a failure: the next run repairs with the same inputs
+                                run.state.remember_role(role, plan.inputs_to_remember(role))
+                            elif succeeded:
+                                run.state.forget_role(role)
+                run.state.save()
+    if verb:
+        report_outcome(run, plans, verb, outcome)
+    return outcome
+
+
+def mark_triggered(run, watching, step_id):
+    """The steps watching `step_id` (restart_on...) owe a restart, kept in the state until done."""
+    for watcher, key in watching.get(step_id, []) + watching.get(step_id.split("#")[0], []) * ("#" in step_id):
+        run.state.add_pending(watcher, key, step_id)
 
 
 # ---------------------------------------------------------------------------
 # Reporting
 # ---------------------------------------------------------------------------
 
-def report_change(out, step, change):
-    out.say("%s %s: %s" % (out.paint(change.symbol, change.symbol), step.describe(), change.summary))
+def report_change(out, step, change, reason=None):
+    out.say("%s %s: %s%s" % (out.paint(change.symbol, change.symbol), step.describe(), change.summary,
+                             " (%s)" % reason if reason else ""))
     if change.diff and not out.quiet:
         for line in change.diff.rstrip("\n").splitlines():
             key = line[:1] if line[:1] in "+-" and not line.startswith(("+++", "---")) else None
             out.say("    " + (out.paint(line, key) if key else line))
 
 
-def report_step(out, step, changes):
+def report_step(out, step, changes, reason=None):
     for change in changes:
-        report_change(out, step, change)
+        report_change(out, step, change, reason)
 
 
-def report_lines(run, profiles, steps):
-    """What a user needs after an install: each step's report, then each role's summary lines."""
-    lines = [line for step in steps for line in step.report(run)]
-    context = dict(run.values.values, **facts_context(run.facts))
-    return lines + [render_scalar(substitute(line, context)) for profile in profiles for line in profile.summary]
+def report_outcome(run, plans, verb, outcome):
+    """After a converge: what removals kept and why, the roles' summaries, then the last line."""
+    out = run.out
+    removing = all(plan.goal in ("absent", "purged") for plan in plans)
+    for note in outcome.notes + [note for plan in plans for note in plan.notes]:
+        out.say("  kept %s" % note)
+    for plan in plans:
+        if plan.goal == "present":
+            for line in plan.report(run):
+                out.say(line)
+    if removing:
+        out.say("%s: %d removed, %d kept." % (verb, outcome.changed, len(outcome.notes)))
+    else:
+        out.say("%s: %d changed, %d already right." % (verb, outcome.changed, outcome.right))
 
 
-def planned_json(planned):
+def planned_json(assessed):
     return [{"id": step.id, "kind": step.kind, "target": step.target(), "profile": step.profile.name,
-             "changes": [change.as_json() for change in changes]} for step, changes in planned]
+             "changes": [change.as_json() for change in changes]} for _, step, changes in assessed]
 
 
-def summary_counts(planned):
-    pending = sum(1 for _, changes in planned if changes)
-    return pending, len(planned) - pending
+def summary_counts(assessed):
+    pending = sum(1 for _, _, changes in assessed if real_changes(changes))
+    return pending, len(assessed) - pending
 
 
 def show_value(values, name):
@@ -3627,19 +4406,20 @@ def show_value(values, name):
     return json.dumps(value) if isinstance(value, (list, dict)) else render_scalar(value) if value is not None else "(unset)"
 
 
+
 # ---------------------------------------------------------------------------
 # Clusters: several hosts, their roles and parameters, in one JSON file
 # ---------------------------------------------------------------------------
 
 CLUSTER_KEYS = {"description", "subnet", "parameters", "nodes"}
 NODE_KEYS = {"address", "roles", "parameters"}
-NODE_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,11}$")   # short: it names network namespaces and veths
-IPV4_RE = re.compile(r"^(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])){3}$")
+NODE_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,11}\Z")   # short: it names network namespaces and veths
+IPV4_RE = re.compile(r"^(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])){3}\Z")
 
 
 class Cluster:
-    """Nodes with addresses, roles and parameters; `parameters` at the top apply to every node,
-    a node's own override them. The roles and parameters are checked against the profiles."""
+    """Nodes with addresses, roles and parameters; `parameters` at the top apply to every node
+    whose roles know them, a node's own override them. Checked against the profiles."""
 
     def __init__(self, origin, data):
         self.origin, self.data = origin, data
@@ -3647,17 +4427,20 @@ class Cluster:
         self.subnet = data.get("subnet")
         self.nodes = data["nodes"]
 
-    def node_sets(self, library, name):
-        """The node's parameters as --set items: the cluster's that its roles know, then its own."""
-        known = set(declared_parameters(library.closure(self.nodes[name]["roles"]))[0])
-        merged = dict((key, value) for key, value in self.data.get("parameters", {}).items() if key in known)
-        merged.update(self.nodes[name].get("parameters", {}))
-        return ["%s=%s" % (key, ",".join(str(v) for v in value) if isinstance(value, list) else render_scalar(value))
-                for key, value in sorted(merged.items())]
+    def node_inputs(self, name, sets=None):
+        """Where a node's values come from: the cluster's parameters (shared: each node takes the
+        ones its roles know), the node's own (strict, like --set), then `sets`."""
+        inputs = Inputs().add("cluster file %s" % self.origin, self.data.get("parameters", {}), "shared")
+        inputs.add("--set", self.nodes[name].get("parameters", {}), "strict")
+        return inputs.add("--set", sets or {}, "strict")
+
+    def node_plan(self, library, name, facts, sets=None, secrets=None):
+        return make_plan(library, self.nodes[name]["roles"], facts, self.node_inputs(name, sets), secrets=secrets)
 
 
 def load_cluster(library, facts, where):
-    """A cluster file, or the name of a built-in one (`seed`)."""
+    """A cluster file, or the name of a built-in one (`seed`); every node's plan is made once to
+    check its values with the roles that will use them, as --set would be."""
     if where in EMBEDDED_CLUSTERS and not os.path.exists(where):
         origin, text = "built-in cluster %s" % where, EMBEDDED_CLUSTERS[where]
     else:
@@ -3700,13 +4483,432 @@ def load_cluster(library, facts, where):
         if not isinstance(node.get("parameters", {}), dict):
             raise bad(where_node + ".parameters", "expected an object of parameter -> value")
     cluster = Cluster(origin, data)
-    for name in nodes:   # every value is checked by the roles that will use it, as --set would be
-        profiles = library.closure(nodes[name]["roles"])
+    for name in nodes:
         try:
-            resolve_parameters(library, profiles, facts, cluster.node_sets(library, name), env={})
+            cluster.node_plan(library, name, facts)
         except BadInput as exc:
             raise bad("$.nodes." + name, exc.message)
     return cluster
+
+
+# ---------------------------------------------------------------------------
+# Commands
+# ---------------------------------------------------------------------------
+
+class Session:
+    """What every command needs: output, the host under --root, its facts, the profiles, and
+    the one set of secret values every output is redacted with."""
+
+    def __init__(self, args, runner=None, uname=None):
+        self.args = args
+        self.secrets = set()
+        self.out = Output(quiet=args.quiet, verbose=args.verbose, secrets=self.secrets)
+        root = os.path.abspath(args.root or "/")
+        if not os.path.isdir(root):
+            raise BadInput("--root %s: no such directory" % root)
+        runner = runner or Runner(root)
+        runner.secrets = self.secrets
+        self.host = Host(root, runner)
+        self.host.facts = self.facts = detect_facts(self.host, uname)
+        self.library = load_library(args.profiles or [], self.host)
+        self.bundle = Bundle.here()
+        if self.bundle:   # a bundle is for hosts without network: it never reaches for one
+            args.offline = True
+
+    def site(self):
+        path = self.args.site or SITE_FILE
+        data = self.host.read(path) if not self.args.site else read_bytes(path)
+        if data is None:
+            if self.args.site:
+                raise BadInput("--site %s: no such file" % path)
+            return None
+        try:
+            parsed = json.loads(as_text(data))
+        except ValueError as exc:
+            raise BadInput("%s: invalid JSON: %s" % (path, exc), "fix the site file")
+        if not isinstance(parsed, dict) or set(parsed) - {"parameters"} or not isinstance(parsed.get("parameters", {}), dict):
+            raise BadInput("%s: expected {\"parameters\": {NAME: VALUE, ...}}" % path, "fix the site file")
+        return path, parsed.get("parameters", {})
+
+    def inputs(self, remembered=None):
+        """The layers of a command's inputs: a bundle's values, what an earlier install remembered,
+        the site file, the environment, --set."""
+        inputs = Inputs().add("bundle", self.bundle.manifest["parameters"] if self.bundle else {}, "quiet")
+        inputs.add("remembered", remembered or {}, "quiet")
+        site = self.site()
+        if site:
+            inputs.add("site file " + site[0], site[1], "shared")
+        inputs.add("environment", dict(os.environ), "env")
+        return inputs.add("--set", parse_sets(self.args.set), "strict")
+
+    def plan(self, roles, goal="present", remembered_from=(), state=None, reason=None, recovering=False):
+        """The plan for `roles` with the inputs an earlier install of them (or of the roles in
+        remembered_from, first) remembered."""
+        state = state or State(self.host)
+        remembered = state.inputs(list(remembered_from) + list(roles))
+        return make_plan(self.library, roles, self.facts, self.inputs(remembered), goal, self.secrets, reason, recovering)
+
+    def run(self, state=None):
+        return Run(self.host, self.facts, self.out, state, force=getattr(self.args, "force", False),
+                   offline=self.args.offline, repair=getattr(self.args, "repair", False), bundle=self.bundle)
+
+
+def cmd_facts(session):
+    if session.args.json:
+        session.out.say(json.dumps(session.facts, indent=2, sort_keys=True))
+        return EXIT_OK
+    for key in ("platform", "distro", "id_like", "version", "codename", "pretty_name", "init", "package_manager",
+                "arch", "cores", "python"):
+        value = session.facts[key]
+        session.out.say("%-16s %s" % (key, " ".join(value) if isinstance(value, list) else value))
+    return EXIT_OK
+
+
+def cmd_list(session):
+    profiles = sorted(session.library.profiles.values(), key=lambda profile: profile.name)
+    if session.args.json:
+        session.out.say(json.dumps([{"name": p.name, "description": p.description, "origin": p.origin}
+                                    for p in profiles], indent=2))
+        return EXIT_OK
+    width = max([len(p.name) for p in profiles] + [4])
+    for profile in profiles:
+        session.out.say("%-*s  %s" % (width, profile.name, profile.description))
+    return EXIT_OK
+
+
+def cmd_show(session):
+    plan = session.plan([session.args.role])
+    values = plan.values
+    if session.args.json:
+        session.out.say(json.dumps({"role": session.args.role, "requires": [p.name for p in plan.profiles[:-1]],
+                                    "parameters": dict((name, {
+                                        "value": "***" if name in values.secrets and values.values[name] else values.values[name],
+                                        "source": values.sources[name], "type": values.decls[name].get("type", "string"),
+                                        "help": values.decls[name].get("help", "")}) for name in sorted(values.values))},
+                                   indent=2, sort_keys=True))
+        return EXIT_OK
+    role = plan.profiles[-1]
+    session.out.say("%s: %s" % (role.name, role.description))
+    if role.requires:
+        session.out.say("requires: %s" % ", ".join(role.requires))
+    session.out.say("")
+    width = max([len(name) for name in values.values] + [4])
+    for name in sorted(values.values):
+        decl = values.decls[name]
+        session.out.say("%-*s = %s  [%s]" % (width, name, show_value(values, name), values.sources[name]))
+        if decl.get("help") and not session.out.quiet:
+            session.out.say("%-*s   %s" % (width, "", decl["help"]))
+    return EXIT_OK
+
+
+def print_plan(session, assessed, verb):
+    pending, right = summary_counts(assessed)
+    if session.args.json:
+        session.out.say(json.dumps({"steps": planned_json(assessed), "to_change": pending, "already_right": right},
+                                   indent=2))
+        return pending
+    for plan, step, changes in assessed:
+        if real_changes(changes):
+            report_step(session.out, step, real_changes(changes), plan.reason)
+        elif session.out.verbose:
+            session.out.say("  %s: already right" % step.describe())
+    session.out.say("%s: %d to change, %d already right." % (verb, pending, right))
+    return pending
+
+
+def cmd_plan(session):
+    plan = session.plan(session.args.roles)
+    pending = print_plan(session, assess(session.run(), [plan]), "Plan")
+    return EXIT_PENDING if pending and session.args.detailed_exitcode else EXIT_OK
+
+
+def cmd_check(session):
+    state = State(session.host)
+    roles = session.args.roles or state.roles()
+    if not roles:
+        raise BadInput("nothing has been installed on this host yet", "run `stackboot install ROLE` first")
+    plan = session.plan(roles, state=state)
+    pending = print_plan(session, assess(session.run(state), [plan]), "Check")
+    return EXIT_PENDING if pending else EXIT_OK
+
+
+def cmd_install(session):
+    plan = session.plan(session.args.roles)
+    converge(session.run(), [plan], verb="Install", event="install")
+    return EXIT_OK
+
+
+def cmd_uninstall(session):
+    """Undo what stackboot did for these roles, and only that: services stopped and disabled,
+    files it wrote that nobody edited since, the files a build installed, client mounts.
+    Packages, users, stores and data stay (--purge-data, after a yes, deletes the data and the
+    stores stackboot made, where they hold nothing else)."""
+    roles, out, host = session.args.roles, session.out, session.host
+    state = State(host)
+    missing = [role for role in roles if role not in state.roles()]
+    if missing:
+        raise BadInput("%s not installed here (installed: %s)" % (", ".join(missing), ", ".join(state.roles()) or "none"),
+                       "uninstall only what `stackboot install` put here")
+    purge = session.args.purge_data
+    plan = session.plan(roles, goal="purged" if purge else "absent", state=state)
+    remaining = [role for role in state.roles() if role not in roles]
+    if remaining:   # what the other installed roles still use stays (the shared build, the user...)
+        plan = plan.without(session.plan(remaining, state=state))
+
+    def confirm(planned):
+        purging = [(step, changes) for step, changes in planned if step.goal == "purged" and
+                   any(change.action == "purge" for change in changes)]
+        if not purging or session.args.yes:
+            return
+        if not sys.stdin.isatty():
+            raise BadInput("--purge-data deletes data and nobody is here to confirm it", "add --yes")
+        for step, changes in planned:
+            report_step(out, step, changes)
+        if input("Delete this data for good? [y/N] ").strip().lower() not in ("y", "yes"):
+            raise StackbootError("not confirmed; nothing was changed")
+
+    converge(session.run(state), [plan], verb="Uninstall", event="uninstall", details={"purge": purge}, confirm=confirm)
+    return EXIT_OK
+
+
+def cmd_recover(session):
+    """Rescue a role on this host (or under --root), the way its profile's `recover` says: stop
+    what it replaces (a metalogger being promoted), then install it with the remembered inputs,
+    its recover steps first (its data's ownership); the role's own steps do the rest (MooseFS
+    metadata restored by mfsmaster's own restore, never replaced). Nothing is removed."""
+    role = session.args.role
+    profile = session.library.get(role)
+    if not profile.recover:
+        raise BadInput("role %s has no recovery" % role, "roles that have one: %s" % ", ".join(
+            sorted(name for name, p in session.library.profiles.items() if p.recover)))
+    out, host = session.out, session.host
+    state = State(host)
+    replaced = [name for name in profile.recover.get("replaces", []) if name in state.roles()]
+    plan = session.plan([role], remembered_from=replaced, state=state, recovering=True)
+    retired = [session.plan([name], goal="stopped", state=state, reason="%s becomes %s" % (name, role)) for name in replaced]
+    import glob
+    patterns = [plan.render(pattern) for pattern in profile.recover.get("evidence", [])]
+    evidence = [found for pattern in patterns for found in glob.glob(host.path(pattern))]
+    if patterns and not evidence:
+        raise StackbootError("nothing to recover %s from: no %s" % (role, ", ".join(patterns)),
+                             "look for backups elsewhere (another metalogger?) and copy them here; never start empty over a lost cluster")
+    inside = len(host.root.rstrip("/"))
+    for path in sorted(evidence, key=lambda p: os.stat(p).st_mtime, reverse=True):
+        st = os.stat(path)
+        out.say("  found %s (%d bytes, %s)" % (path[inside:], st.st_size, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(st.st_mtime))))
+    converge(session.run(state), retired + [plan], verb="Recover", event="recover", details={"replaces": replaced})
+    return EXIT_OK
+
+
+def with_sets(library, items):
+    """--with NAME=VERSION: the parameter that the version of the build named NAME comes from."""
+    sets = {}
+    for item in items or []:
+        name, sep, version = item.partition("=")
+        params = set()
+        for profile in library.profiles.values():
+            for spec in profile.steps:
+                if spec.get("kind") == "build" and spec.get("name") == name and is_whole_ref(spec.get("version", "")):
+                    params.add(TEMPLATE_REF.fullmatch(spec["version"]).group(1))
+        if not sep or len(params) != 1:
+            raise BadInput("--with %s: expected NAME=VERSION for a build the roles know" % item,
+                           "known builds: %s" % ", ".join(sorted(set(spec.get("name") for p in library.profiles.values()
+                                                                     for spec in p.steps if spec.get("kind") == "build"))))
+        sets[params.pop()] = version
+    return sets
+
+
+def cmd_bundle(session):
+    """A zipapp of this stackboot plus every file the roles download, each verified by its sha256,
+    and the values it was made with; inside it, stackboot runs offline."""
+    args, out, library, host = session.args, session.out, session.library, session.host
+    given = dict(parse_sets(args.set), **with_sets(library, args.with_))
+    roles = args.roles or sorted(name for name, profile in library.profiles.items()
+                                 if any(spec.get("kind") in ("download", "build") for spec in profile.steps))
+    artifacts = {}   # sha256 -> (url, where this host caches it, roles)
+    for role in roles:
+        try:   # the bundle's values are shared: each role takes the ones it knows
+            plan = make_plan(library, [role], session.facts, Inputs().add("--set", given, "shared"), secrets=session.secrets)
+        except BadInput as exc:
+            if args.roles:
+                raise
+            out.info("  skipped %s: %s" % (role, exc.message))
+            continue
+        for step in plan.steps:
+            if isinstance(step, DownloadStep):
+                artifacts.setdefault(step.args["sha256"], (step.args["url"], step.dest(), []))[2].append(role)
+    if not artifacts:
+        raise BadInput("the roles %s download nothing: there is nothing to bundle" % ", ".join(roles),
+                       "name roles that build from source or fetch files")
+    import tempfile
+    with tempfile.TemporaryDirectory(prefix="stackboot-bundle-") as work:
+        members = []
+        for sha, (url, dest, users) in sorted(artifacts.items()):
+            cached = host.path(dest)
+            if os.path.isfile(cached) and sha256_file(cached) == sha:
+                part = cached
+            else:
+                part = os.path.join(work, sha)
+                fetch(url, part, out, args.offline)
+            digest = sha256_file(part)
+            if digest != sha:
+                raise StackbootError("%s: sha256 is %s, expected %s; no bundle was written" % (url, digest, sha),
+                                     "check the URL and the sha256 you gave")
+            out.say("+ %s (sha256 %s…, %d KiB) for %s" % (url, sha[:12], os.path.getsize(part) // 1024, ", ".join(users)))
+            members.append(("artifacts/" + sha, part))
+        manifest = {"stackboot": __version__, "parameters": given,
+                    "artifacts": dict((sha, url) for sha, (url, _, _) in artifacts.items())}
+        members.append(("bundle.json", (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()))
+        write_zipapp(args.output, own_source(), members)
+    out.say("Bundle: %s, %d file(s), %d KiB; it runs offline: python3 %s install ROLE" % (
+        args.output, len(artifacts), os.path.getsize(args.output) // 1024, os.path.basename(args.output)))
+    return EXIT_OK
+
+
+def cmd_cvmfs(session):
+    """cvmfs publish REPO DIR: the cvmfs-publish role's one step, converged once (not remembered
+    as installed): open, sync, publish, or abort."""
+    args = session.args
+    source = os.path.abspath(args.directory)
+    if not session.host.isdir(source):
+        raise BadInput("%s: no such directory" % args.directory, "give the directory whose content the repository should hold")
+    given = {"repository": args.repository, "source": source, "timeout": str(args.timeout)}
+    given.update((key, value) for key, value in (("tag", args.tag), ("message", args.message)) if value is not None)
+    plan = make_plan(session.library, ["cvmfs-publish"], session.facts, Inputs().add("cvmfs publish", given, "strict"),
+                     secrets=session.secrets)
+    outcome = converge(session.run(), [plan], event="cvmfs publish", details={"repository": args.repository, "source": source},
+                       record_roles=False)
+    if not outcome.changed:
+        session.out.say("%s already holds what %s holds: nothing to publish" % (args.repository, source))
+    return EXIT_OK
+
+
+def own_source():
+    """stackboot's own text, to carry it to another host: from its file, or from inside its zipapp."""
+    path = globals().get("__file__") or ""
+    if os.path.isfile(path) and path.endswith(".py"):
+        return read_bytes(path)
+    archive = running_zipapp()
+    if archive:
+        import zipfile
+        with zipfile.ZipFile(archive) as zipped:
+            return zipped.read("stackboot.py")
+    raise BadInput("stackboot's own file is not at hand here (it was piped in)",
+                   "run this from stackboot.py, the pyz or an installed copy")
+
+
+LAUNCHER_TEXT = ("#!/usr/bin/env python3\n"
+                 "# stackboot, installed: the program is a module, so Python keeps its bytecode\n"
+                 "import sys\n"
+                 "sys.path.insert(0, %r)\n"
+                 "import stackboot\n"
+                 "sys.exit(stackboot.main())\n" % INSTALL_DIR)
+
+
+def installed_copy(source):
+    """The profile of stackboot's own installed copy: the module, its bytecode, the launcher."""
+    module = INSTALL_DIR + "/stackboot.py"
+    return {"description": "stackboot itself, installed: a module whose bytecode Python keeps, and a launcher",
+            "steps": [{"kind": "directory", "path": INSTALL_DIR, "mode": "0755"},
+                      {"kind": "file", "id": "stackboot-module", "path": module, "content": as_text(source), "mode": "0644",
+                       "diff": False},
+                      {"kind": "command", "id": "stackboot-bytecode", "argv": ["python3", "-m", "py_compile", module],
+                       "run_on": ["stackboot-module"], "fails": "the module does not compile with this host's Python"},
+                      {"kind": "file", "id": "stackboot-launcher", "path": LAUNCHER, "content": LAUNCHER_TEXT, "mode": "0755"}]}
+
+
+def cmd_self_install(session):
+    """stackboot as an installed program: a module Python caches the bytecode of, and a launcher."""
+    plan = make_plan(built_in_library(stackboot=installed_copy(own_source())), ["stackboot"], session.facts)
+    converge(session.run(), [plan], verb="Self-install", event="self-install", record_roles=False)
+    session.out.say("Run it as: %s COMMAND (python3 %s COMMAND)" % (LAUNCHER, LAUNCHER))
+    return EXIT_OK
+
+
+CLOUD_INIT_LIMIT = 16384   # EC2's user-data limit, the smallest of the common clouds
+# Runs on the new host when the user-data fetches stackboot instead of carrying it: nothing is
+# installed unless the sha256 matches, and the file appears whole (rename) or not at all.
+FETCH_PROGRAM = (
+    "import hashlib,os,sys,urllib.request\n"
+    "url,digest,dest=sys.argv[1:4]\n"
+    "data=urllib.request.urlopen(url,timeout=60).read()\n"
+    "if hashlib.sha256(data).hexdigest()!=digest: sys.exit('stackboot from %s: sha256 mismatch, nothing installed' % url)\n"
+    "os.makedirs(os.path.dirname(dest),exist_ok=True); tmp=dest+'.part'\n"
+    "with open(tmp,'wb') as f: f.write(data)\n"
+    "os.chmod(tmp,0o644); os.rename(tmp,dest)\n")
+
+
+def gzip_bytes(data):
+    """gzip with a zero timestamp, so the same input gives the same user-data."""
+    import zlib
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    return packer.compress(data) + packer.flush()
+
+
+def cloud_config(roles, parameters, source=None, url=None, digest=None):
+    """#cloud-config user-data (JSON is YAML) that installs stackboot as the host keeps it (a
+    module and its launcher) and installs the roles.
+
+    Parameters go into the site file (0600: they may hold secrets), not into a command line that
+    `ps` shows; a later `stackboot install ROLE` by hand sees the same values. runcmd runs once
+    per instance, and running it again is a converged install that changes nothing."""
+    import base64
+    module = INSTALL_DIR + "/stackboot.py"
+    files = [{"path": SITE_FILE, "owner": "root:root", "permissions": "0600",
+              "content": json.dumps({"parameters": parameters}, indent=2, sort_keys=True) + "\n"},
+             {"path": LAUNCHER, "owner": "root:root", "permissions": "0755", "content": LAUNCHER_TEXT}]
+    commands = []
+    if url:
+        commands.append(["python3", "-c", FETCH_PROGRAM, url, digest, module])
+    else:
+        files.append({"path": module, "owner": "root:root", "permissions": "0644", "encoding": "gz+b64",
+                      "content": base64.b64encode(gzip_bytes(source)).decode("ascii")})
+    commands.append(["python3", LAUNCHER, "install"] + list(roles))
+    body = {"write_files": files, "runcmd": commands}
+    return "#cloud-config\n# stackboot %s: install %s\n%s\n" % (__version__, " ".join(roles), json.dumps(body, indent=2))
+
+
+def cmd_cloud_init(session):
+    args, out = session.args, session.out
+    if bool(args.cluster) != bool(args.out):
+        raise BadInput("--cluster and --out go together", "give both (one user-data file per node), or neither and roles")
+    if bool(args.roles) == bool(args.cluster):
+        raise BadInput("give roles, or --cluster FILE --out DIR", "see `stackboot cloud-init --help`")
+    if bool(args.from_url) != bool(args.sha256):
+        raise BadInput("--from-url needs --sha256 (and the other way round)", "give the URL and the sha256 of stackboot.py there")
+    try:
+        digest = type_sha256(args.sha256, {}) if args.sha256 else None
+        if args.from_url:
+            type_url(args.from_url, {})
+    except ValueError as exc:
+        raise BadInput("cloud-init: %s" % exc, "give the URL and the sha256 of stackboot.py there")
+    source = None if args.from_url else own_source()
+    sets = parse_sets(args.set)
+    targets = []   # (node name, roles, the site file's parameters), each checked by the node's plan now
+    if args.cluster:
+        cluster = load_cluster(session.library, session.facts, args.cluster)
+        for name, node in sorted(cluster.nodes.items()):
+            plan = cluster.node_plan(session.library, name, session.facts, sets, session.secrets)
+            given = dict(cluster.data.get("parameters", {}), **node.get("parameters", {}))
+            given.update(sets)
+            targets.append((name, node["roles"], dict((key, value) for key, value in given.items() if key in plan.values.decls)))
+    else:
+        make_plan(session.library, args.roles, session.facts, Inputs().add("--set", sets, "strict"), secrets=session.secrets)
+        targets = [(None, args.roles, sets)]
+    for name, roles, parameters in targets:
+        text = cloud_config(roles, parameters, source, args.from_url, digest)
+        size = len(text.encode())
+        over = " (over the %d bytes EC2 allows: use --from-url there)" % CLOUD_INIT_LIMIT if size > CLOUD_INIT_LIMIT else ""
+        if name is None:
+            sys.stdout.write(text)   # the user-data itself, secrets included: that is where they go
+            sys.stdout.flush()
+            sys.stderr.write("user-data: %d bytes%s\n" % (size, over))
+            continue
+        path = os.path.join(args.out, name + ".yaml")
+        write_output(path, text.encode())
+        out.say("%s: %s (%s), %d bytes%s" % (path, " ".join(roles), cluster.nodes[name]["address"], size, over))
+    return EXIT_OK
+
 
 
 # ---------------------------------------------------------------------------
@@ -3714,6 +4916,107 @@ def load_cluster(library, facts, where):
 # ---------------------------------------------------------------------------
 
 LAB_BASE = "/var/lib/stackboot-lab"   # not under STATE_DIR (0700): the daemons' users must reach their dirs
+
+
+def network_namespaces(run):
+    """The network namespaces `ip netns` knows, asked once per look."""
+    if "netns" not in run.probed:
+        listed = run.runner.run(["ip", "netns", "list"], check=False).out.splitlines()
+        run.probed["netns"] = set(line.split()[0] for line in listed if line.strip())
+    return run.probed["netns"]
+
+
+@step_kind
+class NetnsStep(Step):
+    """A network namespace (with a bridge br0 for a lab's switch). Deleting one first ends
+    what still runs in it: a lab's own processes, such as a FUSE client's helper."""
+
+    kind = "netns"
+    schema = {"name": Field("name", required=True), "bridge": Field("bool", default=False)}
+    goals = {"present": "present", "stopped": "absent", "absent": "absent", "purged": "absent"}
+
+    def __init__(self, *args, **kwargs):
+        Step.__init__(self, *args, **kwargs)
+        self.ended = 0   # leftover processes this step ended
+
+    def check(self, run):
+        exists = self.args["name"] in network_namespaces(run)
+        if self.wanted == "present":
+            return [] if exists else [Change("+", "create" + (" with a bridge" if self.args.get("bridge") else ""), action="create")]
+        return [Change("-", "end what still runs in it, then delete it", action="delete")] if exists else []
+
+    def apply(self, run, changes):
+        name, ip = self.args["name"], lambda *argv: run.runner.run(["ip"] + list(argv), change=True)
+        if changes[0].action == "create":
+            ip("netns", "add", name)
+            ip("-n", name, "link", "set", "lo", "up")
+            if self.args.get("bridge"):
+                ip("-n", name, "link", "add", "br0", "type", "bridge")
+                ip("-n", name, "link", "set", "br0", "up")
+        else:
+            self.ended += self.end_leftovers(run)
+            ip("netns", "del", name)
+        run.probed.pop("netns", None)
+
+    def end_leftovers(self, run):
+        """What still runs in the namespace once its services stopped is the lab's own: a FUSE
+        client exits by itself soon after its unmount; what is left gets TERM, then KILL."""
+        import signal
+        left, ended = [], 0
+        for sig in (None, signal.SIGTERM, signal.SIGKILL):
+            for pid in left:
+                run.out.say("  end leftover process %d (%s)" % (pid, process_name(pid)))
+                ended += run.host.kill(pid, sig) and sig == signal.SIGTERM
+            deadline = time.time() + 10
+            while True:
+                left = [int(pid) for pid in run.runner.run(["ip", "netns", "pids", self.args["name"]], check=False).out.split()]
+                if not left or time.time() > deadline:
+                    break
+                time.sleep(0.2)
+            if not left:
+                return ended
+        raise StackbootError("processes %s in %s do not end" % (" ".join(map(str, left)), self.args["name"]),
+                             "end them by hand, then run the same command again")
+
+
+@step_kind
+class VethStep(Step):
+    """A veth pair from a namespace (or this host) to a lab's switch: `name` with `address`
+    on this side, `peer` on the switch's bridge. Inside a namespace it goes with it."""
+
+    kind = "veth"
+    schema = {"name": Field("word", required=True), "netns": Field("name"), "address": Field("word", required=True),
+              "peer": Field("word", required=True), "switch": Field("name", required=True)}
+    goals = {"present": "present", "stopped": "absent", "absent": "absent", "purged": "absent"}
+
+    def wanted_for(self, goal):
+        return "present" if goal == "present" else (None if self.args.get("netns") else Step.wanted_for(self, goal))
+
+    def exists(self, run):
+        netns = self.args.get("netns")
+        if netns and netns not in network_namespaces(run):
+            return False
+        return run.runner.run(["ip"] + (["-n", netns] if netns else []) + ["link", "show", self.args["name"]], check=False).rc == 0
+
+    def check(self, run):
+        exists = self.exists(run)
+        if self.wanted == "present":
+            return [] if exists else [Change("+", "create, %s on the switch, address %s" % (self.args["peer"], self.args["address"]),
+                                             action="create")]
+        return [Change("-", "delete", action="delete")] if exists else []
+
+    def apply(self, run, changes):
+        name, netns, switch, peer = self.args["name"], self.args.get("netns"), self.args["switch"], self.args["peer"]
+        ip = lambda *argv: run.runner.run(["ip"] + list(argv), change=True)
+        inside = ["-n", netns] if netns else []
+        if changes[0].action == "delete":
+            ip("link", "del", name)
+            return
+        ip("link", "add", name, *(["netns", netns] if netns else []) + ["type", "veth", "peer", "name", peer, "netns", switch])
+        ip("-n", switch, "link", "set", peer, "master", "br0", "up")
+        ip(*inside + ["addr", "add", self.args["address"], "dev", name])
+        ip(*inside + ["link", "set", name, "up"])
+
 
 
 class LabNode:
@@ -3731,23 +5034,19 @@ class LabNode:
         self.netns = "%s-%s" % (lab.prefix, name)
         self.port = "n%d" % number   # its end of the veth pair, on the bridge
         self.dir = os.path.join(lab.dir, "nodes", name)
-        self.host = Host("/", Runner("/", prefix=["nsenter", "--net=/run/netns/" + self.netns]))
-        self.host.state_dir = os.path.join(self.dir, "state")
-        self.host.log_file = os.path.join(self.dir, "stackboot.log")
+        session = lab.session
+        runner = session.host.runner.with_prefix(["nsenter", "--net=/run/netns/" + self.netns])
+        self.host = Host("/", runner, state_dir=os.path.join(self.dir, "state"), log_file=os.path.join(self.dir, "stackboot.log"))
         # No init system of its own: services run in direct mode, as in a container.
-        self.host.facts = self.facts = dict(lab.session.facts, init="none", lab=self.dir, address=self.address)
+        self.host.facts = self.facts = dict(session.facts, init="none", lab=self.dir, address=self.address)
 
-    def steps(self):
-        """(profiles, values, steps) of the node's roles; the cluster file is their only input."""
-        library = self.lab.session.library
-        profiles = library.closure(self.roles)
-        check_platforms(profiles, self.facts)
-        values = resolve_parameters(library, profiles, self.facts, self.lab.cluster.node_sets(library, self.name), env={})
-        self.host.runner.secrets = self.lab.session.out.secrets = values.secret_texts()
-        return profiles, values, build_steps(library, self.roles, values, self.facts)
+    def plan(self, goal="present"):
+        """The node's roles; the cluster file is their only input."""
+        session = self.lab.session
+        return make_plan(session.library, self.roles, self.facts, self.lab.cluster.node_inputs(self.name), goal, session.secrets)
 
-    def run(self, values, state=None):
-        return Run(self.host, self.facts, values, self.lab.session.out, state=state)
+    def run(self):
+        return Run(self.host, self.facts, self.lab.session.out)
 
 
 class Lab:
@@ -3758,6 +5057,7 @@ class Lab:
     subnet: the GUI and every daemon are reachable from here. Software (packages, builds)
     is installed once on the host, since the namespaces have no route out; each node is
     then installed by the same steps as a real host, in file order, and stopped in reverse.
+    The lab's own parts (its directory, lab.json, the namespaces and veths) are a plan too.
     """
 
     def __init__(self, session, name, directory, cluster):
@@ -3767,6 +5067,7 @@ class Lab:
         self.switch = self.prefix + "-switch"
         self.nodes = [LabNode(self, name, spec, number + 1) for number, (name, spec) in enumerate(cluster.nodes.items())]
         self.network, self.host_address = lab_network(cluster)
+        self.recorded_status = None
 
     @staticmethod
     def open(session, where):
@@ -3788,13 +5089,37 @@ class Lab:
         lab.recorded_status = record["status"]
         return lab
 
-    def save(self, status):
-        record = {"name": self.name, "origin": self.cluster.origin, "cluster": self.cluster.data, "status": status,
-                  "network": str(self.network), "host_address": self.host_address}
-        atomic_write(os.path.join(self.dir, "lab.json"), (json.dumps(record, indent=1) + "\n").encode(), 0o644)
+    def record(self, status):
+        return json.dumps({"name": self.name, "origin": self.cluster.origin, "cluster": self.cluster.data, "status": status,
+                           "network": str(self.network), "host_address": self.host_address}, indent=1) + "\n"
+
+    def parts(self, action):
+        """The plans of the lab's own parts for `action` (up, down, destroy): its home (the
+        directory and lab.json) and its network (the switch's namespace and bridge, the host's
+        veth, each node's namespace and veth)."""
+        plen = self.network.prefixlen
+        network = [{"kind": "netns", "name": self.switch, "bridge": True},
+                   {"kind": "veth", "name": self.interface, "peer": "uplink", "switch": self.switch,
+                    "address": "%s/%d" % (self.host_address, plen)}]
+        for node in self.nodes:
+            network += [{"kind": "netns", "name": node.netns},
+                        {"kind": "veth", "id": "veth:%s/eth0" % node.netns, "name": "eth0", "netns": node.netns,
+                         "peer": node.port, "switch": self.switch,
+                         "address": "%s/%d" % (node.address, plen)}]
+        home = [{"kind": "directory", "path": LAB_BASE, "mode": "0755", "prune": True}] if os.path.dirname(self.dir) == LAB_BASE else []
+        home += [{"kind": "directory", "path": self.dir, "mode": "0755", "data": True},
+                 {"kind": "file", "path": self.dir + "/lab.json", "content": self.record("up" if action == "up" else "down"),
+                  "mode": "0644"}]
+        library = built_in_library(**{"lab-home": {"description": "lab %s: its directory" % self.name, "steps": home},
+                                      "lab-network": {"description": "lab %s: its network" % self.name, "steps": network}})
+        facts = self.session.facts
+        if action == "up":
+            return [make_plan(library, ["lab-home"], facts), make_plan(library, ["lab-network"], facts)]
+        return [make_plan(library, ["lab-network"], facts, goal="stopped" if action == "down" else "purged"),
+                make_plan(library, ["lab-home"], facts, goal="present" if action == "down" else "purged")]
 
     def up(self):
-        out, host = self.session.out, self.session.host
+        out, session = self.session.out, self.session
         check_lab_dir(self.dir)
         clash = routes_overlapping(self.network, self.interface)
         if clash:
@@ -3804,137 +5129,66 @@ class Lab:
         if record and record["cluster"] != self.cluster.data and record["status"] == "up":
             raise BadInput("lab %s is up with another cluster definition" % self.name,
                            "`stackboot lab down %s` first, then up with the new one" % self.name)
-        host_state = State(host)
-        with Changing(host, "lab up", lab=self.name):
-            host.runner.allow_changes = True
-            if not os.path.isdir(self.dir):
-                os.makedirs(self.dir, 0o755)
-            self.save("up")
-            self.connect()
-            total = 0
-            for node in self.nodes:
+        plans = [(node, node.plan()) for node in self.nodes]   # every node's values checked before anything changes
+        total = converge(session.run(), self.parts("up"), event="lab up", details={"lab": self.name}, record_roles=False).changed
+        for node, plan in plans:
+            out.say("%s (%s): %s" % (node.name, node.address, " ".join(node.roles)))
+            software = Run(session.host, node.facts, out, offline=session.args.offline, bundle=session.bundle)
+            shared = converge(software, [plan.part([step for step in plan.steps if step.machine_wide])],
+                              event="lab up", details={"lab": self.name, "node": node.name}, record_roles=False)
+            run = node.run()
+            own = converge(run, [plan.part([step for step in plan.steps if not step.machine_wide])], event="install",
+                           details={"lab": self.name}, changed_before=shared.ids)   # a new build restarts the node's daemons
+            for line in plan.report(run):
+                out.say("  " + line)
+            total += shared.changed + own.changed
+        out.say("Lab %s is up: %d nodes on %s, this host is %s (%s); %d changed."
+                % (self.name, len(self.nodes), self.network, self.host_address, self.interface, total))
+        return EXIT_OK
+
+    def down(self, destroy=False):
+        out, session = self.session.out, self.session
+        present = network_namespaces(session.run())
+        stopped = 0
+        for node in reversed(self.nodes):
+            if node.netns in present:
                 out.say("%s (%s): %s" % (node.name, node.address, " ".join(node.roles)))
-                profiles, values, steps = node.steps()
-                software = Run(host, node.facts, values, out, offline=self.session.args.offline, state=host_state)
-                software.bundle = self.session.bundle
-                changed, _ = apply_steps(software, [step for step in steps if step.machine_wide])
-                host_state.save()
-                run = node.run(values, State(node.host))
-                run.changed |= software.changed   # a new build restarts the node's daemons
-                own = [step for step in steps if not step.machine_wide]
-                with Changing(node.host, "install", roles=node.roles, lab=self.name):
-                    node_changed, right = apply_steps(run, own)
-                    run.state.save()
-                for line in report_lines(run, profiles, own):
-                    out.say("  " + line)
-                total += changed + node_changed
-            out.say("Lab %s is up: %d nodes on %s, this host is %s (%s); %d changed."
-                    % (self.name, len(self.nodes), self.network, self.host_address, self.interface, total))
+                plan = node.plan("stopped")
+                stopped += converge(node.run(), [plan.part([step for step in plan.steps if not step.machine_wide])],
+                                    event="lab down", details={"lab": self.name}).changed
+        parts = self.parts("destroy" if destroy else "down")
+        converge(session.run(), parts, event="lab destroy" if destroy else "lab down", details={"lab": self.name}, record_roles=False)
+        ended = sum(step.ended for plan in parts for step in plan.steps if isinstance(step, NetnsStep))
+        if destroy:
+            out.say("Lab %s destroyed: %d stopped, %d leftover process(es) ended; %s removed." % (
+                self.name, stopped, ended, self.dir))
+            out.say("  kept on this host: the software its nodes used (packages, builds), as `stackboot install` keeps it")
+        else:
+            out.say("Lab %s is down: %d stopped, %d leftover process(es) ended; data kept in %s."
+                    % (self.name, stopped, ended, self.dir))
         return EXIT_OK
-
-    def connect(self):
-        """The bridge, the host's veth and each node's namespace: whatever is missing of them."""
-        ip = lambda *argv: self.session.host.runner.run(["ip"] + list(argv), change=True)
-        plen = self.network.prefixlen
-        if not os.path.exists("/run/netns/" + self.switch):
-            ip("netns", "add", self.switch)
-            ip("-n", self.switch, "link", "add", "br0", "type", "bridge")
-            ip("-n", self.switch, "link", "set", "br0", "up")
-        if not os.path.exists("/sys/class/net/" + self.interface):
-            ip("link", "add", self.interface, "type", "veth", "peer", "name", "uplink", "netns", self.switch)
-            ip("-n", self.switch, "link", "set", "uplink", "master", "br0", "up")
-            ip("addr", "add", "%s/%d" % (self.host_address, plen), "dev", self.interface)
-            ip("link", "set", self.interface, "up")
-        for node in self.nodes:
-            if os.path.exists("/run/netns/" + node.netns):
-                continue
-            ip("netns", "add", node.netns)
-            ip("link", "add", "eth0", "netns", node.netns, "type", "veth", "peer", "name", node.port, "netns", self.switch)
-            ip("-n", self.switch, "link", "set", node.port, "master", "br0", "up")
-            ip("-n", node.netns, "addr", "add", "%s/%d" % (node.address, plen), "dev", "eth0")
-            ip("-n", node.netns, "link", "set", "eth0", "up")
-            ip("-n", node.netns, "link", "set", "lo", "up")
-
-    def down(self, then_destroy=False):
-        out, host = self.session.out, self.session.host
-        with Changing(host, "lab destroy" if then_destroy else "lab down", lab=self.name):
-            host.runner.allow_changes = True
-            stopped = ended = 0
-            for node in reversed(self.nodes):
-                if os.path.exists("/run/netns/" + node.netns):
-                    _, values, steps = node.steps()
-                    run = node.run(values, State(node.host))
-                    run.planning, run.runner.allow_changes = False, True
-                    out.say("%s (%s): %s" % (node.name, node.address, " ".join(node.roles)))
-                    for step in reversed(steps):
-                        changes = [] if step.machine_wide else step.stopping(run)
-                        if changes:
-                            report_step(out, step, changes)
-                            step.remove(run, changes)
-                            stopped += 1
-                    ended += self.end_leftovers(node)
-                    host.runner.run(["ip", "netns", "del", node.netns], change=True)
-            if os.path.exists("/sys/class/net/" + self.interface):
-                host.runner.run(["ip", "link", "del", self.interface], change=True)
-            if os.path.exists("/run/netns/" + self.switch):
-                host.runner.run(["ip", "netns", "del", self.switch], change=True)
-            if then_destroy:
-                import shutil
-                shutil.rmtree(self.dir)
-                if os.path.dirname(self.dir) == LAB_BASE and not os.listdir(LAB_BASE):
-                    os.rmdir(LAB_BASE)
-                out.say("Lab %s destroyed: %d stopped, %d leftover process(es) ended; %s removed." % (
-                    self.name, stopped, ended, self.dir))
-                out.say("  kept on this host: the software its nodes used (packages, builds), as `stackboot install` keeps it")
-            else:
-                self.save("down")
-                out.say("Lab %s is down: %d stopped, %d leftover process(es) ended; data kept in %s."
-                        % (self.name, stopped, ended, self.dir))
-        return EXIT_OK
-
-    def end_leftovers(self, node):
-        """Processes still in the node's namespace once its services stopped are the lab's own:
-        a FUSE client exits by itself soon after its unmount; what is left gets TERM, then KILL."""
-        import signal
-        runner = self.session.host.runner
-        left, ended = [], 0
-        for sig in (None, signal.SIGTERM, signal.SIGKILL):
-            for pid in left:
-                self.session.out.say("- %s: end leftover process %d (%s)" % (node.name, pid, process_name(pid)))
-                try:
-                    os.kill(pid, sig)
-                    ended += sig == signal.SIGTERM
-                except OSError:
-                    pass
-            deadline = time.time() + 10
-            while True:
-                left = [int(pid) for pid in runner.run(["ip", "netns", "pids", node.netns], check=False).out.split()]
-                if not left or time.time() > deadline:
-                    break
-                time.sleep(0.2)
-            if not left:
-                break
-        if left:
-            raise StackbootError("%s: processes %s do not end" % (node.name, " ".join(map(str, left))),
-                                 "end them by hand, then run `stackboot lab down %s` again" % self.name)
-        return ended
 
     def status(self):
         """Every node, what runs on it, and what the cluster itself says about the node's address."""
         out = self.session.out
         out.say("Lab %s: %s, %d nodes on %s, this host is %s (%s)" % (
             self.name, self.recorded_status, len(self.nodes), self.network, self.host_address, self.interface))
-        views = []
-        rows = []
+        present = network_namespaces(self.session.run())
+        views, rows = [], []
         for node in self.nodes:
-            present = os.path.exists("/run/netns/" + node.netns)
-            profiles, values, steps = node.steps()
-            run = node.run(values, State(node.host))
-            things = [thing for thing in (step.liveness(run) for step in steps) if thing] if present else []
-            rows.append((node, things if present else ["no namespace (lab down)"]))
-            if present:
-                context = dict(values.values, **facts_context(node.facts))
-                views += [(node, substitute(profile.status, context)) for profile in profiles if profile.status]
+            plan = node.plan("stopped")   # what stopping would do is what runs
+            if node.netns not in present:
+                rows.append((node, ["no namespace (lab down)"]))
+                continue
+            run = node.run()
+            things = []
+            for step in reversed(plan.steps):
+                if step.liveness and step.wanted and not step.machine_wide:
+                    action, running, idle = step.liveness
+                    actions = [change.action for change in step.check(run)]
+                    things.append("%s %s" % (step.target(), running if action in actions else idle))
+            rows.append((node, things))
+            views += [(node, substitute(profile.status, plan.context())) for profile in plan.profiles if profile.status]
         width = max(len(node.name) for node in self.nodes)
         reported = {}
         for node, argv in views:   # a role's own account of the cluster (MooseFS: mfscli)
@@ -4003,154 +5257,6 @@ def process_name(pid):
     return as_text(read_bytes("/proc/%d/comm" % pid) or b"?").strip()
 
 
-# ---------------------------------------------------------------------------
-# Commands
-# ---------------------------------------------------------------------------
-
-class Session:
-    """What every command needs: output, the host under --root, its facts, the profiles."""
-
-    def __init__(self, args, runner=None, uname=None):
-        self.args = args
-        self.out = Output(quiet=args.quiet, verbose=args.verbose)
-        root = os.path.abspath(args.root or "/")
-        if not os.path.isdir(root):
-            raise BadInput("--root %s: no such directory" % root)
-        self.host = Host(root, runner or Runner(root))
-        self.host.facts = self.facts = detect_facts(self.host, uname)
-        self.library = load_library(args.profiles or [], self.host)
-        self.bundle = Bundle.here()
-        if self.bundle:   # a bundle is for hosts without network: it never reaches for one
-            args.offline = True
-
-    def site(self):
-        path = self.args.site or SITE_FILE
-        data = self.host.read(path) if not self.args.site else read_bytes(path)
-        if data is None:
-            if self.args.site:
-                raise BadInput("--site %s: no such file" % path)
-            return None
-        try:
-            parsed = json.loads(as_text(data))
-        except ValueError as exc:
-            raise BadInput("%s: invalid JSON: %s" % (path, exc), "fix the site file")
-        if not isinstance(parsed, dict) or set(parsed) - {"parameters"} or not isinstance(parsed.get("parameters", {}), dict):
-            raise BadInput("%s: expected {\"parameters\": {NAME: VALUE, ...}}" % path, "fix the site file")
-        return path, parsed.get("parameters", {})
-
-    def resolve(self, roles, remembered=None):
-        profiles = self.library.closure(roles)
-        check_platforms(profiles, self.facts)   # before any parameter: a Linux-only role fails at once
-        values = resolve_parameters(self.library, profiles, self.facts, self.args.set or [], self.site(),
-                                    remembered=remembered, bundled=self.bundle.manifest["parameters"] if self.bundle else None)
-        self.host.runner.secrets = self.out.secrets = values.secret_texts()
-        return profiles, values
-
-    def remembered_inputs(self, state, roles):
-        inputs = {}
-        for role in roles:
-            inputs.update(state.data["roles"].get(role, {}).get("inputs", {}))
-        return inputs
-
-    def prepare(self, roles, remembered_from=(), state=None):
-        """Steps and a Run for `roles`, with the inputs an earlier install of them (or of the
-        roles in remembered_from, first) remembered."""
-        for role in roles:
-            self.library.get(role)
-        state = state or State(self.host)
-        profiles, values = self.resolve(roles, self.remembered_inputs(state, list(remembered_from) + list(roles)))
-        steps = build_steps(self.library, roles, values, self.facts)
-        run = Run(self.host, self.facts, values, self.out, force=getattr(self.args, "force", False),
-                  offline=self.args.offline, state=state)
-        run.repair = getattr(self.args, "repair", False)
-        run.bundle = self.bundle
-        return profiles, values, steps, run
-
-
-def cmd_facts(session):
-    if session.args.json:
-        session.out.say(json.dumps(session.facts, indent=2, sort_keys=True))
-        return EXIT_OK
-    for key in ("platform", "distro", "id_like", "version", "codename", "pretty_name", "init", "package_manager",
-                "arch", "cores", "python"):
-        value = session.facts[key]
-        session.out.say("%-16s %s" % (key, " ".join(value) if isinstance(value, list) else value))
-    return EXIT_OK
-
-
-def cmd_list(session):
-    profiles = sorted(session.library.profiles.values(), key=lambda profile: profile.name)
-    if session.args.json:
-        session.out.say(json.dumps([{"name": p.name, "description": p.description, "origin": p.origin}
-                                    for p in profiles], indent=2))
-        return EXIT_OK
-    width = max([len(p.name) for p in profiles] + [4])
-    for profile in profiles:
-        session.out.say("%-*s  %s" % (width, profile.name, profile.description))
-    return EXIT_OK
-
-
-def cmd_show(session):
-    profiles, values = session.resolve([session.args.role], session.remembered_inputs(State(session.host), [session.args.role]))
-    if session.args.json:
-        session.out.say(json.dumps({"role": session.args.role, "requires": [p.name for p in profiles[:-1]],
-                                    "parameters": dict((name, {
-                                        "value": "***" if name in values.secrets and values.values[name] else values.values[name],
-                                        "source": values.sources[name], "type": values.decls[name].get("type", "string"),
-                                        "help": values.decls[name].get("help", "")}) for name in sorted(values.values))},
-                                   indent=2, sort_keys=True))
-        return EXIT_OK
-    role = profiles[-1]
-    session.out.say("%s: %s" % (role.name, role.description))
-    if role.requires:
-        session.out.say("requires: %s" % ", ".join(role.requires))
-    session.out.say("")
-    width = max([len(name) for name in values.values] + [4])
-    for name in sorted(values.values):
-        decl = values.decls[name]
-        session.out.say("%-*s = %s  [%s]" % (width, name, show_value(values, name), values.sources[name]))
-        if decl.get("help") and not session.out.quiet:
-            session.out.say("%-*s   %s" % (width, "", decl["help"]))
-    return EXIT_OK
-
-
-def print_plan(session, planned, verb):
-    pending, right = summary_counts(planned)
-    if session.args.json:
-        session.out.say(json.dumps({"steps": planned_json(planned), "to_change": pending, "already_right": right},
-                                   indent=2))
-        return pending
-    for step, changes in planned:
-        if changes:
-            report_step(session.out, step, changes)
-        elif session.out.verbose:
-            session.out.say("  %s: already right" % step.describe())
-    session.out.say("%s: %d to change, %d already right." % (verb, pending, right))
-    return pending
-
-
-def cmd_plan(session):
-    profiles, values, steps, run = session.prepare(session.args.roles)
-    pending = print_plan(session, plan_steps(run, steps), "Plan")
-    return EXIT_PENDING if pending and session.args.detailed_exitcode else EXIT_OK
-
-
-def cmd_install(session):
-    roles = session.args.roles
-    profiles, values, steps, run = session.prepare(roles)
-    with Changing(session.host, "install", roles=roles):
-        try:
-            changed, right = apply_steps(run, steps)
-        finally:
-            if run.started:   # a refused run (conflict, --offline) leaves the host as it was, state too
-                remember_inputs(run.state, session.library, roles, values)
-                run.state.save()
-        for line in report_lines(run, profiles, steps):
-            session.out.say(line)
-        session.out.say("Install: %d changed, %d already right." % (changed, right))
-        return EXIT_OK
-
-
 def cmd_lab(session):
     args, host = session.args, session.host
     if host.root != "/":
@@ -4164,7 +5270,7 @@ def cmd_lab(session):
             raise BadInput("lab needs %s, which is not installed" % tool, "install %s" % package)
     if args.action != "up":
         lab = Lab.open(session, args.dir or args.cluster)
-        return lab.status() if args.action == "status" else lab.down(then_destroy=args.action == "destroy")
+        return lab.status() if args.action == "status" else lab.down(destroy=args.action == "destroy")
     where = args.cluster or "seed"
     cluster = load_cluster(session.library, session.facts, where)
     name = os.path.basename(where)
@@ -4175,411 +5281,10 @@ def cmd_lab(session):
     return Lab(session, name, args.dir or os.path.join(LAB_BASE, name), cluster).up()
 
 
-USER_SOURCES = ("--set", "environment", "site file", "remembered", "bundle")
 
-
-def cmd_recover(session):
-    """Rescue a role on this host (or under --root), the way its profile's `recover` says: stop what
-    it replaces (a metalogger being promoted), give its data back to its user, then install it with
-    the remembered inputs; the role's own steps do the rest (MooseFS metadata is restored by
-    mfsmaster's own restore, never replaced). Nothing is removed."""
-    role = session.args.role
-    profile = session.library.get(role)
-    if not profile.recover:
-        raise BadInput("role %s has no recovery" % role, "roles that have one: %s" % ", ".join(
-            sorted(name for name, p in session.library.profiles.items() if p.recover)))
-    out, host = session.out, session.host
-    state = State(host)
-    replaced = [name for name in profile.recover.get("replaces", []) if name in state.data["roles"]]
-    with Changing(host, "recover", role=role, replaces=replaced):
-        profiles, values, steps, run = session.prepare([role], remembered_from=replaced, state=state)
-        context = dict(values.values)
-        import glob
-        evidence = []
-        for pattern in profile.recover.get("evidence", []):
-            evidence += glob.glob(host.path(render_scalar(substitute(pattern, context))))
-        if profile.recover.get("evidence") and not evidence:
-            raise StackbootError("nothing to recover %s from: no %s" % (role, ", ".join(
-                render_scalar(substitute(pattern, context)) for pattern in profile.recover["evidence"])),
-                "look for backups elsewhere (another metalogger?) and copy them here; never start empty over a lost cluster")
-        inside = len(host.root.rstrip("/"))
-        for path in sorted(evidence, key=lambda p: os.stat(p).st_mtime, reverse=True):
-            st = os.stat(path)
-            out.say("  found %s (%d bytes, %s)" % (path[inside:], st.st_size, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(st.st_mtime))))
-        run.runner.allow_changes = True
-        for name in replaced:   # promotion: the replaced role's daemons stop writing into the data first
-            _, _, old_steps, old_run = session.prepare([name], state=state)
-            old_run.planning = False
-            for step in old_steps:
-                if step.kind == "service":   # what uninstall would do to it: stop, disable
-                    changes, _ = step.removal(old_run, False)
-                    for change in changes:
-                        out.say("- service %s: %s (%s becomes %s)" % (step.args["name"], change.summary, name, role))
-                    step.remove(old_run, changes)
-            del state.data["roles"][name]
-            state.save()
-        for item in profile.recover.get("own", []):
-            path, owner, group = (render_scalar(substitute(item[key], context)) for key in ("path", "owner", "group"))
-            uid, gid = host.uid(owner), host.gid(group)
-            for name in sorted(os.listdir(host.path(path))) if uid is not None and os.path.isdir(host.path(path)) else []:
-                full = os.path.join(host.path(path), name)
-                st = os.lstat(full)
-                if (st.st_uid, st.st_gid) != (uid, gid):
-                    os.lchown(full, uid, gid)
-                    out.say("~ owner of %s/%s -> %s:%s" % (path, name, owner, group))
-        run.runner.allow_changes = False
-        try:
-            changed, right = apply_steps(run, steps)
-        finally:
-            if run.started:
-                remember_inputs(state, session.library, [role], values)
-                state.save()
-        out.say("Recover: %d changed, %d already right." % (changed, right))
-        return EXIT_OK
-
-
-def with_sets(library, items):
-    """--with NAME=VERSION: the parameter that the version of the build named NAME comes from."""
-    sets = []
-    for item in items or []:
-        name, sep, version = item.partition("=")
-        params = set()
-        for profile in library.profiles.values():
-            for spec in profile.steps:
-                if spec.get("kind") == "build" and spec.get("name") == name and is_whole_ref(spec.get("version", "")):
-                    params.add(TEMPLATE_REF.fullmatch(spec["version"].strip()).group(1))
-        if not sep or len(params) != 1:
-            raise BadInput("--with %s: expected NAME=VERSION for a build the roles know" % item,
-                           "known builds: %s" % ", ".join(sorted(set(spec.get("name") for p in library.profiles.values()
-                                                                     for spec in p.steps if spec.get("kind") == "build"))))
-        sets.append("%s=%s" % (params.pop(), version))
-    return sets
-
-
-def cmd_bundle(session):
-    """A zipapp of this stackboot plus every file the roles download, each verified by its sha256,
-    and the values it was made with; inside it, stackboot runs offline."""
-    args, out, library = session.args, session.out, session.library
-    sets = (args.set or []) + with_sets(library, args.with_)
-    roles = args.roles or sorted(name for name, profile in library.profiles.items()
-                                 if any(spec.get("kind") in ("download", "build") for spec in profile.steps))
-    artifacts = {}   # sha256 -> (url, roles)
-    for role in roles:
-        profiles = library.closure([role])
-        known = set(declared_parameters(profiles)[0])
-        mine = [item for item in sets if item.partition("=")[0] in known]
-        try:
-            check_platforms(profiles, session.facts)
-            values = resolve_parameters(library, profiles, session.facts, mine, env={})
-            steps = build_steps(library, [role], values, session.facts)
-        except BadInput as exc:
-            if args.roles:
-                raise
-            out.info("  skipped %s: %s" % (role, exc.message))
-            continue
-        for step in steps:
-            if step.kind == "download":
-                sha = step.args["sha256"].lower()
-                artifacts.setdefault(sha, (step.args["url"], step.dest(), []))[2].append(role)
-    if not artifacts:
-        raise BadInput("the roles %s download nothing: there is nothing to bundle" % ", ".join(roles),
-                       "name roles that build from source or fetch files")
-    import shutil
-    import tempfile
-    import zipapp
-    work = tempfile.mkdtemp(prefix="stackboot-bundle-")
-    try:
-        os.makedirs(os.path.join(work, "artifacts"))
-        run = Run(session.host, session.facts, Values(), out)
-        for sha, (url, dest, users) in sorted(artifacts.items()):
-            part = os.path.join(work, "artifacts", sha)
-            cached = session.host.path(dest)
-            if os.path.isfile(cached) and sha256_file(cached) == sha:
-                shutil.copyfile(cached, part)
-            else:
-                fetch(run, url, part)
-            digest = sha256_file(part)
-            if digest != sha:
-                raise StackbootError("%s: sha256 is %s, expected %s; no bundle was written" % (url, digest, sha),
-                                     "check the URL and the sha256 you gave")
-            out.say("+ %s (sha256 %s…, %d KiB) for %s" % (url, sha[:12], os.path.getsize(part) // 1024, ", ".join(users)))
-        with open(os.path.join(work, "__main__.py"), "wb") as handle:
-            handle.write(own_source())
-        manifest = {"stackboot": __version__, "parameters": dict(item.partition("=")[::2] for item in sets),
-                    "artifacts": dict((sha, url) for sha, (url, _, _) in artifacts.items())}
-        with open(os.path.join(work, "bundle.json"), "w") as handle:
-            json.dump(manifest, handle, indent=2, sort_keys=True)
-        temp = args.output + TEMP_MARK + "pyz"
-        zipapp.create_archive(work, temp, interpreter="/usr/bin/env python3")
-        os.rename(temp, args.output)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    out.say("Bundle: %s, %d file(s), %d KiB; it runs offline: python3 %s install ROLE" % (
-        args.output, len(artifacts), os.path.getsize(args.output) // 1024, os.path.basename(args.output)))
-    return EXIT_OK
-
-
-def cmd_uninstall(session):
-    """Undo what stackboot did for these roles, and only that: services stopped and disabled,
-    files it wrote that nobody edited since, the files a build installed, client mounts.
-    Packages, users, stores and data stay (--purge-data, after a yes, deletes the data and the
-    stores stackboot made, where they hold nothing else)."""
-    roles, out, host = session.args.roles, session.out, session.host
-    state = State(host)
-    missing = [role for role in roles if role not in state.data["roles"]]
-    if missing:
-        raise BadInput("%s not installed here (installed: %s)" % (", ".join(missing), ", ".join(sorted(state.data["roles"])) or "none"),
-                       "uninstall only what `stackboot install` put here")
-    profiles, values, steps, run = session.prepare(roles, state=state)
-    remaining = sorted(set(state.data["roles"]) - set(roles))
-    shared = set()
-    if remaining:   # what the other installed roles still use stays (the shared build, the user...)
-        shared = set(step.id for step in session.prepare(remaining, state=state)[2])
-    purge = session.args.purge_data
-    planned, kept = [], []
-    for step in reversed(steps):
-        if step.id in shared:
-            continue
-        changes, notes = step.removal(run, purge)
-        kept += notes
-        if changes:
-            planned.append((step, changes))
-    if purge and any(change.action == "purge" for _, changes in planned for change in changes) and not session.args.yes:
-        if not sys.stdin.isatty():
-            raise BadInput("--purge-data deletes data and nobody is here to confirm it", "add --yes")
-        for step, changes in planned:
-            report_step(out, step, changes)
-        if input("Delete this data for good? [y/N] ").strip().lower() not in ("y", "yes"):
-            raise StackbootError("not confirmed; nothing was changed")
-    with Changing(host, "uninstall", roles=roles, purge=purge):
-        run.planning = False
-        run.runner.allow_changes = True
-        for step, changes in planned:
-            report_step(out, step, changes)
-            step.remove(run, changes)
-            state.save()
-        for role in roles:
-            del state.data["roles"][role]
-        state.save()
-        for note in kept:
-            out.say("  kept %s" % note)
-        if shared:
-            out.say("  kept what %s still use" % ", ".join(remaining))
-        out.say("Uninstall: %d removed, %d kept." % (len(planned), len(kept)))
-        return EXIT_OK
-
-
-def remember_inputs(state, library, roles, values):
-    """Keep what the user chose (not defaults), so a repair run needs no flags."""
-    for role in roles:
-        names = set()
-        for profile in library.closure([role]):
-            names |= set(profile.parameters)
-        inputs = dict((name, values.values[name]) for name in sorted(names)
-                      if values.sources.get(name, "").startswith(USER_SOURCES))
-        state.data["roles"][role] = {"inputs": inputs, "installed": time.strftime("%Y-%m-%dT%H:%M:%S")}
-
-
-def cmd_check(session):
-    state = State(session.host)
-    roles = session.args.roles or sorted(state.data["roles"])
-    if not roles:
-        raise BadInput("nothing has been installed on this host yet", "run `stackboot install ROLE` first")
-    profiles, values, steps, run = session.prepare(roles)
-    planned = plan_steps(run, steps)
-    pending = print_plan(session, planned, "Check")
-    return EXIT_PENDING if pending else EXIT_OK
-
-
-def sync_tree(source, dest):
-    """Make dest hold exactly what source holds (deletions included); counts of new, changed, removed.
-    Files count as the same when size and mtime match, as rsync's quick check does."""
-    import shutil
-    counts = {"new": 0, "changed": 0, "removed": 0}
-    wanted = set(os.listdir(source))
-    for name in sorted(set(os.listdir(dest)) - wanted):
-        target = os.path.join(dest, name)
-        if os.path.isdir(target) and not os.path.islink(target):
-            shutil.rmtree(target)
-        else:
-            os.unlink(target)
-        counts["removed"] += 1
-    for name in sorted(wanted):
-        src, target = os.path.join(source, name), os.path.join(dest, name)
-        st = os.lstat(src)
-        have = os.lstat(target) if os.path.lexists(target) else None
-        import stat as stat_module
-        same_kind = have is not None and stat_module.S_IFMT(have.st_mode) == stat_module.S_IFMT(st.st_mode)
-        if have is not None and not same_kind:
-            shutil.rmtree(target) if stat_module.S_ISDIR(have.st_mode) else os.unlink(target)
-        if stat_module.S_ISDIR(st.st_mode):
-            if not same_kind:
-                os.mkdir(target)
-                counts["new" if have is None else "changed"] += 1
-            os.chmod(target, st.st_mode & 0o7777)
-            for key, value in sync_tree(src, target).items():
-                counts[key] += value
-        elif stat_module.S_ISLNK(st.st_mode):
-            if not same_kind or os.readlink(target) != os.readlink(src):
-                if same_kind:
-                    os.unlink(target)
-                os.symlink(os.readlink(src), target)
-                counts["new" if have is None else "changed"] += 1
-        elif not same_kind or (have.st_size, int(have.st_mtime)) != (st.st_size, int(st.st_mtime)):
-            shutil.copy2(src, target)
-            counts["new" if have is None else "changed"] += 1
-        elif (have.st_mode & 0o7777) != (st.st_mode & 0o7777):
-            os.chmod(target, st.st_mode & 0o7777)
-            counts["changed"] += 1
-    return counts
-
-
-def cmd_cvmfs(session):
-    """cvmfs publish REPO DIR: one transaction, never left open: open, sync, publish, or abort."""
-    args, host, out = session.args, session.host, session.out
-    try:
-        name = type_fqrn(args.repository, {})
-    except ValueError as exc:
-        raise BadInput("cvmfs publish: %s" % exc, "give the repository's FQRN")
-    source = os.path.abspath(args.directory)
-    if not os.path.isdir(source):
-        raise BadInput("%s: no such directory" % args.directory, "give the directory whose content the repository should hold")
-    if not host.exists("%s/%s/server.conf" % (CvmfsRepositoryStep.CONFIG, name)):
-        raise BadInput("no CVMFS repository %s on this host" % name, "install the cvmfs-server role with it first")
-    spool = "%s/%s" % (CvmfsRepositoryStep.SPOOL, name)
-    busy = [mark for mark in CvmfsRepositoryStep.TRANSACTION_MARKS if host.exists(spool + "/" + mark)]
-    busy_fix = "wait for the other publish to finish; if it is dead, `cvmfs_server abort -f %s`" % name
-    if busy:
-        raise StackbootError("%s already has an open transaction (%s/%s); nothing was changed" % (name, spool, busy[0]), busy_fix)
-    with Changing(host, "cvmfs publish", repository=name, source=source):
-        return publish_transaction(host, out, args, name, source, spool, busy_fix)
-
-
-def publish_transaction(host, out, args, name, source, spool, busy_fix):
-    """Open, sync, publish; whatever fails (an interrupt too) aborts the transaction it opened."""
-    runner = host.runner
-    runner.allow_changes = True
-    # ours: the transaction is open and ours. maybe: an interrupt hit while it was being opened.
-    ours = maybe = False
-    try:
-        maybe = True
-        result = runner.run(["cvmfs_server", "transaction", "-t", str(args.timeout), name], change=True, check=False)
-        maybe = False
-        if result.rc != 0:   # 17 is somebody else's transaction: never abort that
-            if result.rc == 17:
-                raise StackbootError("%s already has an open transaction; nothing was changed" % name, busy_fix)
-            raise CommandFailed(result, "see cvmfs_server's message")
-        ours = True
-        out.say("+ transaction opened on %s" % name)
-        counts = sync_tree(source, host.path("/cvmfs/" + name))
-        out.say("~ synced %s into /cvmfs/%s: %d new, %d changed, %d removed" % (
-            source, name, counts["new"], counts["changed"], counts["removed"]))
-        argv = ["cvmfs_server", "publish"] + (["-a", args.tag] if args.tag else []) + \
-               (["-m", args.message] if args.message else []) + [name]
-        runner.run(argv, change=True)
-        ours = False
-        out.say("+ published %s%s" % (name, " as tag " + args.tag if args.tag else ""))
-        return EXIT_OK
-    finally:
-        if ours or maybe and any(host.exists(spool + "/" + mark) for mark in CvmfsRepositoryStep.TRANSACTION_MARKS):
-            # anything went wrong, even an interrupt: drop the transaction, never leave it open
-            aborted = runner.run(["cvmfs_server", "abort", "-f", name], change=True, check=False)
-            out.say("- transaction on %s aborted%s" % (name, "" if aborted.rc == 0 else
-                                                         " FAILED (exit %d): run `cvmfs_server abort -f %s`" % (aborted.rc, name)))
-
-
-def own_source():
-    """stackboot's own text, to carry it to another host: from its file, or from inside its zipapp."""
-    path = globals().get("__file__") or ""
-    if os.path.isfile(path):
-        return read_bytes(path)
-    archive, sep, member = path.rpartition(".pyz" + os.sep)
-    if sep and os.path.isfile(archive + ".pyz"):
-        import zipfile
-        with zipfile.ZipFile(archive + ".pyz") as bundle:
-            return bundle.read(member)
-    raise BadInput("stackboot's own file is not at hand here (it was piped in)",
-                   "run cloud-init from stackboot.py or the pyz")
-
-
-CLOUD_INIT_LIMIT = 16384   # EC2's user-data limit, the smallest of the common clouds
-STACKBOOT_BIN = "/usr/local/sbin/stackboot"
-# Runs on the new host when the user-data fetches stackboot instead of carrying it: nothing is
-# installed unless the sha256 matches, and the file appears whole (rename) or not at all.
-FETCH_PROGRAM = (
-    "import hashlib,os,sys,urllib.request\n"
-    "url,digest,dest=sys.argv[1:4]\n"
-    "data=urllib.request.urlopen(url,timeout=60).read()\n"
-    "if hashlib.sha256(data).hexdigest()!=digest: sys.exit('stackboot from %s: sha256 mismatch, nothing installed' % url)\n"
-    "os.makedirs(os.path.dirname(dest),exist_ok=True); tmp=dest+'.part'\n"
-    "with open(tmp,'wb') as f: f.write(data)\n"
-    "os.chmod(tmp,0o755); os.rename(tmp,dest)\n")
-
-
-def gzip_bytes(data):
-    """gzip with a zero timestamp, so the same input gives the same user-data."""
-    import zlib
-    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
-    return packer.compress(data) + packer.flush()
-
-
-def cloud_config(roles, sets, source=None, url=None, digest=None):
-    """#cloud-config user-data (JSON is YAML) that puts stackboot on the host and installs the roles.
-
-    Parameters go into the site file (0600: they may hold secrets), not into a command line that
-    `ps` shows; a later `stackboot install ROLE` by hand sees the same values. runcmd runs once
-    per instance, and running it again is a converged install that changes nothing."""
-    import base64
-    parameters = dict(item.partition("=")[::2] for item in sets)
-    files = [{"path": SITE_FILE, "owner": "root:root", "permissions": "0600",
-              "content": json.dumps({"parameters": parameters}, indent=2, sort_keys=True) + "\n"}]
-    commands = []
-    if url:
-        commands.append(["python3", "-c", FETCH_PROGRAM, url, digest, STACKBOOT_BIN])
-    else:
-        files.append({"path": STACKBOOT_BIN, "owner": "root:root", "permissions": "0755", "encoding": "gz+b64",
-                      "content": base64.b64encode(gzip_bytes(source)).decode("ascii")})
-    commands.append(["python3", STACKBOOT_BIN, "install"] + list(roles))
-    body = {"write_files": files, "runcmd": commands}
-    return "#cloud-config\n# stackboot %s: install %s\n%s\n" % (__version__, " ".join(roles), json.dumps(body, indent=2))
-
-
-def cmd_cloud_init(session):
-    args, out = session.args, session.out
-    if bool(args.cluster) != bool(args.out):
-        raise BadInput("--cluster and --out go together", "give both (one user-data file per node), or neither and roles")
-    if bool(args.roles) == bool(args.cluster):
-        raise BadInput("give roles, or --cluster FILE --out DIR", "see `stackboot cloud-init --help`")
-    if bool(args.from_url) != bool(args.sha256):
-        raise BadInput("--from-url needs --sha256 (and the other way round)", "give the URL and the sha256 of stackboot.py there")
-    digest = type_sha256(args.sha256, {}) if args.sha256 else None
-    if args.from_url:
-        type_url(args.from_url, {})
-    source = None if args.from_url else own_source()
-    targets = []   # (name, roles, sets)
-    if args.cluster:
-        cluster = load_cluster(session.library, session.facts, args.cluster)
-        targets = [(name, node["roles"], cluster.node_sets(session.library, name) + (args.set or []))
-                   for name, node in sorted(cluster.nodes.items())]
-    else:
-        targets = [(None, args.roles, args.set or [])]
-    for name, roles, sets in targets:   # every value checked now, not on the new host
-        resolve_parameters(session.library, session.library.closure(roles), session.facts, sets, env={})
-    for name, roles, sets in targets:
-        text = cloud_config(roles, sets, source, args.from_url, digest)
-        size = len(text.encode())
-        over = " (over the %d bytes EC2 allows: use --from-url there)" % CLOUD_INIT_LIMIT if size > CLOUD_INIT_LIMIT else ""
-        if name is None:
-            out.say(text.rstrip("\n"))
-            sys.stderr.write("user-data: %d bytes%s\n" % (size, over))
-            continue
-        if not os.path.isdir(args.out):
-            os.makedirs(args.out)
-        path = os.path.join(args.out, name + ".yaml")
-        atomic_write(path, text.encode(), 0o600)
-        out.say("%s: %s (%s), %d bytes%s" % (path, " ".join(roles), cluster.nodes[name]["address"], size, over))
-    return EXIT_OK
-
+# ---------------------------------------------------------------------------
+# Command line and main
+# ---------------------------------------------------------------------------
 
 COMMANDS = [
     ("facts", cmd_facts, "what stackboot detected about this host"),
@@ -4592,8 +5297,9 @@ COMMANDS = [
     ("cloud-init", cmd_cloud_init, "print #cloud-config user-data that installs these roles on a new host"),
     ("bundle", cmd_bundle, "an offline zipapp: stackboot plus the verified files the roles download"),
     ("uninstall", cmd_uninstall, "stop and remove what stackboot installed for these roles; data stays unless --purge-data"),
-    ("recover", cmd_recover, "rescue a role: stop what it replaces, fix its data's ownership, install it (master: restore)"),
+    ("recover", cmd_recover, "rescue a role: stop what it replaces, then install it (master: its data's owner, restore)"),
     ("lab", cmd_lab, "lab up [CLUSTER] | status | down | destroy: a whole cluster on this host, one network namespace per node"),
+    ("self-install", cmd_self_install, "install stackboot itself as %s (a module whose bytecode Python keeps)" % LAUNCHER),
 ]
 
 EXIT_HELP = """exit codes:
@@ -5507,6 +6213,50 @@ EMBEDDED_PROFILES = {
   ]
 }
 """,
+    "cvmfs-publish": r"""{
+  "description": "CernVM-FS publishing: a repository made to hold exactly a directory's content, in one transaction (what `stackboot cvmfs publish` runs)",
+  "platforms": [
+    "linux"
+  ],
+  "platforms_why": "CernVM-FS runs only on Linux",
+  "parameters": {
+    "repository": {
+      "type": "fqrn",
+      "help": "the repository, made by the cvmfs-server role"
+    },
+    "source": {
+      "type": "path",
+      "help": "the directory whose content the repository should hold (deletions included)"
+    },
+    "tag": {
+      "type": "string",
+      "default": null,
+      "help": "a tag for the new revision (cvmfs_server publish -a)"
+    },
+    "message": {
+      "type": "text",
+      "default": null,
+      "help": "the revision's message (cvmfs_server publish -m)"
+    },
+    "timeout": {
+      "type": "int",
+      "default": 300,
+      "min": 0,
+      "help": "seconds to wait for the repository's lock (cvmfs_server transaction -t)"
+    }
+  },
+  "steps": [
+    {
+      "kind": "cvmfs-publish",
+      "repository": "{{repository}}",
+      "source": "{{source}}",
+      "tag": "{{tag}}",
+      "message": "{{message}}",
+      "timeout": "{{timeout}}"
+    }
+  ]
+}
+""",
     "cvmfs-server": r"""{
   "description": "CernVM-FS stratum 0 (Linux only): repositories made safely, served by Apache or kept in S3, resigned on a schedule",
   "requires": ["cvmfs-common"],
@@ -6079,8 +6829,10 @@ EMBEDDED_PROFILES = {
     "replaces": [
       "metalogger"
     ],
-    "own": [
+    "steps": [
       {
+        "kind": "ownership",
+        "comment": "the master reads and writes everything here: a backup copied in by hand, or a metalogger's files it takes over",
         "path": "{{data_path}}",
         "owner": "{{working_user}}",
         "group": "{{working_group}}"

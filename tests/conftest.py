@@ -41,6 +41,8 @@ class FakeTools:
         self.pools = set()           # ZFS pools
         self.datasets = {}           # ZFS dataset -> {property: value as `zfs get -p` prints it}
         self.file_packages = {}      # a local package file -> the package it installs
+        self.netns = {}              # network namespace -> {link: {"master": bridge, "addresses": [...], "up": bool}}
+        self.links = {}              # this host's own links, as above
 
     def path(self, path):
         return os.path.join(self.root, path.lstrip("/")) if self.root != "/" else path
@@ -350,6 +352,61 @@ class FakeTools:
                 handle.writelines(lines)
         return 0, "", ""
 
+    def tool_nsenter(self, args):
+        """nsenter --net=/run/netns/NAME COMMAND...: the command, as if inside that namespace."""
+        options = [arg for arg in args if arg.startswith("-")]
+        return self(args[len(options):], {})
+
+    def tool_ip(self, args):
+        """iproute2 as the lab uses it: namespaces, veth pairs with a peer in another namespace,
+        bridges, addresses. State only; nothing is wired."""
+        links = self.links
+        if args[:1] == ["-n"]:
+            if args[1] not in self.netns:
+                return 1, "", 'Cannot open network namespace "%s": No such file or directory' % args[1]
+            links, args = self.netns[args[1]], args[2:]
+        verb = args[:2]
+        if verb == ["netns", "list"]:
+            return 0, "".join("%s (id: %d)\n" % (name, i) for i, name in enumerate(sorted(self.netns))), ""
+        if verb == ["netns", "add"]:
+            if args[2] in self.netns:
+                return 1, "", "Cannot create namespace file: File exists"
+            self.netns[args[2]] = {"lo": {"up": False, "addresses": []}}
+            return 0, "", ""
+        if verb == ["netns", "del"]:
+            return (0, "", "") if self.netns.pop(args[2], None) is not None else (1, "", "No such file or directory")
+        if verb == ["netns", "pids"]:
+            return 0, "", ""
+        if verb == ["link", "show"]:
+            return (0, "%s: <UP>\n" % args[2], "") if args[2] in links else (1, "", 'Device "%s" does not exist.' % args[2])
+        if verb == ["link", "del"]:
+            return (0, "", "") if links.pop(args[2], None) is not None else (1, "", "Cannot find device")
+        if verb == ["link", "add"]:
+            name, rest = args[2], args[3:]
+            home = links
+            if rest[:1] == ["netns"]:
+                home, rest = self.netns[rest[1]], rest[2:]
+            if rest[:2] == ["type", "bridge"]:
+                home[name] = {"up": False, "addresses": [], "bridge": True}
+                return 0, "", ""
+            assert rest[:4] == ["type", "veth", "peer", "name"], rest
+            peer, peer_home = rest[4], links
+            if rest[5:6] == ["netns"]:
+                peer_home = self.netns[rest[6]]
+            home[name] = {"up": False, "addresses": [], "peer": peer}
+            peer_home[peer] = {"up": False, "addresses": [], "peer": name}
+            return 0, "", ""
+        if verb == ["link", "set"]:
+            link = links[args[2]]
+            if "master" in args:
+                link["master"] = args[args.index("master") + 1]
+            link["up"] = "up" in args[3:]
+            return 0, "", ""
+        if verb == ["addr", "add"]:
+            links[args[args.index("dev") + 1]]["addresses"].append(args[2])
+            return 0, "", ""
+        return 1, "", "ip: unexpected %s (fake)" % " ".join(args)
+
     def tool_service(self, args):
         name, verb = args[0], args[1]
         state = self.units.setdefault(name, {"enabled": False, "active": False, "restarts": 0})
@@ -396,6 +453,42 @@ FREEBSD = dict(DEBIAN, platform="freebsd", distro="freebsd", version="14.1", maj
                codename="", init="rc", package_manager="pkg")
 ROCKY = dict(DEBIAN, distro="rocky", id_like=["rhel", "centos", "fedora"], version="9.4", major="9", pretty_name="Rocky 9.4",
              codename="", package_manager="dnf")
+
+
+def library_of(**profiles):
+    """A library of test profiles (name=data), checked as stackboot checks its own."""
+    library = stackboot.Library()
+    for name, data in profiles.items():
+        library.add(stackboot.parse_profile_text(name, name + ".json", json.dumps(data)))
+    library.validate()
+    return library
+
+
+def plan_of(library, roles, facts, sets=(), goal="present"):
+    """stackboot's one Plan for roles, with --set items as the only input."""
+    inputs = stackboot.Inputs().add("--set", stackboot.parse_sets(list(sets)), "strict")
+    return stackboot.make_plan(library, roles, facts, inputs, goal)
+
+
+@pytest.fixture
+def plan_spy(monkeypatch):
+    """Every plan make_plan returns, in order; assess (and so converge) fails a test when it
+    meets a step that no make_plan made: no command may build steps of its own."""
+    made = []
+    real_make_plan, real_assess = stackboot.make_plan, stackboot.assess
+
+    def make_plan(library, roles, *args, **kwargs):
+        made.append(real_make_plan(library, roles, *args, **kwargs))
+        return made[-1]
+
+    def assess(run, plans):
+        for plan in plans:
+            for step in plan.steps:
+                assert any(step is mine for other in made for mine in other.steps), "%s: not from make_plan" % step.describe()
+        return real_assess(run, plans)
+    monkeypatch.setattr(stackboot, "make_plan", make_plan)
+    monkeypatch.setattr(stackboot, "assess", assess)
+    return made
 
 
 def write_profile(directory, name, data):

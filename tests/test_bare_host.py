@@ -126,3 +126,42 @@ def test_through_root_from_the_host(root):
     assert fetch(new_port).startswith("hello")
     check = from_host(path, "check")
     assert check.returncode == 0, check.stdout
+
+
+def in_root(root, *argv):
+    """A command inside the root with a bare environment (no PYTHONDONTWRITEBYTECODE: a host has none)."""
+    return subprocess.run(["chroot", root] + list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"})
+
+
+def test_self_install_leaves_a_module_with_its_bytecode(root):
+    suite, path = root
+    direct = [sys.executable, os.path.join(TOP, "stackboot.py"), "--root", path]
+    first = subprocess.run(direct + ["self-install"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "Self-install: 4 changed, 0 already right." in first.stdout
+    cached = os.path.join(path, "usr/local/lib/stackboot/__pycache__/stackboot.cpython-%s.pyc" % PYTHONS[suite].replace(".", ""))
+    assert os.path.isfile(cached)   # compiled by the root's own Python
+    installed = in_root(path, "/usr/bin/python3", "/usr/local/sbin/stackboot", "list")
+    listed = subprocess.run(direct + ["list"], stdout=subprocess.PIPE, universal_newlines=True)
+    assert installed.returncode == 0 and installed.stdout == listed.stdout, installed.stderr
+    where = in_root(path, "/usr/bin/python3", "-c", "import sys; sys.path.insert(0, '/usr/local/lib/stackboot'); "
+                                                     "import stackboot; print(stackboot.__cached__)")
+    assert where.stdout.strip() == cached[len(path):]
+    again = subprocess.run(direct + ["self-install"], stdout=subprocess.PIPE, universal_newlines=True)
+    assert "Self-install: 0 changed, 4 already right." in again.stdout
+    piped_in = piped(path, "self-install")   # piped, stackboot has no file of its own to copy: one clear line
+    assert piped_in.returncode == 64 and "it was piped in" in piped_in.stderr
+
+
+def test_zipapp_takes_its_bytecode_where_the_python_matches_and_the_source_elsewhere(root, tmp_path):
+    import stackboot
+    suite, path = root
+    with open(os.path.join(TOP, "stackboot.py"), "rb") as handle:
+        stackboot.write_zipapp(os.path.join(path, "root/stackboot.pyz"), handle.read())
+    loaded = in_root(path, "/usr/bin/python3", "-c", "import sys; sys.path.insert(0, '/root/stackboot.pyz'); "
+                                                      "import stackboot; print(stackboot.__file__)")
+    same = "%d.%d" % sys.version_info[:2] == PYTHONS[suite]
+    assert loaded.stdout.strip() == "/root/stackboot.pyz/stackboot.py" + ("c" if same else ""), loaded.stderr
+    listed = in_root(path, "/usr/bin/python3", "/root/stackboot.pyz", "list")
+    assert listed.returncode == 0 and "master " in listed.stdout, listed.stderr

@@ -3,7 +3,6 @@
 import hashlib
 import http.server
 import io
-import json
 import os
 import tarfile
 import threading
@@ -11,7 +10,7 @@ import threading
 import pytest
 
 import stackboot
-from conftest import DEBIAN
+from conftest import DEBIAN, library_of, plan_of
 
 CONFIGURE = """#!/bin/sh
 # A stand-in for an autotools configure: records its flags, honours --prefix.
@@ -99,33 +98,31 @@ def server():
 
 @pytest.fixture
 def sandbox(tmp_path, monkeypatch):
-    """State, cache and install prefix inside tmp_path; commands run for real."""
+    """State, log, cache and install prefix inside tmp_path; commands run for real."""
     monkeypatch.setattr(stackboot, "STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setattr(stackboot, "LOG_FILE", str(tmp_path / "stackboot.log"))
     monkeypatch.setattr(stackboot, "CACHE_DIR", str(tmp_path / "cache"))
     return tmp_path
 
 
-def engine(steps, parameters=None, sets=()):
-    data = {"description": "build test", "parameters": parameters or {}, "steps": steps}
-    library = stackboot.Library()
-    library.add(stackboot.parse_profile_text("b", "b.json", json.dumps(data)))
-    library.validate()
-    values = stackboot.resolve_parameters(library, library.closure(["b"]), DEBIAN, list(sets), env={})
+def engine(steps, parameters=None, sets=(), goal="present"):
+    plan = plan_of(library_of(b={"description": "build test", "parameters": parameters or {}, "steps": steps}),
+                   ["b"], DEBIAN, sets, goal)
     out = io.StringIO()
     host = stackboot.Host("/", stackboot.Runner("/"), DEBIAN)
-    run = stackboot.Run(host, DEBIAN, values, stackboot.Output(out))
-    return run, stackboot.build_steps(library, ["b"], values, DEBIAN), out
+    run = stackboot.Run(host, DEBIAN, stackboot.Output(out))
+    return run, plan, out
 
 
 def plan_lines(steps, parameters=None, sets=()):
-    run, built, _ = engine(steps, parameters, sets)
-    return ["%s %s: %s" % (c.symbol, s.describe(), c.summary) for s, cs in stackboot.plan_steps(run, built) for c in cs]
+    run, plan, _ = engine(steps, parameters, sets)
+    return ["%s %s: %s" % (c.symbol, s.describe(), c.summary) for _, s, cs in stackboot.assess(run, [plan]) for c in cs]
 
 
-def apply(steps, parameters=None, sets=()):
-    run, built, out = engine(steps, parameters, sets)
-    result = stackboot.apply_steps(run, built)
-    return result, run, out.getvalue()
+def apply(steps, parameters=None, sets=(), goal="present"):
+    run, plan, out = engine(steps, parameters, sets, goal)
+    outcome = stackboot.converge(run, [plan])
+    return (outcome.changed, outcome.right), run, out.getvalue()
 
 
 def test_download_verifies_caches_and_is_idempotent(sandbox, server):
@@ -196,12 +193,12 @@ def test_build_configures_installs_records_and_never_rebuilds(sandbox, server):
     assert "hello: configure done in" in out and "hello: make done in" in out
     assert open(prefix + "/share/hello/flags").read() == "--prefix=%s --disable-all --enable-hello\n" % prefix
     assert os.readlink(prefix + "/bin/hello-link") == "hello"
-    record = run.state.data["builds"]["hello"]
+    record = run.state.build("hello")
     assert sorted(record["files"]) == [prefix + "/bin/hello", prefix + "/bin/hello-link", prefix + "/share/hello/flags"]
     assert record["version"] == "1.0"
     # the same inputs: nothing to do, nothing run
-    run2, steps2, _ = engine(build_steps(), BUILD_PARAMS, sets)
-    assert stackboot.plan_steps(run2, steps2)[1][1] == []
+    run2, plan2, _ = engine(build_steps(), BUILD_PARAMS, sets)
+    assert stackboot.assess(run2, [plan2])[1][2] == []
     assert apply(build_steps(), BUILD_PARAMS, sets)[0] == (0, 2)
     # a new version is an upgrade: rebuilt and reinstalled
     sha2 = publish(server, "1.1")
@@ -267,14 +264,12 @@ def test_build_from_a_git_checkout_runs_autoreconf_first(sandbox, tmp_path):
     data = {"description": "git build", "steps": [
         {"kind": "build", "name": "hello", "archive": "/src/src.tar.gz", "autoreconf": True, "jobs": 3,
          "configure": ["--prefix=/usr", "--disable-all"], "env": {"PYTHON": "/usr/bin/python3"}}]}
-    library = stackboot.Library()
-    library.add(stackboot.parse_profile_text("g", "g.json", json.dumps(data)))
-    values = stackboot.resolve_parameters(library, library.closure(["g"]), DEBIAN, [], env={})
+    plan = plan_of(library_of(g=data), ["g"], DEBIAN)
     runner = RecordingRunner("/", tools)
     host = stackboot.Host(str(root), runner, DEBIAN)
     runner.root = "/"   # record plain argv; the files still land under root
-    run = stackboot.Run(host, DEBIAN, values, stackboot.Output(io.StringIO()))
-    stackboot.apply_steps(run, stackboot.build_steps(library, ["g"], values, DEBIAN))
+    run = stackboot.Run(host, DEBIAN, stackboot.Output(io.StringIO()))
+    stackboot.converge(run, [plan])
     stage = stackboot.CACHE_DIR + "/stage/hello"
     assert [(argv, env) for argv, kind, env in runner.calls] == [
         (["autoreconf", "-f", "-i"], {"PYTHON": "/usr/bin/python3"}),
@@ -282,7 +277,7 @@ def test_build_from_a_git_checkout_runs_autoreconf_first(sandbox, tmp_path):
         (["make", "-j3"], {"PYTHON": "/usr/bin/python3"}),
         (["make", "install", "DESTDIR=" + stage], {"PYTHON": "/usr/bin/python3"})]
     assert open(str(root / "usr/sbin/hello")).read() == "binary"
-    assert run.state.data["builds"]["hello"]["files"] == ["/usr/sbin/hello"]
+    assert run.state.build("hello")["files"] == ["/usr/sbin/hello"]
 
 
 def test_uninstall_removes_exactly_what_a_build_installed(sandbox, server):
@@ -292,10 +287,11 @@ def test_uninstall_removes_exactly_what_a_build_installed(sandbox, server):
     apply(build_steps(), BUILD_PARAMS, sets)
     with open(prefix + "/bin/not-ours", "w") as handle:
         handle.write("somebody else's\n")
-    run, built, _ = engine(build_steps(), BUILD_PARAMS, sets)
-    changes, kept = built[1].removal(run, False)
-    assert [change.summary for change in changes] == ["remove the 3 files hello 1.0 installed"] and kept == []
-    built[1].remove(run, changes)
+    assert plan_lines(build_steps(), BUILD_PARAMS, sets) == []
+    run, plan, _ = engine(build_steps(), BUILD_PARAMS, sets, goal="absent")
+    assert [(s.kind, [c.summary for c in cs]) for _, s, cs in stackboot.assess(run, [plan])] == [
+        ("build", ["remove the 3 files hello 1.0 installed"]), ("download", [])]
+    assert apply(build_steps(), BUILD_PARAMS, sets, goal="absent")[0] == (1, 1)
     assert os.listdir(prefix + "/bin") == ["not-ours"] and not os.path.exists(prefix + "/share/hello/flags")
-    assert "hello" not in run.state.data["builds"]
-    assert built[1].removal(run, False) == ([], [])
+    run, plan, _ = engine(build_steps(), BUILD_PARAMS, sets, goal="absent")
+    assert run.state.build("hello") is None and stackboot.real_changes(stackboot.assess(run, [plan])[0][2]) == []

@@ -45,7 +45,8 @@ def test_install_master_from_a_bundle_without_network(root, tmp_path):
     finally:
         server.close()   # from here on nothing can be downloaded
     with zipfile.ZipFile(bundle) as zipped:
-        assert zipped.read("__main__.py") == open(os.path.join(TOP, "stackboot.py"), "rb").read()
+        assert zipped.read("stackboot.py") == open(os.path.join(TOP, "stackboot.py"), "rb").read()
+        assert b"import stackboot" in zipped.read("__main__.py")
         assert hashlib.sha256(zipped.read("artifacts/" + sha)).hexdigest() == sha
         manifest = json.loads(zipped.read("bundle.json").decode())
     assert manifest["parameters"] == {"version": "4.99.1", "source_url": url, "source_sha256": sha}

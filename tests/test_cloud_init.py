@@ -52,10 +52,12 @@ def test_user_data_carries_stackboot_whole_and_passes_the_schema(tmp_path):
     assert ok, why
     config = as_cloud_init_reads_it(path)
     files = dict((item["path"], item) for item in config["write_files"])
-    carried = files["/usr/local/sbin/stackboot"]
-    assert (carried["encoding"], carried["permissions"]) == ("gz+b64", "0755")
+    carried = files["/usr/local/lib/stackboot/stackboot.py"]   # a module: Python keeps its bytecode
+    assert (carried["encoding"], carried["permissions"]) == ("gz+b64", "0644")
     with open(SCRIPT, "rb") as handle:
         assert zlib.decompress(base64.b64decode(carried["content"]), 47) == handle.read()
+    launcher = files["/usr/local/sbin/stackboot"]
+    assert launcher["permissions"] == "0755" and "import stackboot" in launcher["content"]
     site = files["/etc/stackboot/site.json"]
     assert site["permissions"] == "0600"
     assert json.loads(site["content"]) == {"parameters": {"method": "packages", "master_listen_host": "0.0.0.0"}}
@@ -100,7 +102,7 @@ def test_from_url_stays_small_and_installs_only_the_pinned_file(tmp_path):
         assert right.returncode == 0
         with open(str(tmp_path / "good" / "stackboot"), "rb") as handle:
             assert handle.read() == body
-        assert os.stat(str(tmp_path / "good" / "stackboot")).st_mode & 0o777 == 0o755
+        assert os.stat(str(tmp_path / "good" / "stackboot")).st_mode & 0o777 == 0o644   # a module; the launcher runs it
     finally:
         server.shutdown()
 

@@ -276,6 +276,20 @@ def test_publish_syncs_with_deletions_tags_and_closes(host, fs):
     assert "v1 2 first" in read("/var/spool/cvmfs/%s/tags" % REPO).decode()
 
 
+def test_publish_is_the_cvmfs_publish_role_converged_once(host, fs, plan_spy):
+    install(host, "cvmfs-server", *SERVER)
+    fs.create_file("/work/site/file", contents="v1")
+    del plan_spy[:]
+    code, out, err, runner = stackboot(host, "cvmfs", "publish", REPO, "/work/site")
+    assert code == 0, out + err
+    assert [plan.roles for plan in plan_spy] == [["cvmfs-publish"]]
+    assert plan_spy[0].values.values["source"] == "/work/site" and "~ cvmfs-publish %s: publish %s: 1 new" % (REPO, REPO) in out
+    code, out, err, runner = stackboot(host, "check")
+    assert code == 0 and "cvmfs-publish" not in out   # a one-shot publish is not an installed role
+    code, out, err, runner = stackboot(host, "cvmfs", "publish", REPO, "/work/site")
+    assert code == 0 and runner.changes() == [] and "nothing to publish" in out
+
+
 def test_publish_failure_aborts_and_leaves_nothing_open(host, fs):
     install(host, "cvmfs-server", *SERVER)
     fs.create_file("/work/site/file", contents="new")
@@ -307,10 +321,11 @@ def test_publish_refuses_a_busy_repository(host, fs):
     host.cvmfs().server(["transaction", REPO])
     code, out, err, runner = stackboot(host, "cvmfs", "publish", REPO, "/work/site")
     assert code == 1 and runner.changes() == []
-    assert "error: %s already has an open transaction (/var/spool/cvmfs/%s/in_transaction.lock); nothing was changed" % (
-        REPO, REPO) in err
+    assert "error: 1 step(s) refused, nothing was changed: %s already has an open transaction " \
+           "(/var/spool/cvmfs/%s/in_transaction.lock): wait for the other publish to finish" % (REPO, REPO) in err
     # a transaction opened by somebody else between our look and our own open: rc 17, and no abort of theirs
     host.cvmfs().server(["abort", "-f", REPO])
+    fs.create_file("/work/site/new", contents="something to publish")
     host.on(lambda argv: argv[:2] == ["cvmfs_server", "transaction"], lambda argv: (17, "", "already in a transaction"))
     code, out, err, runner = stackboot(host, "cvmfs", "publish", REPO, "/work/site")
     assert code == 1 and "already has an open transaction" in err
@@ -383,9 +398,14 @@ def test_sync_tree_mirrors_types_links_modes_and_deletions(tmp_path):
     (dest / "was-dir" / "deep").mkdir(parents=True)
     (dest / "stale").write_text("remove me")
     os.symlink("elsewhere", str(dest / "link"))
-    counts = stackboot.sync_tree(str(source), str(dest))
+    host = stackboot.Host("/")
+    assert stackboot.sync_tree(host, str(source), str(dest), dry_run=True) == {"new": 3, "changed": 2, "removed": 1}
+    with pytest.raises(stackboot.StackbootError, match="refused to remove .*stale while only reading"):   # a dry run is the plan: it only reads
+        stackboot.sync_tree(host, str(source), str(dest))
+    with host.changes_allowed():
+        counts = stackboot.sync_tree(host, str(source), str(dest))
     assert counts == {"new": 3, "changed": 2, "removed": 1}   # d, d/f, exe; was-dir (dir -> file), link
     assert sorted(os.listdir(str(dest))) == ["d", "exe", "link", "was-dir"]
     assert os.readlink(str(dest / "link")) == "d/f" and (dest / "was-dir").read_text() == "now a file"
     assert os.stat(str(dest / "exe")).st_mode & 0o777 == 0o755
-    assert stackboot.sync_tree(str(source), str(dest)) == {"new": 0, "changed": 0, "removed": 0}
+    assert stackboot.sync_tree(host, str(source), str(dest)) == {"new": 0, "changed": 0, "removed": 0}

@@ -164,7 +164,7 @@ def test_recover_master_after_kill_with_metadata_lost(cluster):
     result = master.stackboot("recover", "master")
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
-    assert "  found /var/lib/mfs/metadata.mfs.back (" in out and "~ owner of /var/lib/mfs/metadata.mfs.back -> mfs:mfs" in out
+    assert "  found /var/lib/mfs/metadata.mfs.back (" in out and "~ ownership /var/lib/mfs: metadata.mfs.back -> mfs:mfs" in out
     assert "~ moosefs-metadata /var/lib/mfs/metadata.mfs: recover metadata.mfs from the cluster's history" in out
     assert "+ service moosefs-master: start" in out and out.splitlines()[-1].startswith("Recover: ")
     assert wait_for("the file after recover", lambda: read_back_through(client)() == data or None)

@@ -88,9 +88,7 @@ def plan_recipe(roles, facts=DEBIAN):
     library = stackboot.Library()
     for name, text in stackboot.EMBEDDED_PROFILES.items():
         library.add(stackboot.parse_profile_text(name, name, text))
-    values = stackboot.resolve_parameters(library, library.closure(roles), facts, [], env={})
-    steps = stackboot.build_steps(library, roles, values, facts)
-    build = [step for step in steps if step.kind == "build"]
+    build = [step for step in stackboot.make_plan(library, roles, facts).steps if step.kind == "build"]
     assert len(build) == 1, "one build for all the roles of a host"
     return build[0].recipe().strip()
 

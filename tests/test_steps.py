@@ -6,39 +6,42 @@ import os
 import pytest
 
 import stackboot
-from conftest import DEBIAN, FREEBSD, ROCKY, FakeTools, RecordingRunner
+from conftest import DEBIAN, FREEBSD, ROCKY, FakeTools, RecordingRunner, library_of, plan_of
 
 
 class Harness:
-    """One profile, run through the real engine against a fake host."""
+    """One profile, run through the real engine (make_plan, assess, converge) against a fake host."""
 
-    def __init__(self, steps, facts=DEBIAN, parameters=None, sets=(), tools=None, force=False):
+    def __init__(self, steps, facts=DEBIAN, parameters=None, sets=(), tools=None, force=False, goal="present"):
         self.facts = facts
         self.tools = tools or FakeTools("/")
         self.data = {"description": "test", "parameters": parameters or {}, "steps": steps}
         self.sets = list(sets)
         self.force = force
+        self.goal = goal
 
     def run(self):
-        library = stackboot.Library()
-        library.add(stackboot.parse_profile_text("t", "t.json", stackboot.json.dumps(self.data)))
-        library.validate()
-        profiles = library.closure(["t"])
-        values = stackboot.resolve_parameters(library, profiles, self.facts, self.sets, env={})
+        plan = plan_of(library_of(t=self.data), ["t"], self.facts, self.sets, self.goal)
         self.runner = RecordingRunner("/", self.tools)
         host = stackboot.Host("/", self.runner, self.facts)
         self.output = io.StringIO()
-        run = stackboot.Run(host, self.facts, values, stackboot.Output(self.output), force=self.force)
-        return run, stackboot.build_steps(library, ["t"], values, self.facts)
+        run = stackboot.Run(host, self.facts, stackboot.Output(self.output), force=self.force)
+        return run, plan
+
+    def assessed(self):
+        run, plan = self.run()
+        return [(step, changes) for _, step, changes in stackboot.assess(run, [plan])]
 
     def plan(self):
-        run, steps = self.run()
-        planned = stackboot.plan_steps(run, steps)
-        return ["%s %s: %s" % (c.symbol, s.describe(), c.summary) for s, cs in planned for c in cs]
+        return ["%s %s: %s" % (c.symbol, s.describe(), c.summary) for s, cs in self.assessed() for c in stackboot.real_changes(cs)]
+
+    def notes(self):
+        return [c.summary for _, cs in self.assessed() for c in cs if c.symbol == "="]
 
     def apply(self):
-        run, steps = self.run()
-        return stackboot.apply_steps(run, steps)
+        run, plan = self.run()
+        outcome = stackboot.converge(run, [plan])
+        return outcome.changed, outcome.right
 
     def converge(self):
         """Apply, then prove the second run finds nothing to do and runs no mutating command."""
@@ -224,8 +227,7 @@ def test_file_change_shows_a_diff_and_updates(fakefs):
                 parameters={"v": {"type": "int", "default": 1}})
     h.converge()
     h.sets = ["v=2"]
-    run, steps = h.run()
-    (step, changes), = stackboot.plan_steps(run, steps)
+    (step, changes), = h.assessed()
     assert changes[0].summary == "update /etc/f"
     assert "-v=1" in changes[0].diff and "+v=2" in changes[0].diff
     h.converge()
@@ -257,14 +259,12 @@ def test_preexisting_unmanaged_file_is_replaced_with_backup(fakefs):
 def test_secret_file_is_0600_and_never_shown(fakefs):
     h = Harness([{"kind": "file", "path": "/etc/s3.conf", "template": "KEY={{key}}\n", "mode": "0600", "secret": True}],
                 parameters={"key": {"type": "text", "secret": True, "default": "hunter2"}})
-    run, steps = h.run()
-    (step, changes), = stackboot.plan_steps(run, steps)
+    (step, changes), = h.assessed()
     assert changes[0].diff is None
     h.converge()
     assert os.stat("/etc/s3.conf").st_mode & 0o777 == 0o600
     h.sets = ["key=other"]
-    run, steps = h.run()
-    (step, changes), = stackboot.plan_steps(run, steps)
+    (step, changes), = h.assessed()
     assert changes[0].diff == "(secret content not shown)"
 
 
@@ -325,108 +325,14 @@ def test_restart_survives_a_run_killed_after_the_config_changed(fakefs):
     h = Harness(SERVICE_STEPS, parameters=SERVICE_PARAMS)
     h.converge()
     h.sets = ["x=3"]
-    run, steps = h.run()
-    run.planning, run.runner.allow_changes = False, True
-    stackboot.plan_steps(run, steps)
-    # apply only the config step, as if killed right after it
-    original = steps[2].act
-    steps[2].act = lambda *a: (_ for _ in ()).throw(KeyboardInterrupt())
+    run, plan = h.run()
+    # the config step is applied, then the run dies before the service step acts
+    plan.steps[2].apply = lambda *a: (_ for _ in ()).throw(KeyboardInterrupt())
     with pytest.raises(KeyboardInterrupt):
-        stackboot.apply_steps(run, steps)
-    steps[2].act = original
+        stackboot.converge(run, [plan])
+    assert open("/etc/d.cfg").read() == "x=3\n"
     assert h.plan() == ["~ service demo: restart (cfg changed)"]
     h.converge()
-
-
-def test_freebsd_rc_service(fakefs):
-    fakefs.create_file("/etc/rc.conf", contents='hostname="x"\n')
-    h = Harness([{"kind": "service", "name": "mfsmaster"}], facts=FREEBSD)
-    assert h.plan() == ["+ service mfsmaster: enable at boot", "+ service mfsmaster: start"]
-    assert h.converge() == [["sysrc", "mfsmaster_enable=YES"], ["service", "mfsmaster", "start"]]
-
-
-def test_direct_service_uses_its_own_commands_and_pidfile(fakefs):
-    facts = dict(DEBIAN, init="none")
-    tools = FakeTools("/")
-
-    def start(argv):
-        with open("/run/demo.pid", "w") as handle:
-            handle.write("%d\n" % os.getpid())
-        return 0, "", ""
-
-    tools.on(lambda argv: argv[-1] == "start", start)
-    h = Harness([{"kind": "service", "name": "demo", "direct": {"start": ["/usr/sbin/demo", "start"],
-                                                                 "pidfile": "/run/demo.pid"}}],
-                facts=facts, tools=tools)
-    fakefs.create_dir("/run")
-    assert h.plan() == ["+ service demo: start"]
-    assert h.converge() == [["/usr/sbin/demo", "start"]]
-
-
-def test_direct_service_without_commands_is_a_clear_error(fakefs):
-    h = Harness([{"kind": "service", "name": "demo"}], facts=dict(DEBIAN, init="none"))
-    with pytest.raises(stackboot.StackbootError, match="no init system runs here"):
-        h.plan()
-
-
-# -- command --------------------------------------------------------------------------------
-
-def test_command_with_creates_guard(fakefs):
-    tools = FakeTools("/")
-    tools.on(lambda argv: argv[0] == "/usr/bin/init-thing",
-             lambda argv: (fakefs.create_file("/var/lib/thing/done"), (0, "", ""))[1])
-    h = Harness([{"kind": "command", "argv": ["/usr/bin/init-thing"], "creates": "/var/lib/thing/done"}], tools=tools)
-    assert h.plan() == ["+ command /usr/bin/init-thing: run /usr/bin/init-thing"]
-    assert h.converge() == [["/usr/bin/init-thing"]]
-
-
-def test_command_with_unless_guard(fakefs):
-    tools = FakeTools("/")
-    state = {"done": False}
-    tools.on(lambda argv: argv[0] == "/bin/is-done", lambda argv: (0 if state["done"] else 1, "", ""))
-    tools.on(lambda argv: argv[0] == "/bin/do-it", lambda argv: (state.update(done=True), (0, "", ""))[1])
-    h = Harness([{"kind": "command", "argv": ["/bin/do-it"], "unless": ["/bin/is-done"]}], tools=tools)
-    assert h.converge() == [["/bin/do-it"]]
-
-
-# -- MooseFS metadata -----------------------------------------------------------------------
-
-META = [{"kind": "moosefs-metadata", "data_path": "/var/lib/mfs"}]
-
-
-def test_metadata_fresh_directory_gets_the_empty_file(fakefs):
-    fakefs.create_file("/var/lib/mfs/metadata.mfs.empty", contents="MFSM NEW")
-    h = Harness(META)
-    assert h.plan() == ["+ moosefs-metadata /var/lib/mfs/metadata.mfs: new cluster: metadata.mfs from "
-                        "/var/lib/mfs/metadata.mfs.empty"]
-    h.converge()
-    assert open("/var/lib/mfs/metadata.mfs").read() == "MFSM NEW"
-
-
-@pytest.mark.parametrize("history", ["metadata.mfs.back", "metadata.mfs.back.1", "changelog.0.mfs",
-                                     "metadata_ml.mfs.back", "changelog_ml.1.mfs"])
-def test_metadata_history_without_metadata_is_refused(fakefs, history):
-    fakefs.create_file("/var/lib/mfs/metadata.mfs.empty", contents="MFSM NEW")
-    fakefs.create_file("/var/lib/mfs/" + history, contents="old")
-    h = Harness(META)
-    assert h.plan()[0].startswith("! moosefs-metadata /var/lib/mfs/metadata.mfs: no metadata.mfs but the cluster's history")
-    with pytest.raises(stackboot.StackbootError):
-        h.apply()
-    assert not os.path.exists("/var/lib/mfs/metadata.mfs")
-
-
-def test_metadata_present_is_never_touched(fakefs):
-    fakefs.create_file("/var/lib/mfs/metadata.mfs", contents="MFSM 2.0 real")
-    fakefs.create_file("/var/lib/mfs/metadata.mfs.empty", contents="MFSM NEW")
-    Harness(META).converge()
-    assert open("/var/lib/mfs/metadata.mfs").read() == "MFSM 2.0 real"
-
-
-def test_freebsd_service_not_enabled_uses_one_verbs(fakefs):
-    fakefs.create_file("/etc/rc.conf", contents='mfsmaster_enable="YES"\n')
-    h = Harness([{"kind": "service", "name": "mfsmaster", "enabled": False}], facts=FREEBSD)
-    assert h.plan() == ["- service mfsmaster: disable at boot", "+ service mfsmaster: start"]
-    assert h.converge() == [["sysrc", "mfsmaster_enable=NO"], ["service", "mfsmaster", "onestart"]]
 
 
 def test_systemd_service_stopped_and_disabled_on_request(fakefs):
@@ -442,10 +348,10 @@ def test_offline_run_lists_everything_missing_before_changing_anything(fakefs):
                  {"kind": "packages", "names": ["gcc", "zlib1g-dev", "make"]},
                  {"kind": "download", "url": "https://example.invalid/src.tar.gz", "sha256": "c" * 64}])
     h.tools.installed["make"] = "4.3"
-    run, steps = h.run()
+    run, plan = h.run()
     run.offline = True
     with pytest.raises(stackboot.StackbootError) as caught:
-        stackboot.apply_steps(run, steps)
+        stackboot.converge(run, [plan])
     assert caught.value.message == ("--offline, and 3 thing(s) are missing: package gcc (not installed); "
                                     "package zlib1g-dev (not installed); https://example.invalid/src.tar.gz (sha256 cccccccccccc…, not in the cache)")
     assert h.runner.changes() == [] and not os.path.exists("/srv/early")
@@ -465,16 +371,14 @@ def test_mount_converges_and_uninstall_unmounts_it_and_forgets_its_fstab_line(fa
     spec = {"kind": "mount", "path": "/mnt/mfs", "device": "mfsmount", "fstype": "fuse", "options": ["mfsmaster=10.1.0.1"]}
     h = Harness([spec])
     assert h.converge() == [["mount", "/mnt/mfs"]]
-    run, steps = h.run()
-    changes, kept = steps[0].removal(run, False)
-    assert [c.summary for c in changes] == ["unmount", "fstab: remove mfsmount /mnt/mfs fuse mfsmaster=10.1.0.1 0 0"]
-    run.planning, run.runner.allow_changes = False, True
-    steps[0].remove(run, changes)
+    h.goal = "stopped"   # lab down: unmounted now, fstab stays
+    assert h.plan() == ["- mount /mnt/mfs: unmount"]
+    h.goal = "absent"
+    assert h.plan() == ["- mount /mnt/mfs: unmount", "- mount /mnt/mfs: fstab: remove mfsmount /mnt/mfs fuse mfsmaster=10.1.0.1 0 0"]
+    assert h.converge() == [["umount", "/mnt/mfs"]]
     assert open("/etc/fstab").read() == "# fstab\n"
-    run, steps = h.run()
-    assert steps[0].removal(run, False) == ([], [])
-    # a mount that holds data (a store) is never taken away
+    # a mount that holds data (a store) is never taken away, not even by --purge-data
     h = Harness([dict(spec, data=True)], tools=h.tools)
     h.converge()
-    run, steps = h.run()
-    assert steps[0].removal(run, True) == ([], ["/mnt/mfs: data; uninstall keeps it mounted"])
+    h.goal = "purged"
+    assert h.plan() == [] and h.notes() == ["/mnt/mfs: data; uninstall keeps it mounted"]
