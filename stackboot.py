@@ -927,7 +927,7 @@ HOST_RE = re.compile(r"^(\*|[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-
                      r"|[0-9]{1,3}(\.[0-9]{1,3}){3}|[0-9A-Fa-f:]*:[0-9A-Fa-f:.]*)\Z")
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*\Z")   # a parameter's name
 # A system name: a user, group, package, service or build. Never a path: no / and no "..".
-SYSTEM_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+:@-]{0,254}\Z")
+SYSTEM_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+:@=~-]{0,254}\Z")
 
 
 class ValueType:
@@ -980,10 +980,10 @@ def type_text(value, decl):
     return value
 
 
-@value_type("name", "a system name (user, group, package, service): letters, digits and . _ - + : @")
+@value_type("name", "a system name (user, group, package, service): letters, digits and . _ - + : @ = ~")
 def type_name(value, decl):
     if not isinstance(value, str) or not SYSTEM_NAME_RE.match(value) or ".." in value:
-        raise ValueError("expected a name (letters, digits and . _ - + : @, not a path), got %s" % json.dumps(value))
+        raise ValueError("expected a name (letters, digits and . _ - + : @ = ~, not a path), got %s" % json.dumps(value))
     return value
 
 
@@ -2201,6 +2201,14 @@ class Field:
         return None
 
 
+class FieldError(ValueError):
+    """A step's rendered field is not of its type."""
+
+    def __init__(self, key, message):
+        ValueError.__init__(self, message)
+        self.key, self.message = key, message
+
+
 class Rule:
     """A declared relation between a step's fields, checked when a profile loads."""
 
@@ -2285,8 +2293,8 @@ class Step:
         self.where = where
         self.args = args
         self.data = spec.get("data", False)
+        self.id = spec.get("id") or "%s:%s" % (self.kind, self.target())   # as given: state records are keyed by it
         self.validate()
-        self.id = spec.get("id") or "%s:%s" % (self.kind, self.target())
         self.goal = goal
         self.wanted = self.wanted_for(goal)
 
@@ -2296,17 +2304,18 @@ class Step:
         return self.goals.get(goal)
 
     def validate(self):
-        """The rendered arguments (after {{parameters}} are filled in), each converted to its type."""
+        """The rendered arguments (after {{parameters}} are filled in), each converted to its
+        type; a FieldError names the field, for render_step to say whose value it was."""
         for key, field in self.schema.items():
             value = self.args.get(key)
             if value is None:
                 if field.required:
-                    raise ProfileError(self.profile.origin, "%s.%s" % (self.where, key), "needs a value")
+                    raise FieldError(key, "needs a value")
                 continue
             try:
                 self.args[key] = field.parse(value)
             except ValueError as exc:
-                raise ProfileError(self.profile.origin, "%s.%s" % (self.where, key), str(exc))
+                raise FieldError(key, str(exc))
 
     def target(self):
         return str(self.args.get("path") or self.args.get("name") or "")
@@ -3269,7 +3278,7 @@ class BtrfsFilesystemStep(StoreStep):
     schema = dict(OWNERSHIP, path=Field("path", required=True, help="the mount point"),
                   device=Field("path", help="a block device"),
                   image=Field("path", help="or an image file, created at `size` when missing"),
-                  size=Field("size"), label=Field("word", default="stackboot"),
+                  size=Field("size"), label=Field("text", default="stackboot"),
                   options=Field("list", default=["noatime"], items="word"), fstab=Field("bool", default=True))
     rules = (exactly_one("device", "image"), required_with("image", "size", "an image needs a size"))
 
@@ -3414,6 +3423,17 @@ class BtrfsSubvolumeStep(StoreStep):
         run.host.forget()
 
 
+def retry_busy(run, argv, fix):
+    """A ZFS destroy: the unmount it starts may finish after it answered "busy"; try again."""
+    for attempt in range(5):
+        result = run.runner.run(argv, change=True, check=False)
+        if result.rc == 0 or "busy" not in result.err + result.out or attempt == 4:
+            break
+        time.sleep(1)
+    if result.rc != 0:
+        raise CommandFailed(result, fix + ", then run the uninstall again")
+
+
 @step_kind
 class ZfsPoolStep(StoreStep):
     """A ZFS pool by name: used when it exists; created only from the vdevs the user listed,
@@ -3455,7 +3475,7 @@ class ZfsPoolStep(StoreStep):
         if foreign:
             raise StackbootError("not destroying pool %s: it now holds %s, which stackboot did not make"
                                  % (self.args["name"], ", ".join(foreign)), "destroy the pool by hand if you mean it")
-        run.runner.run(["zpool", "destroy", self.args["name"]], change=True)
+        retry_busy(run, ["zpool", "destroy", self.args["name"]], "end what still uses pool %s" % self.args["name"])
         for vdev in self.made(run).get("files", []):   # the file vdevs it made itself
             run.host.remove(vdev)
         run.probed.pop("pools", None)
@@ -3516,13 +3536,7 @@ class ZfsDatasetStep(StoreStep):
         return [Change("-", "zfs destroy %s (with its data)" % self.args["name"], action="purge")]
 
     def purge(self, run, changes):   # never -r: a child somebody else made stops it, in zfs's words
-        for attempt in range(4):   # the unmount zfs destroy starts may finish after it answered "busy"
-            result = run.runner.run(["zfs", "destroy", self.args["name"]], change=True, check=False)
-            if result.rc == 0 or "busy" not in result.err or attempt == 3:
-                break
-            time.sleep(1)
-        if result.rc != 0:
-            raise CommandFailed(result, "end what still uses %s, then run the uninstall again" % self.args["name"])
+        retry_busy(run, ["zfs", "destroy", self.args["name"]], "end what still uses %s" % self.args["name"])
         run.mounts.forget()
 
     def wanted_properties(self):
@@ -3951,8 +3965,9 @@ class CvmfsPublishStep(Step):
     somebody else's open transaction is never touched."""
 
     kind = "cvmfs-publish"
-    schema = {"repository": Field("fqrn", required=True), "source": Field("path", required=True),
-              "tag": Field("word", help="tag the new revision (cvmfs_server publish -a)"),
+    schema = {"repository": Field("fqrn", required=True),
+              "source": Field("text", required=True, help="a directory of the machine stackboot runs on (not under --root)"),
+              "tag": Field("text", help="tag the new revision (cvmfs_server publish -a)"),
               "message": Field("text", help="the revision's message (-m)"),
               "timeout": Field("int", default=300, help="seconds to wait for the repository lock (transaction -t)")}
 
@@ -3970,8 +3985,8 @@ class CvmfsPublishStep(Step):
         name, source, host = self.args["repository"], self.args["source"], run.host
         if not host.exists("%s/%s/server.conf" % (CvmfsRepositoryStep.CONFIG, name)):
             return [Change("!", "no CVMFS repository %s on this host: install the cvmfs-server role with it first" % name)]
-        if not host.isdir(source):
-            return [Change("!", "%s is not a directory: give the directory whose content the repository should hold" % source)]
+        if not os.path.isabs(source) or not os.path.isdir(source):
+            return [Change("!", "%s is not a directory here: give the directory whose content the repository should hold" % source)]
         busy = self.busy(run)
         if busy:
             return [Change("!", "%s already has an open transaction (%s): %s" % (name, busy[0], self.busy_fix()))]
@@ -4034,6 +4049,8 @@ def sync_tree(host, source, dest, dry_run=False):
         if stat_module.S_ISDIR(st.st_mode):
             if not same_kind:
                 counts["new" if have is None else "changed"] += 1
+            elif (have.st_mode & 0o7777) != (st.st_mode & 0o7777):
+                counts["changed"] += 1
             if dry_run:
                 if same_kind:
                     for key, value in sync_tree(host, src, target, dry_run).items():
@@ -4128,21 +4145,24 @@ def check_platforms(profiles, facts):
                 facts["pretty_name"]), "run it on a %s host" % " or ".join(profile.platforms))
 
 
-def make_plan(library, roles, facts, inputs=None, goal="present", secrets=None, reason=None, recovering=False):
+def make_plan(library, roles, facts, inputs=None, goal="present", secrets=None, reason=None, recovering=False, steps=True):
     """The one way to a Plan: the roles' profiles (requirements first, each once), the platform
     check, the parameters resolved from the profiles and `inputs`, and the rendered steps.
     Secret values join `secrets` (the session's set that every output is redacted with)
-    before anything else can print them. Removal goals take the steps in reverse order."""
+    before anything else can print them. Removal goals take the steps in reverse order.
+    steps=False: the values alone, for a command that acts on no host (show, cloud-init for
+    a host yet to be made): no platform check, no steps."""
     if goal not in GOALS:
         raise StackbootError("internal: unknown goal %s" % goal)
     for role in roles:
         library.get(role)
     profiles = library.closure(roles)
-    check_platforms(profiles, facts)   # before any parameter: a Linux-only role fails at once
+    if steps:
+        check_platforms(profiles, facts)   # before any parameter: a Linux-only role fails at once
     values = resolve_parameters(library, profiles, facts, inputs or Inputs())
     if secrets is not None:
         secrets.update(values.secret_texts())
-    steps = render_steps(profiles, values, facts, goal, recovering)
+    steps = render_steps(profiles, values, facts, goal, recovering) if steps else []
     if goal != "present":
         steps.reverse()
     role_parameters = dict((role, set(name for profile in library.closure([role]) for name in profile.parameters))
@@ -4238,8 +4258,23 @@ def render_step(profile, where, spec, context, values, facts, goal="present"):
             elif field.default is not None:
                 args[key] = json.loads(json.dumps(field.default))
         spec_for_item = dict(spec, id=spec["id"] + "#%d" % number) if "for_each" in spec and "id" in spec else spec
-        steps.append(cls(profile, where if item is None else "%s(%s)" % (where, render_scalar(item)), spec_for_item, args, goal))
+        try:
+            steps.append(cls(profile, where if item is None else "%s(%s)" % (where, render_scalar(item)), spec_for_item, args, goal))
+        except FieldError as exc:
+            raise field_error(profile, where, cls.kind, spec, exc, values)
     return steps
+
+
+def field_error(profile, where, kind, spec, exc, values):
+    """A rendered value that a step cannot take: the user's parameter when one made it (with
+    where its value came from), else the profile."""
+    names = sorted(ref.split(".")[0] for ref in template_refs(spec.get(exc.key)) if ref.split(".")[0] in values.decls)
+    if names:
+        name = names[0]
+        return BadInput("parameter %s (from %s): %s (it is the %s of a %s step of %s)" % (
+            name, values.sources.get(name, "default"), exc.message, exc.key, kind, profile.name),
+            "give %s a value that fits" % name)
+    return ProfileError(profile.origin, "%s.%s" % (where, exc.key), exc.message)
 
 
 # ---------------------------------------------------------------------------
@@ -4290,6 +4325,7 @@ def converge(run, plans, verb=None, event=None, details=None, confirm=None, chan
     out, host = run.out, run.host
     details = dict(details or {}, roles=[role for plan in plans for role in plan.roles])
     with host.holding_lock(event or (verb or "converge").lower(), **details):
+        run.changed |= set(changed_before)   # an earlier converge's changes (a lab's shared build) trigger here too
         assessed = assess(run, plans)
         conflicts = [(plan, step, change) for plan, step, changes in assessed for change in changes if change.symbol == "!"]
         if conflicts:
@@ -4305,48 +4341,56 @@ def converge(run, plans, verb=None, event=None, details=None, confirm=None, chan
         if confirm is not None:
             confirm([(step, real_changes(changes)) for _, step, changes in assessed if real_changes(changes)])
         watching = watchers(plans)
-        outcome, succeeded = Outcome(), False
+        outcome, reached = Outcome(), []
         run.changed.clear()   # from here on: what changed, not what would
         with host.changes_allowed():
             try:
-                for done in changed_before:   # an earlier converge's changes (a lab's shared build) count here
+                for done in changed_before:
                     mark_triggered(run, watching, done)
-                for plan, step, changes in assessed:
-                    if run.changed:   # something changed since assessing: look again just before acting
-                        changes = step.check(run) if step.wanted else step.kept(run)
-                    outcome.notes += [change.summary for change in changes if change.symbol == "=" and plan.goal in ("absent", "purged")]
-                    changes = real_changes(changes)
-                    if not changes:
-                        outcome.right += 1
-                        continue
-                    report_step(out, step, changes, plan.reason)
-                    try:
-                        step.apply(run, changes)
-                        run.state.clear_pending(step.id)   # what it waited for (a restart) just happened
-                        host.forget()   # commands change files behind the cache's back
-                        step.verify(run)
-                    except StackbootError as exc:
-                        exc.message = "%s: %s" % (step.describe(), exc.message)
-                        raise
-                    run.changed.add(step.id)
-                    outcome.ids.add(step.id)
-                    if step.goal == "present":
-                        mark_triggered(run, watching, step.id)
-                    run.state.save()
-                    outcome.changed += 1
-                succeeded = True
-            finally:
-                if record_roles:
-                    for plan in plans:
+                for plan in plans:
+                    reached.append(plan)
+                    for step, changes in [(step, changes) for owner, step, changes in assessed if owner is plan]:
+                        act(run, plan, step, changes, watching, outcome)
+                    if record_roles and plan.goal != "present":   # all its steps done: not installed any more
                         for role in plan.roles:
-                            if plan.goal == "present":   # even after a failure: the next run repairs with the same inputs
-                                run.state.remember_role(role, plan.inputs_to_remember(role))
-                            elif succeeded:
-                                run.state.forget_role(role)
+                            run.state.forget_role(role)
+                        run.state.save()
+            finally:
+                for plan in reached if record_roles else []:
+                    if plan.goal == "present":   # even after a failure: the next run repairs with the same inputs
+                        for role in plan.roles:
+                            run.state.remember_role(role, plan.inputs_to_remember(role))
                 run.state.save()
     if verb:
         report_outcome(run, plans, verb, outcome)
     return outcome
+
+
+def act(run, plan, step, changes, watching, outcome):
+    """One step of the converge loop: look again if anything changed since assessing, then
+    apply, verify, and record what it triggers."""
+    if run.changed:   # something changed since assessing: look again just before acting
+        changes = step.check(run) if step.wanted else step.kept(run)
+    outcome.notes += [change.summary for change in changes if change.symbol == "=" and plan.goal in ("absent", "purged")]
+    changes = real_changes(changes)
+    if not changes:
+        outcome.right += 1
+        return
+    report_step(run.out, step, changes, plan.reason)
+    try:
+        step.apply(run, changes)
+        run.state.clear_pending(step.id)   # what it waited for (a restart) just happened
+        run.host.forget()   # commands change files behind the cache's back
+        step.verify(run)
+    except StackbootError as exc:
+        exc.message = "%s: %s" % (step.describe(), exc.message)
+        raise
+    run.changed.add(step.id)
+    outcome.ids.add(step.id)
+    if step.goal == "present":
+        mark_triggered(run, watching, step.id)
+    run.state.save()
+    outcome.changed += 1
 
 
 def mark_triggered(run, watching, step_id):
@@ -4434,8 +4478,8 @@ class Cluster:
         inputs.add("--set", self.nodes[name].get("parameters", {}), "strict")
         return inputs.add("--set", sets or {}, "strict")
 
-    def node_plan(self, library, name, facts, sets=None, secrets=None):
-        return make_plan(library, self.nodes[name]["roles"], facts, self.node_inputs(name, sets), secrets=secrets)
+    def node_plan(self, library, name, facts, sets=None, secrets=None, steps=True):
+        return make_plan(library, self.nodes[name]["roles"], facts, self.node_inputs(name, sets), secrets=secrets, steps=steps)
 
 
 def load_cluster(library, facts, where):
@@ -4485,7 +4529,7 @@ def load_cluster(library, facts, where):
     cluster = Cluster(origin, data)
     for name in nodes:
         try:
-            cluster.node_plan(library, name, facts)
+            cluster.node_plan(library, name, facts, steps=False)
         except BadInput as exc:
             raise bad("$.nodes." + name, exc.message)
     return cluster
@@ -4541,12 +4585,12 @@ class Session:
         inputs.add("environment", dict(os.environ), "env")
         return inputs.add("--set", parse_sets(self.args.set), "strict")
 
-    def plan(self, roles, goal="present", remembered_from=(), state=None, reason=None, recovering=False):
+    def plan(self, roles, goal="present", remembered_from=(), state=None, reason=None, recovering=False, steps=True):
         """The plan for `roles` with the inputs an earlier install of them (or of the roles in
         remembered_from, first) remembered."""
         state = state or State(self.host)
         remembered = state.inputs(list(remembered_from) + list(roles))
-        return make_plan(self.library, roles, self.facts, self.inputs(remembered), goal, self.secrets, reason, recovering)
+        return make_plan(self.library, roles, self.facts, self.inputs(remembered), goal, self.secrets, reason, recovering, steps)
 
     def run(self, state=None):
         return Run(self.host, self.facts, self.out, state, force=getattr(self.args, "force", False),
@@ -4577,7 +4621,7 @@ def cmd_list(session):
 
 
 def cmd_show(session):
-    plan = session.plan([session.args.role])
+    plan = session.plan([session.args.role], steps=False)   # every parameter, even before all are given
     values = plan.values
     if session.args.json:
         session.out.say(json.dumps({"role": session.args.role, "requires": [p.name for p in plan.profiles[:-1]],
@@ -4770,8 +4814,10 @@ def cmd_cvmfs(session):
     as installed): open, sync, publish, or abort."""
     args = session.args
     source = os.path.abspath(args.directory)
-    if not session.host.isdir(source):
+    if not os.path.isdir(source):
         raise BadInput("%s: no such directory" % args.directory, "give the directory whose content the repository should hold")
+    if not session.host.exists("%s/%s/server.conf" % (CvmfsRepositoryStep.CONFIG, args.repository)):
+        raise BadInput("no CVMFS repository %s on this host" % args.repository, "install the cvmfs-server role with it first")
     given = {"repository": args.repository, "source": source, "timeout": str(args.timeout)}
     given.update((key, value) for key, value in (("tag", args.tag), ("message", args.message)) if value is not None)
     plan = make_plan(session.library, ["cvmfs-publish"], session.facts, Inputs().add("cvmfs publish", given, "strict"),
@@ -4888,12 +4934,13 @@ def cmd_cloud_init(session):
     if args.cluster:
         cluster = load_cluster(session.library, session.facts, args.cluster)
         for name, node in sorted(cluster.nodes.items()):
-            plan = cluster.node_plan(session.library, name, session.facts, sets, session.secrets)
+            plan = cluster.node_plan(session.library, name, session.facts, sets, session.secrets, steps=False)
             given = dict(cluster.data.get("parameters", {}), **node.get("parameters", {}))
             given.update(sets)
             targets.append((name, node["roles"], dict((key, value) for key, value in given.items() if key in plan.values.decls)))
     else:
-        make_plan(session.library, args.roles, session.facts, Inputs().add("--set", sets, "strict"), secrets=session.secrets)
+        make_plan(session.library, args.roles, session.facts, Inputs().add("--set", sets, "strict"), secrets=session.secrets,
+                  steps=False)   # the values, checked here; the new host plans its own steps
         targets = [(None, args.roles, sets)]
     for name, roles, parameters in targets:
         text = cloud_config(roles, parameters, source, args.from_url, digest)
@@ -5109,7 +5156,7 @@ class Lab:
         home = [{"kind": "directory", "path": LAB_BASE, "mode": "0755", "prune": True}] if os.path.dirname(self.dir) == LAB_BASE else []
         home += [{"kind": "directory", "path": self.dir, "mode": "0755", "data": True},
                  {"kind": "file", "path": self.dir + "/lab.json", "content": self.record("up" if action == "up" else "down"),
-                  "mode": "0644"}]
+                  "mode": "0600", "diff": False}]   # the cluster file's values, secrets too
         library = built_in_library(**{"lab-home": {"description": "lab %s: its directory" % self.name, "steps": home},
                                       "lab-network": {"description": "lab %s: its network" % self.name, "steps": network}})
         facts = self.session.facts
@@ -6225,8 +6272,8 @@ EMBEDDED_PROFILES = {
       "help": "the repository, made by the cvmfs-server role"
     },
     "source": {
-      "type": "path",
-      "help": "the directory whose content the repository should hold (deletions included)"
+      "type": "text",
+      "help": "the directory (on the machine stackboot runs on) whose content the repository should hold, deletions included"
     },
     "tag": {
       "type": "string",

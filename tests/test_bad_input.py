@@ -103,6 +103,9 @@ CASES = [
      'error: parameter size (from --set): expected a size like 100GiB, 1.5TiB or 512M, got "10 GB"'),
     ("bad-labels", GOOD, ["plan", "demo", "--set", "label_set=AB,C"],
      'error: parameter label_set (from --set): labels are single letters A-Z, got "AB"'),
+    ("value-unfit-for-its-step", step(kind="group", name="{{name}}"), ["plan", "demo", "--set", "name=../x"],
+     'error: parameter name (from --set): expected a name (letters, digits and . _ - + : @ = ~, not a path), got "../x" '
+     '(it is the name of a group step of demo); give name a value that fits'),
     ("choice", GOOD, ["plan", "demo", "--set", "mode_choice=git"],
      "error: parameter mode_choice (from --set): must be one of: packages, source"),
     ("unknown-command", GOOD, ["deploy", "demo"],

@@ -409,3 +409,8 @@ def test_sync_tree_mirrors_types_links_modes_and_deletions(tmp_path):
     assert os.readlink(str(dest / "link")) == "d/f" and (dest / "was-dir").read_text() == "now a file"
     assert os.stat(str(dest / "exe")).st_mode & 0o777 == 0o755
     assert stackboot.sync_tree(host, str(source), str(dest)) == {"new": 0, "changed": 0, "removed": 0}
+    os.chmod(str(source / "d"), 0o700)   # a directory's mode is content too
+    assert stackboot.sync_tree(host, str(source), str(dest), dry_run=True) == {"new": 0, "changed": 1, "removed": 0}
+    with host.changes_allowed():
+        stackboot.sync_tree(host, str(source), str(dest))
+    assert os.stat(str(dest / "d")).st_mode & 0o777 == 0o700

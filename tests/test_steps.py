@@ -335,6 +335,18 @@ def test_restart_survives_a_run_killed_after_the_config_changed(fakefs):
     h.converge()
 
 
+def test_a_change_in_an_earlier_converge_restarts_a_watching_service(fakefs):
+    """A lab node's daemons restart for a build made by the host's own converge just before."""
+    h = Harness([{"kind": "command", "id": "shared-build", "argv": ["/bin/build"], "creates": "/built"},
+                 {"kind": "service", "name": "demo", "restart_on": ["shared-build"]}])
+    h.tools.units["demo.service"] = {"enabled": True, "active": True}
+    run, plan = h.run()
+    outcome = stackboot.converge(run, [plan.part([step for step in plan.steps if step.kind == "service"])],
+                                 changed_before={"shared-build"})
+    assert h.runner.changes() == [["systemctl", "restart", "demo.service"]] and outcome.changed == 1
+    assert run.state.pending("service:demo", "restart") == []
+
+
 def test_systemd_service_stopped_and_disabled_on_request(fakefs):
     tools = FakeTools("/")
     tools.units["demo.service"] = {"enabled": True, "active": True}
