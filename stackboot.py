@@ -35,6 +35,8 @@ EXIT_OK = 0          # success, or nothing to change
 EXIT_FAILED = 1      # a step or a command failed
 EXIT_PENDING = 2     # plan --detailed-exitcode / check: changes are pending
 EXIT_BAD_INPUT = 64  # bad usage or bad input (sysexits EX_USAGE); nothing changed
+EXIT_INTERRUPTED = 130   # interrupted (128 + SIGINT, as shells report it); what was open was closed
+EXIT_BROKEN_PIPE = 141   # whoever read the output stopped reading (128 + SIGPIPE); quietly
 
 STATE_DIR = "/var/lib/stackboot"
 LOG_FILE = "/var/log/stackboot.log"
@@ -290,6 +292,61 @@ def extract_archive(archive, into):
     return tops.pop() if len(tops) == 1 and os.path.isdir(os.path.join(into, list(tops)[0])) else ""
 
 
+JSON_DEPTH = 32   # deeper than any file stackboot reads needs; a guard against RecursionError
+
+
+class DuplicateKey(ValueError):
+    pass
+
+
+def load_json(data, origin, fix, error=None):
+    """A JSON file someone gave or left: UTF-8 (a BOM is fine), nested at most JSON_DEPTH
+    levels, no key twice in one object. Anything else is one `error` (BadInput) naming origin."""
+    error = error or BadInput
+    if isinstance(data, bytes):
+        try:
+            data = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise error("%s: not UTF-8 text (byte %d is %s)" % (origin, exc.start, hex(data[exc.start])), fix)
+    data = data[1:] if data.startswith("\ufeff") else data
+
+    def unique(pairs):
+        seen = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise DuplicateKey(key)
+            seen.add(key)
+        return dict(pairs)
+    try:
+        value = json.loads(data, object_pairs_hook=unique)
+    except DuplicateKey as exc:
+        raise error("%s: the key %s appears twice in one object" % (origin, json.dumps(str(exc))), fix)
+    except RecursionError:
+        raise error("%s: nested deeper than %d levels" % (origin, JSON_DEPTH), fix)
+    except ValueError as exc:
+        where = "line %d column %d: " % (exc.lineno, exc.colno) if hasattr(exc, "lineno") else ""
+        raise error("%s: %sinvalid JSON: %s" % (origin, where, getattr(exc, "msg", exc)), fix)
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > JSON_DEPTH:
+            raise error("%s: nested deeper than %d levels" % (origin, JSON_DEPTH), fix)
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        stack.extend((child, depth + 1) for child in children)
+    return value
+
+
+def read_input(path, what, fix):
+    """The bytes of a file the user named; BadInput (not a permissions hint) when it cannot be read."""
+    try:
+        data = read_bytes(path)
+    except (IOError, OSError) as exc:
+        raise BadInput("%s %s: cannot read it (%s)" % (what, path, exc.strerror or exc), fix)
+    if data is None:
+        raise BadInput("%s %s: no such file" % (what, path), fix)
+    return data
+
+
 ZIPAPP_MAIN = "import sys\nimport stackboot\nsys.exit(stackboot.main())\n"
 
 
@@ -304,7 +361,7 @@ def compiled(source):
     return header + marshal.dumps(compile(source, "stackboot.py", "exec", dont_inherit=True))
 
 
-def write_zipapp(path, source, members=()):
+def write_zipapp(path, source, members=(), mode=0o755):
     """A zipapp at `path`, whole or not at all: a launcher as __main__.py, stackboot as a module
     with its bytecode beside it (Python takes that where its version matches, the source
     elsewhere), then `members` ((name, a file's path or bytes), ...)."""
@@ -320,10 +377,13 @@ def write_zipapp(path, source, members=()):
                 zipped.writestr("stackboot.pyc", bytecode)
             for name, data in members:
                 if isinstance(data, bytes):
-                    zipped.writestr(name, data)
+                    info = zipfile.ZipInfo(name, time.localtime()[:6])
+                    info.external_attr = (mode & 0o666) << 16   # as private as the bundle itself
+                    info.compress_type = zipfile.ZIP_DEFLATED
+                    zipped.writestr(info, data)
                 else:
                     zipped.write(data, name)
-    os.chmod(temp, 0o755)
+    os.chmod(temp, mode)
     os.rename(temp, path)
 
 
@@ -610,8 +670,23 @@ class Host:
         return None
 
     # -- changing (each guarded and logged) ---------------------------------------
-    def permit(self, op, path, **detail):
+    def permit(self, op, path, follows=False, **detail):
+        """The runner's guard, and, under --root, the change must stay inside the root: a
+        symbolic link on the way (an absolute one, /var/run -> /run) would lead to this
+        machine's own files. `follows`: the operation follows a link at `path` itself."""
+        self.confine(path, follows)
         self.runner.permit(op, path, **detail)
+
+    def confine(self, path, follows=False):
+        if self.root == "/":
+            return
+        real_root = os.path.realpath(self.root)
+        full = self.path(path)
+        for where in [os.path.dirname(full)] + ([full] if follows else []):
+            real = os.path.realpath(where)
+            if real != real_root and not real.startswith(real_root + os.sep):
+                raise StackbootError("%s leads outside %s (to %s): a symbolic link on the way" % (path, self.root, real),
+                                     "make the link relative to the root, or act on the host itself")
 
     def write_file(self, path, data, mode=0o644, uid=-1, gid=-1):
         """The whole file, atomically, owner and mode set before it appears."""
@@ -625,7 +700,11 @@ class Host:
     def make_dirs(self, path, mode=0o755):
         if os.path.isdir(self.path(path)):
             return
+        missing = path
+        while not os.path.isdir(self.path(os.path.dirname(missing))) and os.path.dirname(missing) != missing:
+            missing = os.path.dirname(missing)
         self.permit("mkdir", path, mode="%04o" % mode)
+        self.confine(missing)   # the first missing one: its parent exists, and must be inside the root
         os.makedirs(self.path(path), mode)
 
     def set_owner(self, path, uid, gid):
@@ -634,7 +713,7 @@ class Host:
         os.chown(self.path(path), uid, gid, follow_symlinks=False)
 
     def set_mode(self, path, mode):
-        self.permit("chmod", path, mode="%04o" % mode)
+        self.permit("chmod", path, follows=True, mode="%04o" % mode)
         os.chmod(self.path(path), mode)
 
     def remove(self, path):
@@ -651,7 +730,7 @@ class Host:
         import shutil
         if not self.exists(path):
             return
-        self.permit("remove tree", path)
+        self.permit("remove tree", path, follows=True)
         shutil.rmtree(self.path(path))
         self.forget()
 
@@ -681,14 +760,14 @@ class Host:
 
     def download(self, url, path, out=None, offline=False):
         """`url` into the file `path` (a part file: resumed, never renamed here)."""
-        self.permit("download", path, url=url)
+        self.permit("download", path, follows=True, url=url)
         self.make_dirs(os.path.dirname(path))
         fetch(url, self.path(path), out, offline)
 
     def save_stream(self, path, stream):
         """Everything `stream` reads, into the file `path` (a part file)."""
         import shutil
-        self.permit("write", path)
+        self.permit("write", path, follows=True)
         self.make_dirs(os.path.dirname(path))
         with open(self.path(path), "wb") as target:
             shutil.copyfileobj(stream, target)
@@ -696,12 +775,12 @@ class Host:
     def copy_in(self, source, path):
         """A file of this machine (outside --root) copied to `path`, with its mode and times."""
         import shutil
-        self.permit("copy", path, source=source)
+        self.permit("copy", path, follows=True, source=source)
         shutil.copy2(source, self.path(path))
 
     def extract(self, archive, into):
         """Unpack the tarball `archive` into the directory `into`; its top directory's name."""
-        self.permit("extract", into, archive=archive)
+        self.permit("extract", into, follows=True, archive=archive)
         return extract_archive(self.path(archive), self.path(into))
 
     def install_tree(self, stage):
@@ -959,6 +1038,13 @@ def plain(text, extra=""):
 
 
 def split_list(value):
+    """A list as given: a JSON list, or text: a JSON list (when an item has a comma in it) or
+    comma-separated items."""
+    if isinstance(value, str) and value.strip().startswith("["):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise ValueError("expected a JSON list like [\"a\", \"b\"], got %s" % json.dumps(value))
     if isinstance(value, list):
         return value
     if isinstance(value, str):
@@ -1140,13 +1226,14 @@ def type_settings(value, decl):
 
 
 def check_value(name, decl, value, source=None):
-    """A parameter value, converted to its type; BadInput when it is not one."""
-    parse = TYPES[decl.get("type", "string")].parse
+    """A parameter value, converted to its type; BadInput when it is not one (a secret one's
+    value is never part of the message)."""
+    kind = TYPES[decl.get("type", "string")]
     where = "parameter %s" % name + (" (from %s)" % source if source else "")
     if value is None:
         return None
     try:
-        value = parse(value, decl)
+        value = kind.parse(value, decl)
         if "choices" in decl and value not in decl["choices"]:
             raise ValueError("must be one of: %s" % ", ".join(str(choice) for choice in decl["choices"]))
         if "pattern" in decl:
@@ -1154,6 +1241,8 @@ def check_value(name, decl, value, source=None):
                 if not re.fullmatch(decl["pattern"], str(item)):
                     raise ValueError("%s does not match the pattern %s" % (json.dumps(item), decl["pattern"]))
     except ValueError as exc:
+        if decl.get("secret"):
+            raise BadInput("%s: expected %s (the value is secret: not shown)" % (where, kind.help))
         raise BadInput("%s: %s" % (where, exc))
     return value
 
@@ -1162,9 +1251,6 @@ def check_value(name, decl, value, source=None):
 # Profiles and parameters
 # ---------------------------------------------------------------------------
 
-PARAM_KEYS = {"type", "default", "help", "choices", "pattern", "secret", "items", "min", "max", "allow", "lookup"}
-PROFILE_KEYS = {"description", "requires", "parameters", "overlays", "steps", "platforms", "platforms_why", "recover", "summary", "status"}
-STEP_COMMON_KEYS = {"kind", "id", "when", "comment", "for_each", "as", "needs", "data"}
 
 
 class ProfileError(BadInput):
@@ -1195,99 +1281,91 @@ class Profile:
 
 
 def parse_profile_text(name, origin, text):
-    try:
-        data = json.loads(text)
-    except ValueError as exc:
-        if hasattr(exc, "lineno"):
-            raise BadInput("%s: line %d column %d: invalid JSON: %s" % (origin, exc.lineno, exc.colno, exc.msg),
-                           "fix the profile and run again")
-        raise BadInput("%s: invalid JSON: %s" % (origin, exc), "fix the profile and run again")
+    data = load_json(text, origin, "fix the profile and run again")
     validate_profile(origin, data)
     return Profile(name, origin, data)
 
 
-def expect(origin, path, value, kinds, what):
-    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in (kinds if isinstance(kinds, tuple) else (kinds,))):
-        raise ProfileError(origin, path, "expected %s, got %s" % (what, json.dumps(value)))
+# The shape of a profile, checked before anything reads it: a type of the one table, a JSON
+# list of a shape ([shape]), an object of these keys ({key: shape}; "*" for any key), or None
+# for any value. "bool" and "int" mean JSON's own true/false and whole numbers.
+STEP_COMMON_SHAPE = {"kind": "text", "id": "word", "when": {"*": None}, "comment": "text", "for_each": "text",
+                     "as": "name", "needs": ["name"], "data": "bool"}
+PARAMETER_SHAPE = {"type": "word", "default": None, "help": "text", "choices": [None], "pattern": "regex", "secret": "bool",
+                   "items": "word", "min": "int", "max": "int", "allow": "text", "lookup": {"key": "name", "table": {"*": None}}}
+PROFILE_SHAPE = {"description": "text", "requires": ["name"], "platforms": ["word"], "platforms_why": "text",
+                 "summary": ["text"], "status": "argv", "parameters": {"*": PARAMETER_SHAPE}, "overlays": {"*": {"*": None}},
+                 "recover": {"evidence": ["text"], "replaces": ["name"], "steps": [None]}, "steps": [None]}
+PARAM_KEYS = set(PARAMETER_SHAPE)
+PROFILE_KEYS = set(PROFILE_SHAPE)
+STEP_COMMON_KEYS = set(STEP_COMMON_SHAPE)
+SHAPE_WORDS = {"bool": "true or false", "int": "a whole number", "text": "text", "name": "a name", "word": "a word",
+               "argv": "an argv list", "regex": "a regular expression"}
+
+
+def check_shape(origin, where, value, shape):
+    """ProfileError at the first place where `value` does not have `shape`."""
+    def wrong(what):
+        return ProfileError(origin, where, "expected %s, got %s" % (what, json.dumps(value)))
+    if shape is None:
+        return
+    if isinstance(shape, list):
+        if not isinstance(value, list):
+            raise wrong("a list")
+        for index, item in enumerate(value):
+            check_shape(origin, "%s[%d]" % (where, index), item, shape[0])
+    elif isinstance(shape, dict):
+        if not isinstance(value, dict):
+            raise wrong("an object")
+        for key, item in value.items():
+            if key not in shape and "*" not in shape:
+                raise ProfileError(origin, "%s.%s" % (where, key), "unknown key (known: %s)" % ", ".join(sorted(shape)))
+            check_shape(origin, "%s.%s" % (where, key), item, shape.get(key, shape.get("*")))
+    elif shape == "bool":
+        if not isinstance(value, bool):
+            raise wrong(SHAPE_WORDS[shape])
+    elif shape == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise wrong(SHAPE_WORDS[shape])
+    else:
+        if not isinstance(value, str) and shape != "argv":
+            raise wrong(SHAPE_WORDS.get(shape, TYPES[shape].help))
+        try:
+            TYPES[shape].parse(value, {})
+        except ValueError as exc:
+            raise ProfileError(origin, where, str(exc))
 
 
 def validate_profile(origin, data):
     """Shape checks that need no other profile: keys, types, kinds, references."""
-    expect(origin, "$", data, dict, "an object")
-    for key in data:
-        if key not in PROFILE_KEYS:
-            raise ProfileError(origin, "$." + key, "unknown key (known: %s)" % ", ".join(sorted(PROFILE_KEYS)))
-    expect(origin, "$.description", data.get("description", ""), str, "text")
-    requires = data.get("requires", [])
-    expect(origin, "$.requires", requires, list, "a list of profile names")
-    expect(origin, "$.summary", data.get("summary", []), list, "a list of lines")
-    for index, line in enumerate(data.get("summary", [])):
-        expect(origin, "$.summary[%d]" % index, line, str, "a line of text")
-    if "status" in data:
-        expect(origin, "$.status", data["status"], list, "an argv list")
-        for index, part in enumerate(data["status"]):
-            expect(origin, "$.status[%d]" % index, part, str, "a string")
-    for index, item in enumerate(requires):
-        expect(origin, "$.requires[%d]" % index, item, str, "a profile name")
+    check_shape(origin, "$", data, PROFILE_SHAPE)
     params = data.get("parameters", {})
-    expect(origin, "$.parameters", params, dict, "an object")
     for pname, decl in params.items():
         where = "$.parameters." + pname
         if not NAME_RE.match(pname):
             raise ProfileError(origin, where, "parameter names are lower_case_words")
-        expect(origin, where, decl, dict, "an object")
-        for key in decl:
-            if key not in PARAM_KEYS:
-                raise ProfileError(origin, where + "." + key, "unknown key (known: %s)" % ", ".join(sorted(PARAM_KEYS)))
-        ptype = decl.get("type", "string")
-        if not isinstance(ptype, str) or ptype not in TYPES:
-            raise ProfileError(origin, where + ".type", "unknown type %s (known: %s)" % (json.dumps(ptype), ", ".join(sorted(TYPES))))
-        if "items" in decl and (not isinstance(decl["items"], str) or decl["items"] not in TYPES):
-            raise ProfileError(origin, where + ".items", "unknown type %s (known: %s)" % (json.dumps(decl["items"]), ", ".join(sorted(TYPES))))
-        expect(origin, where + ".help", decl.get("help", ""), str, "text")
-        if "choices" in decl:
-            expect(origin, where + ".choices", decl["choices"], list, "a list")
-        if "lookup" in decl:
-            lookup = decl["lookup"]
-            expect(origin, where + ".lookup", lookup, dict, "an object {\"key\": PARAMETER, \"table\": {VALUE: DEFAULT}}")
-            if set(lookup) != {"key", "table"} or lookup["key"] not in params or not isinstance(lookup["table"], dict):
-                raise ProfileError(origin, where + ".lookup", "expected {\"key\": PARAMETER, \"table\": {VALUE: DEFAULT}}")
-        if "pattern" in decl:
-            expect(origin, where + ".pattern", decl["pattern"], str, "a regular expression")
-            try:
-                re.compile(decl["pattern"])
-            except re.error as exc:
-                raise ProfileError(origin, where + ".pattern", "bad regular expression: %s" % exc)
-        if decl.get("default") is not None and not TEMPLATE_REF.search(str(decl["default"])):
+        for key in ("type", "items"):
+            if key in decl and decl[key] not in TYPES:
+                raise ProfileError(origin, "%s.%s" % (where, key), "unknown type %s (known: %s)" % (
+                    json.dumps(decl[key]), ", ".join(sorted(TYPES))))
+        for index, choice in enumerate(decl.get("choices", [])):
+            if isinstance(choice, (list, dict)):
+                raise ProfileError(origin, "%s.choices[%d]" % (where, index), "expected a plain value, got %s" % json.dumps(choice))
+        lookup = decl.get("lookup")
+        if lookup is not None and (set(lookup) != {"key", "table"} or lookup["key"] not in params):
+            raise ProfileError(origin, where + ".lookup", "expected {\"key\": PARAMETER, \"table\": {VALUE: DEFAULT}}")
+        if decl.get("default") is not None and not template_refs(decl["default"]):
             try:
                 check_value(pname, decl, decl["default"])
             except BadInput as exc:
                 raise ProfileError(origin, where + ".default", exc.message)
-    recover = data.get("recover")
-    if recover is not None:
-        expect(origin, "$.recover", recover, dict, "an object {\"evidence\": [GLOB...], \"replaces\": [ROLE...], "
-                                                   "\"steps\": [STEP...]}")
-        if set(recover) - {"evidence", "replaces", "steps"}:
-            raise ProfileError(origin, "$.recover", "unknown key (known: evidence, replaces, steps)")
-        for key, what in (("evidence", "a path pattern"), ("replaces", "a role")):
-            expect(origin, "$.recover." + key, recover.get(key, []), list, "a list of %ss" % what.split(" ", 1)[1])
-            for index, item in enumerate(recover.get(key, [])):
-                expect(origin, "$.recover.%s[%d]" % (key, index), item, str, what)
-        expect(origin, "$.recover.steps", recover.get("steps", []), list, "a list of steps")
-        for index, step in enumerate(recover.get("steps", [])):
-            validate_step(origin, "$.recover.steps[%d]" % index, step)
-    overlays = data.get("overlays", {})
-    expect(origin, "$.overlays", overlays, dict, "an object of OS selector -> parameter defaults")
-    for selector, values in overlays.items():
-        expect(origin, "$.overlays." + selector, values, dict, "an object of parameter values")
-    steps = data.get("steps", [])
-    expect(origin, "$.steps", steps, list, "a list of steps")
-    for index, step in enumerate(steps):
-        validate_step(origin, "$.steps[%d]" % index, step)
+    for where, step in Profile("", origin, data).all_steps():
+        validate_step(origin, where, step)
 
 
 def validate_step(origin, where, step):
-    expect(origin, where, step, dict, "an object")
+    if not isinstance(step, dict):
+        raise ProfileError(origin, where, "expected an object, got %s" % json.dumps(step))
     kind = step.get("kind")
     if not isinstance(kind, str) or kind not in STEP_KINDS:
         raise ProfileError(origin, where + ".kind", "unknown step kind %s (known: %s)" % (
@@ -1295,6 +1373,7 @@ def validate_step(origin, where, step):
     cls = STEP_KINDS[kind]
     for key, value in step.items():
         if key in STEP_COMMON_KEYS:
+            check_shape(origin, "%s.%s" % (where, key), value, STEP_COMMON_SHAPE[key])
             continue
         field = cls.schema.get(key)
         if field is None:
@@ -1310,14 +1389,11 @@ def validate_step(origin, where, step):
         problem = rule.problem(cls.kind, step)
         if problem:
             raise ProfileError(origin, where, problem)
-    if "id" in step:
-        expect(origin, where + ".id", step["id"], str, "text")
-    if "when" in step:
-        expect(origin, where + ".when", step["when"], dict, "an object of parameter -> value")
-    if "data" in step:
-        expect(origin, where + ".data", step["data"], bool, "true or false")
-    if "needs" in step:   # parameters that must have a value wherever this step is used
-        expect(origin, where + ".needs", step["needs"], list, "a list of parameter names")
+    for key, wanted in step.get("when", {}).items():
+        if any(isinstance(option, (list, dict)) for option in (wanted if isinstance(wanted, list) else [wanted])):
+            raise ProfileError(origin, "%s.when.%s" % (where, key), "expected a value or a list of values, got %s" % json.dumps(wanted))
+    if "for_each" in step and not is_whole_ref(step["for_each"]):
+        raise ProfileError(origin, where + ".for_each", "expected one {{list parameter}}, got %s" % json.dumps(step["for_each"]))
 
 
 def is_whole_ref(value):
@@ -1422,12 +1498,13 @@ def load_library(extra_dirs, host):
                 raise BadInput("--profiles %s: no such directory" % directory)
             continue
         for entry in sorted(os.listdir(directory)):
-            if entry.endswith(".json"):
+            if entry.endswith(".json") and entry[:-5] not in library.profiles:
                 origin = os.path.join(directory, entry)
-                with open(origin) as handle:
-                    library.add(parse_profile_text(entry[:-5], origin, handle.read()))
+                text = read_input(origin, "profile", "fix the profile and run again")
+                library.add(parse_profile_text(entry[:-5], origin, text))
     for name, text in sorted(EMBEDDED_PROFILES.items()):
-        library.add(parse_profile_text(name, "embedded profile %s.json" % name, text))
+        if name not in library.profiles:   # a profile of the same name seen first wins
+            library.add(parse_profile_text(name, "embedded profile %s.json" % name, text))
     library.validate()
     return library
 
@@ -1444,6 +1521,18 @@ class Values:
 
     def secret_texts(self):
         return [render_scalar(self.values[name]) for name in self.secrets if self.values.get(name) not in (None, "")]
+
+
+def secret_texts(values):
+    """Every text a secret value could be printed as: itself, and each item of a list."""
+    texts = set()
+    for value in values:
+        for item in (value if isinstance(value, list) else [value]):
+            if item not in (None, "", [], {}) and not isinstance(item, bool):
+                texts.add(item if isinstance(item, str) else json.dumps(item) if isinstance(item, (list, dict)) else str(item))
+        if isinstance(value, (list, dict)):
+            texts.add(json.dumps(value))
+    return texts
 
 
 def declared_parameters(profiles):
@@ -1486,8 +1575,10 @@ def parse_sets(items, source="--set"):
     return given
 
 
-def resolve_parameters(library, profiles, facts, inputs):
-    """Values in rising precedence: default, OS overlay, the lab overlay, then the inputs' layers."""
+def resolve_parameters(library, profiles, facts, inputs, secrets=None, complete=True):
+    """Values in rising precedence: default, OS overlay, the lab overlay, then the inputs' layers.
+    Every value given for a secret parameter joins `secrets` before anything is checked, so that
+    no error can show it."""
     decls, owner = declared_parameters(profiles)
     values = Values(decls)
     for name, decl in decls.items():
@@ -1523,27 +1614,39 @@ def resolve_parameters(library, profiles, facts, inputs):
                 values.set(name, value, source)
             elif scope != "quiet":
                 unknown(name, source, scope)
-    # Profile-written defaults may use facts and other parameters ("{{localstate_dir}}/mfs");
-    # they are filled in dependency order. Values a user typed are never expanded.
-    context = facts_context(facts)
-    pending = {}
-    for name, value in values.values.items():
+    if secrets is not None:
+        secrets.update(secret_texts(values.values[name] for name in values.secrets))
+    # What the user gave is checked first, so that an error names it. Profile-written defaults
+    # may use facts and other parameters ("{{localstate_dir}}/mfs"): they are filled in, in
+    # dependency order, with checked values, then checked themselves. A user's value is never expanded.
+    derived = {}
+    for name, value in list(values.values.items()):
         written_by_profile = values.sources[name] in ("default", "lab overlay") or values.sources[name].startswith("os overlay")
         if written_by_profile and template_refs(value):
-            pending[name] = value
+            derived[name] = value
         else:
-            context[name] = value
+            values.values[name] = check_value(name, decls[name], value, values.sources[name])
+    context = facts_context(facts)
+    context.update((name, value) for name, value in values.values.items() if name not in derived)
+    pending = dict(derived)
     while pending:
         ready = [name for name, value in pending.items() if template_refs(value) <= set(context)]
         if not ready:
             name = sorted(pending)[0]
-            raise BadInput("parameter %s: its default refers to {{%s}}, which never gets a plain value"
-                           % (name, sorted(template_refs(pending[name]) - set(context))[0]),
+            raise BadInput("%s: parameter %s: its default refers to {{%s}}, which never gets a plain value"
+                           % (origin_of(profiles, name), name, sorted(template_refs(pending[name]) - set(context))[0]),
                            "give %s a value with --set" % name)
         for name in ready:
-            context[name] = values.values[name] = substitute(pending.pop(name), context)
-    for name, decl in decls.items():
-        values.values[name] = check_value(name, decl, values.values[name], values.sources[name])
+            filled = substitute(pending.pop(name), context)
+            context[name] = values.values[name] = None if filled == "" else filled   # made of empty facts (no codename): no value
+    for name, template in derived.items():
+        try:
+            values.values[name] = context[name] = check_value(name, decls[name], values.values[name], values.sources[name])
+        except BadInput as exc:   # the user's value that went into it is the one to fix
+            given = ["%s from %s" % (ref, values.sources[ref]) for ref in sorted(template_refs(template))
+                     if ref in decls and values.sources[ref] not in ("default", "lab overlay")]
+            raise BadInput("%s (%s is %s%s)" % (exc.message, name, json.dumps(template), ", with " + ", ".join(given) if given else ""),
+                           "give %s a value that fits" % (given[0].split()[0] if given else name))
     # Lookups, each after the lookups its key or its table entry refers to.
     pending = [name for name, decl in decls.items()
                if decl.get("lookup") and values.values[name] is None and values.sources[name] == "default"]
@@ -1562,13 +1665,22 @@ def resolve_parameters(library, profiles, facts, inputs):
                 values.sources[name] = "no known value for %s %s" % (lookup["key"], key)
             break
         else:
-            raise BadInput("parameters %s look each other up in a circle" % ", ".join(sorted(pending)), "fix the profile")
+            raise BadInput("%s: parameters %s look each other up in a circle" % (origin_of(profiles, pending[0]), ", ".join(sorted(pending))),
+                           "fix the profile")
     for name, decl in decls.items():
         if values.values[name] is None and "default" not in decl:
+            if not complete:   # show lists it as what it is
+                values.sources[name] = "required: no value yet"
+                continue
             raise BadInput("parameter %s (role %s) needs a value%s" % (
                 name, owner[name], ": " + decl["help"] if decl.get("help") else ""),
                 "pass --set %s=VALUE or put it in the site file" % name)
     return values
+
+
+def origin_of(profiles, name):
+    """The file of the profile that declares parameter `name`."""
+    return next((profile.origin for profile in profiles if name in profile.parameters), "a profile")
 
 
 def substitute(value, context):
@@ -2013,23 +2125,33 @@ class State:
     Only these methods touch its data.
     """
 
-    SHAPE = {"roles": dict, "files": dict, "builds": dict, "digests": dict, "pending": dict, "made": dict}
+    # What each part holds, as check_shape reads it ("*": any key).
+    SHAPE = {"version": "int",
+             "roles": {"*": {"inputs": {"*": None}, "installed": "text"}},
+             "files": {"*": {"sha256": "sha256"}},
+             "builds": {"*": {"inputs": None, "version": "text", "files": ["text"], "previous_version": None}},
+             "digests": {"*": [None]},
+             "pending": {"*": {"*": ["text"]}},
+             "made": {"*": {"*": None}}}
 
     def __init__(self, host):
         self.host = host
         self.path = host.state_dir + "/state.json"
-        data = read_bytes(host.path(self.path))
+        where = host.path(self.path)
+        fix = ("it holds the inputs installs remembered and what builds installed: repair it by hand, or move it "
+               "aside and install again with the same --set values")
         try:
-            self.data = json.loads(as_text(data)) if data else {}
-        except ValueError:
-            raise StackbootError("%s is not valid JSON" % host.path(self.path), "move it aside; the next install rebuilds it")
-        if not isinstance(self.data, dict) or any(not isinstance(self.data.get(key, {}), kind) for key, kind in self.SHAPE.items()) \
-                or any(not isinstance(record, dict) for record in self.data.get("roles", {}).values()):
-            raise StackbootError("%s is not a stackboot state file (unexpected shape)" % host.path(self.path),
-                                 "move it aside; the next install rebuilds it")
+            data = read_bytes(where)
+        except (IOError, OSError) as exc:
+            raise StackbootError("%s: cannot read it (%s)" % (where, exc.strerror or exc), fix)
+        self.data = load_json(data, where, fix, StackbootError) if data else {}
+        try:
+            check_shape(where, "$", self.data, self.SHAPE)
+        except ProfileError as exc:
+            raise StackbootError("stackboot's state is damaged: " + exc.message, fix)
         self.data.setdefault("version", 1)
         for key, kind in self.SHAPE.items():
-            self.data.setdefault(key, kind())
+            self.data.setdefault(key, {})
 
     def save(self):
         self.host.make_dirs(self.host.state_dir, 0o700)
@@ -2797,7 +2919,13 @@ class Bundle:
             names = set(zipped.namelist())
             if "bundle.json" not in names:
                 return None
-            return cls(archive, names, json.loads(as_text(zipped.read("bundle.json"))))
+            origin, fix = "%s/bundle.json" % archive, "make the bundle again with `stackboot bundle`"
+            manifest = load_json(zipped.read("bundle.json"), origin, fix, StackbootError)
+        try:
+            check_shape(origin, "$", manifest, {"stackboot": "text", "parameters": {"*": None}, "artifacts": {"*": "text"}})
+        except ProfileError as exc:
+            raise StackbootError("this bundle is damaged: " + exc.message, fix)
+        return cls(archive, names, dict({"parameters": {}}, **manifest))
 
     def has(self, sha256):
         return "artifacts/" + sha256 in self.names
@@ -3605,6 +3733,36 @@ def type_labels(value, decl):
 HDD_RE = re.compile(r"^([*<>~]?)(/\S*?)(?:\s+(=|=?-?[0-9]+(?:\.[0-9]+)?(?:[kMGTPE]|[KMGTPE]i)?B?%?|=-?[0-9]+%))?\Z")
 
 
+EXPORT_FLAGS = {"ro", "readonly", "rw", "readwrite", "ignoregid", "alldirs", "admin", "dynamicip", "canchangequota"}
+EXPORT_SETTINGS = {"disable", "maproot", "mapall", "md5pass", "minversion", "mingoal", "maxgoal", "mintrashretention",
+                   "maxtrashretention", "mintrashtime", "maxtrashtime", "umask", "password", "sclassgroups"}
+IPV4 = r"(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])){3}"
+EXPORT_ADDRESS_RE = re.compile(r"^(\*|%s(/([0-9]|[12][0-9]|3[0-2])|/%s|-%s)?)\Z" % (IPV4, IPV4, IPV4))
+
+
+@value_type("export", "an mfsexports.cfg line: ADDRESS DIRECTORY [OPTIONS]")
+def type_export(value, decl):
+    """One line of mfsexports.cfg (its options as mfsmaster's exports.c reads them): ADDRESS is *,
+    an address, ADDRESS/BITS, ADDRESS/MASK or FROM-TO; DIRECTORY is / or a path in MooseFS, or .
+    for the meta filesystem; OPTIONS are comma-separated, with no space."""
+    plain_line = isinstance(value, str) and not any(ord(ch) < 32 or ord(ch) == 127 for ch in value) and "#" not in value
+    words = value.split() if plain_line else []
+    if not 2 <= len(words) <= 3:
+        raise ValueError("expected an mfsexports.cfg line ADDRESS DIRECTORY [OPTIONS] (options comma-separated, no spaces; "
+                         "a list of them as JSON: [\"* / rw,alldirs\"]), got %s" % json.dumps(value))
+    address, directory, options = words[0], words[1], words[2].split(",") if len(words) == 3 else []
+    if not EXPORT_ADDRESS_RE.match(address):
+        raise ValueError("%s: the address must be *, A.B.C.D, A.B.C.D/BITS, A.B.C.D/MASK or FROM-TO" % json.dumps(address))
+    if directory != "." and (not directory.startswith("/") or ".." in directory.split("/")):
+        raise ValueError("%s: the directory must be / or a path in MooseFS (no ..), or . (meta)" % json.dumps(directory))
+    for option in options:
+        name, sep, setting = option.partition("=")
+        if not (name in EXPORT_FLAGS and not sep or name in EXPORT_SETTINGS and sep and setting):
+            raise ValueError("%s: not an mfsexports.cfg option (known: %s, and %s with =VALUE)" % (
+                json.dumps(option), ", ".join(sorted(EXPORT_FLAGS)), ", ".join(sorted(EXPORT_SETTINGS))))
+    return " ".join(words)
+
+
 @value_type("hdd", "an mfshdd.cfg line: [*|<|>|~]PATH [LIMIT]")
 def type_hdd(value, decl):
     """One mfshdd.cfg line: [*|<|>|~]PATH [LIMIT]; its path, marker and limit stay at hand for steps."""
@@ -4145,13 +4303,15 @@ def check_platforms(profiles, facts):
                 facts["pretty_name"]), "run it on a %s host" % " or ".join(profile.platforms))
 
 
-def make_plan(library, roles, facts, inputs=None, goal="present", secrets=None, reason=None, recovering=False, steps=True):
+def make_plan(library, roles, facts, inputs=None, goal="present", secrets=None, reason=None, recovering=False, steps=True,
+              complete=True):
     """The one way to a Plan: the roles' profiles (requirements first, each once), the platform
     check, the parameters resolved from the profiles and `inputs`, and the rendered steps.
     Secret values join `secrets` (the session's set that every output is redacted with)
     before anything else can print them. Removal goals take the steps in reverse order.
     steps=False: the values alone, for a command that acts on no host (show, cloud-init for
-    a host yet to be made): no platform check, no steps."""
+    a host yet to be made): no platform check, no steps. complete=False (show): a required
+    parameter may stay without a value."""
     if goal not in GOALS:
         raise StackbootError("internal: unknown goal %s" % goal)
     for role in roles:
@@ -4159,7 +4319,7 @@ def make_plan(library, roles, facts, inputs=None, goal="present", secrets=None, 
     profiles = library.closure(roles)
     if steps:
         check_platforms(profiles, facts)   # before any parameter: a Linux-only role fails at once
-    values = resolve_parameters(library, profiles, facts, inputs or Inputs())
+    values = resolve_parameters(library, profiles, facts, inputs or Inputs(), secrets, complete)
     if secrets is not None:
         secrets.update(values.secret_texts())
     steps = render_steps(profiles, values, facts, goal, recovering) if steps else []
@@ -4234,10 +4394,6 @@ def render_step(profile, where, spec, context, values, facts, goal="present"):
         items = substitute(spec["for_each"], context)
         if not isinstance(items, list):
             raise ProfileError(profile.origin, where + ".for_each", "expected a list parameter, got %s" % json.dumps(items))
-    for name in spec.get("needs", []):
-        if context.get(name) in (None, "", []):
-            raise BadInput("parameter %s has no value, and the %s step of %s needs one" % (name, cls.kind, profile.name),
-                           "pass --set %s=VALUE" % name)
     steps = []
     for number, item in enumerate(items):
         scope = context
@@ -4247,6 +4403,10 @@ def render_step(profile, where, spec, context, values, facts, goal="present"):
             scope.update((name + "." + key, value) for key, value in (item.items() if isinstance(item, dict) else []))
             if "when" in spec and not condition_holds(spec["when"], values, facts, scope):
                 continue
+        for name in spec.get("needs", []):   # wherever the step is used at all
+            if context.get(name) in (None, "", []):
+                raise BadInput("parameter %s has no value, and the %s step of %s needs one" % (name, cls.kind, profile.name),
+                               "pass --set %s=VALUE" % name)
         args = {}
         for key, field in cls.schema.items():
             if key in spec:
@@ -4257,6 +4417,16 @@ def render_step(profile, where, spec, context, values, facts, goal="present"):
                                    "pass --set %s=VALUE" % name)
             elif field.default is not None:
                 args[key] = json.loads(json.dumps(field.default))
+        given = dict((key, value) for key, value in args.items() if value is not None)
+        for rule in cls.rules:   # a rule a profile keeps may still fail on values: a companion parameter left unset
+            problem = rule.problem(cls.kind, given)
+            if problem:
+                unset = sorted(TEMPLATE_REF.fullmatch(spec[key]).group(1) for key in spec
+                               if key in cls.schema and args.get(key) is None and is_whole_ref(spec[key]))
+                if unset:
+                    raise BadInput("parameter %s has no value, and the %s step of %s needs it (%s)" % (
+                        unset[0], cls.kind, profile.name, problem), "pass --set %s=VALUE" % unset[0])
+                raise ProfileError(profile.origin, where, problem)
         spec_for_item = dict(spec, id=spec["id"] + "#%d" % number) if "for_each" in spec and "id" in spec else spec
         try:
             steps.append(cls(profile, where if item is None else "%s(%s)" % (where, render_scalar(item)), spec_for_item, args, goal))
@@ -4271,8 +4441,9 @@ def field_error(profile, where, kind, spec, exc, values):
     names = sorted(ref.split(".")[0] for ref in template_refs(spec.get(exc.key)) if ref.split(".")[0] in values.decls)
     if names:
         name = names[0]
+        message = "not a fitting value (it is secret: not shown)" if name in values.secrets else exc.message
         return BadInput("parameter %s (from %s): %s (it is the %s of a %s step of %s)" % (
-            name, values.sources.get(name, "default"), exc.message, exc.key, kind, profile.name),
+            name, values.sources.get(name, "default"), message, exc.key, kind, profile.name),
             "give %s a value that fits" % name)
     return ProfileError(profile.origin, "%s.%s" % (where, exc.key), exc.message)
 
@@ -4487,16 +4658,17 @@ def load_cluster(library, facts, where):
     check its values with the roles that will use them, as --set would be."""
     if where in EMBEDDED_CLUSTERS and not os.path.exists(where):
         origin, text = "built-in cluster %s" % where, EMBEDDED_CLUSTERS[where]
+    elif not os.path.lexists(where):
+        raise BadInput("cluster %s: no such file or built-in cluster" % where,
+                       "give a cluster JSON file (built in: %s)" % ", ".join(sorted(EMBEDDED_CLUSTERS)))
     else:
-        origin, text = where, as_text(read_bytes(where) or b"") if os.path.isfile(where) else None
-        if text is None:
-            raise BadInput("cluster %s: no such file or built-in cluster" % where,
-                           "give a cluster JSON file (built in: %s)" % ", ".join(sorted(EMBEDDED_CLUSTERS)))
-    try:
-        data = json.loads(text)
-    except ValueError as exc:
-        raise BadInput("%s: invalid JSON: %s" % (origin, exc), "fix the cluster file")
+        origin, text = where, read_input(where, "cluster", "give a cluster JSON file")
+    return parse_cluster(library, facts, origin, load_json(text, origin, "fix the cluster file"))
 
+
+def parse_cluster(library, facts, origin, data):
+    """A cluster's data checked: its keys, node names, addresses and roles, and every node's
+    values by the roles that will use them."""
     def bad(path, message):
         return BadInput("%s: %s: %s" % (origin, path, message), "fix the cluster file")
     if not isinstance(data, dict) or set(data) - CLUSTER_KEYS:
@@ -4506,6 +4678,9 @@ def load_cluster(library, facts, where):
         raise bad("$.nodes", "expected an object of node name -> {address, roles, parameters}")
     if not isinstance(data.get("parameters", {}), dict):
         raise bad("$.parameters", "expected an object of parameter -> value")
+    for key in ("description", "subnet"):
+        if not isinstance(data.get(key, ""), str) or "\n" in data.get(key, ""):
+            raise bad("$." + key, "expected one line of text, got %s" % json.dumps(data[key]))
     addresses = {}
     for name, node in nodes.items():
         where_node = "$.nodes." + name
@@ -4547,6 +4722,8 @@ class Session:
         self.args = args
         self.secrets = set()
         self.out = Output(quiet=args.quiet, verbose=args.verbose, secrets=self.secrets)
+        if args.root == "":
+            raise BadInput("--root is empty", "give the directory of the system to act on, or leave --root out for this one")
         root = os.path.abspath(args.root or "/")
         if not os.path.isdir(root):
             raise BadInput("--root %s: no such directory" % root)
@@ -4560,18 +4737,21 @@ class Session:
             args.offline = True
 
     def site(self):
-        path = self.args.site or SITE_FILE
-        data = self.host.read(path) if not self.args.site else read_bytes(path)
-        if data is None:
-            if self.args.site:
-                raise BadInput("--site %s: no such file" % path)
-            return None
-        try:
-            parsed = json.loads(as_text(data))
-        except ValueError as exc:
-            raise BadInput("%s: invalid JSON: %s" % (path, exc), "fix the site file")
+        """(path, parameters) of the site file: --site (a file here) or the host's own."""
+        fix = "fix the site file"
+        if self.args.site:
+            path, data = self.args.site, read_input(self.args.site, "--site", fix)
+        else:
+            path = SITE_FILE
+            try:
+                data = self.host.read(path)
+            except (IOError, OSError) as exc:
+                raise BadInput("%s: cannot read it (%s)" % (self.host.path(path), exc.strerror or exc), fix)
+            if data is None:
+                return None
+        parsed = load_json(data, path, fix)
         if not isinstance(parsed, dict) or set(parsed) - {"parameters"} or not isinstance(parsed.get("parameters", {}), dict):
-            raise BadInput("%s: expected {\"parameters\": {NAME: VALUE, ...}}" % path, "fix the site file")
+            raise BadInput("%s: expected {\"parameters\": {NAME: VALUE, ...}}" % path, fix)
         return path, parsed.get("parameters", {})
 
     def inputs(self, remembered=None):
@@ -4585,12 +4765,14 @@ class Session:
         inputs.add("environment", dict(os.environ), "env")
         return inputs.add("--set", parse_sets(self.args.set), "strict")
 
-    def plan(self, roles, goal="present", remembered_from=(), state=None, reason=None, recovering=False, steps=True):
+    def plan(self, roles, goal="present", remembered_from=(), state=None, reason=None, recovering=False, steps=True,
+             complete=True):
         """The plan for `roles` with the inputs an earlier install of them (or of the roles in
         remembered_from, first) remembered."""
         state = state or State(self.host)
         remembered = state.inputs(list(remembered_from) + list(roles))
-        return make_plan(self.library, roles, self.facts, self.inputs(remembered), goal, self.secrets, reason, recovering, steps)
+        return make_plan(self.library, roles, self.facts, self.inputs(remembered), goal, self.secrets, reason, recovering,
+                         steps, complete)
 
     def run(self, state=None):
         return Run(self.host, self.facts, self.out, state, force=getattr(self.args, "force", False),
@@ -4621,7 +4803,7 @@ def cmd_list(session):
 
 
 def cmd_show(session):
-    plan = session.plan([session.args.role], steps=False)   # every parameter, even before all are given
+    plan = session.plan([session.args.role], steps=False, complete=False)   # every parameter, even before all are given
     values = plan.values
     if session.args.json:
         session.out.say(json.dumps({"role": session.args.role, "requires": [p.name for p in plan.profiles[:-1]],
@@ -4770,6 +4952,7 @@ def cmd_bundle(session):
     roles = args.roles or sorted(name for name, profile in library.profiles.items()
                                  if any(spec.get("kind") in ("download", "build") for spec in profile.steps))
     artifacts = {}   # sha256 -> (url, where this host caches it, roles)
+    secret = set()   # the given parameters some role keeps secret: the bundle carries them, so only its owner may read it
     for role in roles:
         try:   # the bundle's values are shared: each role takes the ones it knows
             plan = make_plan(library, [role], session.facts, Inputs().add("--set", given, "shared"), secrets=session.secrets)
@@ -4778,6 +4961,7 @@ def cmd_bundle(session):
                 raise
             out.info("  skipped %s: %s" % (role, exc.message))
             continue
+        secret |= plan.values.secrets & set(given)
         for step in plan.steps:
             if isinstance(step, DownloadStep):
                 artifacts.setdefault(step.args["sha256"], (step.args["url"], step.dest(), []))[2].append(role)
@@ -4803,7 +4987,9 @@ def cmd_bundle(session):
         manifest = {"stackboot": __version__, "parameters": given,
                     "artifacts": dict((sha, url) for sha, (url, _, _) in artifacts.items())}
         members.append(("bundle.json", (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()))
-        write_zipapp(args.output, own_source(), members)
+        write_zipapp(args.output, own_source(), members, 0o600 if secret else 0o755)
+    if secret:
+        out.say("  it carries the secret values of %s: the bundle is mode 0600, keep it that way" % ", ".join(sorted(secret)))
     out.say("Bundle: %s, %d file(s), %d KiB; it runs offline: python3 %s install ROLE" % (
         args.output, len(artifacts), os.path.getsize(args.output) // 1024, os.path.basename(args.output)))
     return EXIT_OK
@@ -5128,11 +5314,10 @@ class Lab:
             where = os.path.join(LAB_BASE, names[0])
         elif os.sep not in where:   # a lab's name, or the cluster file it was brought up from
             where = os.path.join(LAB_BASE, where[:-5] if where.endswith(".json") else where)
-        data = read_bytes(os.path.join(where, "lab.json"))
-        if data is None:
+        record = lab_record(where)
+        if record is None:
             raise BadInput("%s: no lab there (no lab.json)" % where, "start one with `stackboot lab up`")
-        record = json.loads(as_text(data))
-        lab = Lab(session, record["name"], where, Cluster(record["origin"], record["cluster"]))
+        lab = Lab(session, record["name"], where, parse_cluster(session.library, session.facts, record["origin"], record["cluster"]))
         lab.recorded_status = record["status"]
         return lab
 
@@ -5172,7 +5357,7 @@ class Lab:
         if clash:
             raise BadInput("this host already has a route into the lab's subnet %s: %s" % (self.network, ", ".join(clash)),
                            "give the cluster file another subnet and node addresses")
-        record = json.loads(as_text(read_bytes(os.path.join(self.dir, "lab.json")) or b"{}"))
+        record = lab_record(self.dir)
         if record and record["cluster"] != self.cluster.data and record["status"] == "up":
             raise BadInput("lab %s is up with another cluster definition" % self.name,
                            "`stackboot lab down %s` first, then up with the new one" % self.name)
@@ -5249,6 +5434,30 @@ class Lab:
             for line in reported.get(node.name, []):
                 out.say("  %-*s    %s" % (width, "", line))
         return EXIT_OK
+
+
+LAB_RECORD = {"name": "name", "origin": "text", "cluster": {"*": None}, "status": "word", "network": "text",
+              "host_address": "text"}
+
+
+def lab_record(directory):
+    """What lab.json in `directory` says (name, the cluster, up or down), or None without one."""
+    path = os.path.join(directory, "lab.json")
+    fix = "repair %s by hand, or end the lab yourself (`ip netns list`, `ip netns del`) and remove %s" % (path, directory)
+    try:
+        data = read_bytes(path)
+    except (IOError, OSError) as exc:
+        raise StackbootError("%s: cannot read it (%s)" % (path, exc.strerror or exc), fix)
+    if data is None:
+        return None
+    record = load_json(data, path, fix, StackbootError)
+    try:
+        check_shape(path, "$", record, LAB_RECORD)
+        if set(record) != set(LAB_RECORD) or record["status"] not in ("up", "down") or not NODE_NAME_RE.match(record["name"]):
+            raise ProfileError(path, "$", "expected the keys %s, status up or down" % ", ".join(sorted(LAB_RECORD)))
+    except ProfileError as exc:
+        raise StackbootError("a lab's record is damaged: " + exc.message, fix)
+    return record
 
 
 def lab_network(cluster):
@@ -5354,7 +5563,8 @@ EXIT_HELP = """exit codes:
   %d  failure
   %d  changes pending (plan --detailed-exitcode, check)
   %d  bad usage or bad input; nothing was changed
-""" % (EXIT_OK, EXIT_FAILED, EXIT_PENDING, EXIT_BAD_INPUT)
+  %d  interrupted (Ctrl-C); run the same command again to finish
+""" % (EXIT_OK, EXIT_FAILED, EXIT_PENDING, EXIT_BAD_INPUT, EXIT_INTERRUPTED)
 
 
 def build_parser(argv=None):
@@ -5462,6 +5672,13 @@ def main(argv=None, runner=None, uname=None):
     verbose = "-v" in argv or "--verbose" in argv
     code = EXIT_FAILED
     session = None
+    secrets = set()
+
+    def report(line):
+        if verbose:
+            import traceback
+            sys.stderr.write(redact(traceback.format_exc(), secrets))
+        sys.stderr.write(one_line(redact(line, secrets)) + "\n")
     try:
         try:
             args = merge_global_options(build_parser(argv).parse_args(argv))
@@ -5470,26 +5687,32 @@ def main(argv=None, runner=None, uname=None):
         if not args.command:
             raise BadInput("no command given", "see `stackboot --help`")
         session = Session(args, runner=runner, uname=uname)
+        secrets = session.secrets
         code = dict((name, func) for name, func, _ in COMMANDS)[args.command](session)
+    except BrokenPipeError:   # `stackboot ... | head`: the reader has what it wanted
+        try:
+            sys.stdout = open(os.devnull, "w")   # nothing more to flush at exit
+        except OSError:
+            pass
+        return EXIT_BROKEN_PIPE
     except StackbootError as exc:
-        if verbose:
-            import traceback
-            traceback.print_exc()
-        sys.stderr.write(redact(exc.line(), session.out.secrets if session else []) + "\n")
+        report(exc.line())
         code = exc.exit_code
     except KeyboardInterrupt:
         sys.stderr.write("error: interrupted; run the same command again to finish the job\n")
-        code = EXIT_FAILED
+        code = EXIT_INTERRUPTED
     except (IOError, OSError) as exc:
-        if verbose:
-            import traceback
-            traceback.print_exc()
-        sys.stderr.write("error: %s: %s; check permissions (install needs root) and free space\n"
-                         % (getattr(exc, "filename", None) or "system call", exc.strerror or exc))
+        report("error: %s: %s; check permissions (install needs root) and free space"
+               % (getattr(exc, "filename", None) or "system call", exc.strerror or exc))
         code = EXIT_FAILED
     # A last line, so a truncated or empty download (curl | python3 -) is noticed.
     sys.stderr.write("stackboot: %s (exit %d)\n" % ("done" if code in (EXIT_OK, EXIT_PENDING) else "failed", code))
     return code
+
+
+def one_line(text):
+    """An error line as one line: control characters (a newline in a value) shown escaped."""
+    return "".join(ch if 32 <= ord(ch) != 127 else repr(ch)[1:-1] for ch in text)
 
 
 # ---------------------------------------------------------------------------
@@ -5536,6 +5759,7 @@ EMBEDDED_PROFILES = {
     },
     "store_options": {
       "type": "list",
+      "items": "word",
       "default": [
         "noatime"
       ],
@@ -5548,19 +5772,18 @@ EMBEDDED_PROFILES = {
       "help": "subvolumes to create: PATH [LIMIT] (a size LIMIT becomes a qgroup limit)"
     },
     "store_owner": {
-      "type": "string",
+      "type": "name",
       "default": "root",
       "help": "owner of the subvolumes"
     },
     "store_group": {
-      "type": "string",
+      "type": "name",
       "default": "root",
       "help": "group of the subvolumes"
     },
     "store_mode": {
-      "type": "string",
+      "type": "mode",
       "default": "0755",
-      "pattern": "0?[0-7]{3,4}",
       "help": "mode of the subvolumes"
     }
   },
@@ -5645,12 +5868,13 @@ EMBEDDED_PROFILES = {
       "help": "free space kept on every disk (HDD_LEAVE_SPACE_DEFAULT)"
     },
     "chunkserver_service": {
-      "type": "string",
+      "type": "name",
       "default": "moosefs-chunkserver",
       "help": "the chunkserver's service name"
     },
     "chunkserver_packages": {
       "type": "list",
+      "items": "name",
       "default": [
         "moosefs-chunkserver"
       ],
@@ -5742,6 +5966,9 @@ EMBEDDED_PROFILES = {
       "kind": "zfs-dataset",
       "for_each": "{{disks}}",
       "as": "disk",
+      "needs": [
+        "disk_dataset_root"
+      ],
       "name": "{{disk_dataset_root}}/{{disk.name}}",
       "properties": {
         "mountpoint": "{{disk.path}}",
@@ -5908,6 +6135,7 @@ EMBEDDED_PROFILES = {
   "parameters": {
     "cli_packages": {
       "type": "list",
+      "items": "name",
       "default": [
         "moosefs-cli"
       ],
@@ -5975,6 +6203,7 @@ EMBEDDED_PROFILES = {
     },
     "mount_options": {
       "type": "list",
+      "items": "word",
       "default": [
         "mfsdelayedinit"
       ],
@@ -5987,6 +6216,7 @@ EMBEDDED_PROFILES = {
     },
     "client_packages": {
       "type": "list",
+      "items": "name",
       "default": [
         "moosefs-client"
       ],
@@ -5994,6 +6224,7 @@ EMBEDDED_PROFILES = {
     },
     "fuse_packages": {
       "type": "list",
+      "items": "name",
       "default": [
         "fuse3"
       ],
@@ -6165,6 +6396,7 @@ EMBEDDED_PROFILES = {
     },
     "client_packages": {
       "type": "list",
+      "items": "name",
       "default": ["cvmfs", "cvmfs-config-default"],
       "help": "the client packages"
     }
@@ -6219,7 +6451,7 @@ EMBEDDED_PROFILES = {
       "help": "where the verified release package is kept"
     },
     "cvmfs_release_package": {
-      "type": "string",
+      "type": "name",
       "default": "cvmfs-release",
       "help": "the package the release file installs"
     },
@@ -6316,7 +6548,7 @@ EMBEDDED_PROFILES = {
       "help": "the repositories this server holds, by FQRN (software.example.org,data.example.org)"
     },
     "repository_owner": {
-      "type": "string",
+      "type": "name",
       "default": "root",
       "help": "the user who owns every repository and publishes to it (mkfs -o)"
     },
@@ -6440,6 +6672,7 @@ EMBEDDED_PROFILES = {
     },
     "cvmfs_store_mounts": {
       "type": "list",
+      "items": "path",
       "default": null,
       "lookup": {"key": "cvmfs_store", "table": {
         "directory": [],
@@ -6455,16 +6688,17 @@ EMBEDDED_PROFILES = {
     },
     "server_packages": {
       "type": "list",
+      "items": "name",
       "default": ["cvmfs", "cvmfs-server", "cvmfs-config-default"],
       "help": "the CernVM-FS packages"
     },
     "apache_package": {
-      "type": "string",
+      "type": "name",
       "default": "apache2",
       "help": "the web server package (cvmfs-server only recommends it, mkfs needs it)"
     },
     "apache_service": {
-      "type": "string",
+      "type": "name",
       "default": "apache2",
       "help": "its service"
     },
@@ -6480,6 +6714,7 @@ EMBEDDED_PROFILES = {
     },
     "apache_modules": {
       "type": "list",
+      "items": "name",
       "default": ["headers", "expires", "proxy", "proxy_http"],
       "help": "modules mkfs wants enabled (a2enmod; built in on the RHEL family)"
     },
@@ -6489,7 +6724,7 @@ EMBEDDED_PROFILES = {
       "help": "the web server's document root; public keys go to WEB_ROOT/cvmfs-meta"
     },
     "cron_package": {
-      "type": "string",
+      "type": "name",
       "default": "cron",
       "help": "cron, for the schedules where no systemd runs"
     },
@@ -6625,12 +6860,13 @@ EMBEDDED_PROFILES = {
       "help": "port of the GUI"
     },
     "gui_service": {
-      "type": "string",
+      "type": "name",
       "default": "moosefs-gui",
       "help": "the GUI's service name (4.x)"
     },
     "gui_packages": {
       "type": "list",
+      "items": "name",
       "default": [
         "moosefs-gui"
       ],
@@ -6638,6 +6874,7 @@ EMBEDDED_PROFILES = {
     },
     "cgi_packages": {
       "type": "list",
+      "items": "name",
       "default": [
         "moosefs-cgi",
         "moosefs-cgiserv"
@@ -6894,8 +7131,7 @@ EMBEDDED_PROFILES = {
     },
     "exports": {
       "type": "list",
-      "items": "string",
-      "allow": "*",
+      "items": "export",
       "default": [
         "* / rw,alldirs,admin,maproot=0:0",
         "* . rw"
@@ -6903,12 +7139,13 @@ EMBEDDED_PROFILES = {
       "help": "mfsexports.cfg lines: IPRANGE PATH OPTIONS"
     },
     "master_service": {
-      "type": "string",
+      "type": "name",
       "default": "moosefs-master",
       "help": "the master's service name"
     },
     "master_packages": {
       "type": "list",
+      "items": "name",
       "default": [
         "moosefs-master"
       ],
@@ -7125,12 +7362,13 @@ EMBEDDED_PROFILES = {
       "help": "hours between metadata downloads"
     },
     "metalogger_service": {
-      "type": "string",
+      "type": "name",
       "default": "moosefs-metalogger",
       "help": "the metalogger's service name"
     },
     "metalogger_packages": {
       "type": "list",
+      "items": "name",
       "default": [
         "moosefs-metalogger"
       ],
@@ -7409,6 +7647,7 @@ EMBEDDED_PROFILES = {
     },
     "build_packages": {
       "type": "list",
+      "items": "name",
       "default": [
         "build-essential",
         "libpcap-dev",
@@ -7421,6 +7660,7 @@ EMBEDDED_PROFILES = {
     },
     "git_packages": {
       "type": "list",
+      "items": "name",
       "default": [
         "git",
         "autoconf",
@@ -7502,7 +7742,7 @@ EMBEDDED_PROFILES = {
       "help": "the official MooseFS repository for this platform"
     },
     "repo_suite": {
-      "type": "string",
+      "type": "word",
       "default": null,
       "help": "apt suite of the repository (the release codename)"
     },
@@ -7698,6 +7938,9 @@ EMBEDDED_PROFILES = {
     {
       "kind": "command",
       "id": "moosefs-fetch",
+      "needs": [
+        "git_commit"
+      ],
       "when": {
         "method": "git"
       },
@@ -7721,6 +7964,9 @@ EMBEDDED_PROFILES = {
     {
       "kind": "command",
       "id": "moosefs-archive",
+      "needs": [
+        "git_commit"
+      ],
       "when": {
         "method": "git"
       },
@@ -7791,6 +8037,7 @@ EMBEDDED_PROFILES = {
     },
     "zfs_packages": {
       "type": "list",
+      "items": "name",
       "default": [
         "zfsutils-linux"
       ],
@@ -7798,6 +8045,7 @@ EMBEDDED_PROFILES = {
     },
     "zfs_services": {
       "type": "list",
+      "items": "name",
       "default": [
         "zfs-import-cache",
         "zfs-mount"

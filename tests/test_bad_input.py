@@ -54,7 +54,7 @@ CASES = [
     ("unknown-reference", step(kind="directory", path="{{nope}}"), ["plan", "demo"],
      "error: {P}: $.steps: unknown parameter {{nope}}; fix the profile and run again"),
     ("unknown-param-type", bad_profile(parameters={"x": {"type": "float"}}), ["list"],
-     'error: {P}: $.parameters.x.type: unknown type "float" (known: argv, bool, cvmfs_repository, fqrn, hdd, host, int, labels, lines, list, mode, name, object, path, port, regex, settings, sha256, size, string, text, url, word); fix the profile and run again'),
+     'error: {P}: $.parameters.x.type: unknown type "float" (known: argv, bool, cvmfs_repository, export, fqrn, hdd, host, int, labels, lines, list, mode, name, object, path, port, regex, settings, sha256, size, string, text, url, word); fix the profile and run again'),
     ("bad-default", bad_profile(parameters={"p": {"type": "port", "default": 70000}}), ["list"],
      "error: {P}: $.parameters.p.default: parameter p: must be between 1 and 65535; fix the profile and run again"),
     ("param-name", bad_profile(parameters={"MasterHost": {"type": "host"}}), ["list"],
@@ -164,7 +164,7 @@ def test_environment_and_site_values_are_checked_too(tmp_path, capsys, monkeypat
         'error: site file /etc/stackboot/site.json: unknown parameter "hots" for demo; `stackboot show ROLE` lists the parameters'
     (root / "etc" / "stackboot" / "site.json").write_text('{"parameters": ')
     assert stackboot.main(argv) == 64
-    assert capsys.readouterr().err.splitlines()[0].startswith("error: /etc/stackboot/site.json: invalid JSON")
+    assert capsys.readouterr().err.splitlines()[0].startswith("error: /etc/stackboot/site.json: line 1 column 16: invalid JSON")
 
 
 def test_verbose_shows_a_traceback_for_debugging(tmp_path, capsys):

@@ -310,7 +310,7 @@ def test_publish_interrupted_aborts(host, fs):
         raise KeyboardInterrupt
     host.on(lambda argv: argv[:2] == ["cvmfs_server", "publish"], interrupt)
     code, out, err, runner = stackboot(host, "cvmfs", "publish", REPO, "/work/site")
-    assert code == 1 and "interrupted" in err
+    assert code == 130 and "interrupted" in err
     assert runner.changes()[-1] == ["cvmfs_server", "abort", "-f", REPO]
     assert not os.path.exists("/var/spool/cvmfs/%s/in_transaction.lock" % REPO) and os.listdir("/cvmfs/" + REPO) == []
 

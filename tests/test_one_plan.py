@@ -200,6 +200,8 @@ def test_bundle_and_cloud_init_take_their_roles_from_make_plan(widget, tmp_path)
     with zipfile.ZipFile(output) as zipped:
         assert sorted(name for name in zipped.namelist() if name.startswith("artifacts/")) == ["artifacts/" + download.args["sha256"]]
         assert json.loads(zipped.read("bundle.json").decode())["parameters"]["token"] == "t0ps3cret"   # the bundle needs it
+        assert (zipped.getinfo("bundle.json").external_attr >> 16) & 0o777 == 0o600
+    assert os.stat(output).st_mode & 0o777 == 0o600 and "secret values of token" in out
     assert "t0ps3cret" not in out + err
     code, out, err = widget.main("cloud-init", "widget", *widget.sets)
     assert code == 0, err
