@@ -1006,7 +1006,9 @@ HOST_RE = re.compile(r"^(\*|[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-
                      r"|[0-9]{1,3}(\.[0-9]{1,3}){3}|[0-9A-Fa-f:]*:[0-9A-Fa-f:.]*)\Z")
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*\Z")   # a parameter's name
 # A system name: a user, group, package, service or build. Never a path: no / and no "..".
-SYSTEM_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+:@=~-]{0,254}\Z")
+SYSTEM_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+:@-]{0,254}\Z")
+PACKAGE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+:@=~-]{0,254}\Z")   # apt's name=version, a ~ in versions
+WORD_RE = re.compile(r"^[A-Za-z0-9_./][A-Za-z0-9_.:=/@+~%-]*\Z")
 
 
 class ValueType:
@@ -1025,11 +1027,25 @@ def value_type(name, help):
     return register
 
 
+CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f]")
+BEYOND_LATIN1_RE = re.compile("[^\x00-\xff]")
+
+
+def control_characters(text, allowed=""):
+    """The control and invisible format characters in text (a newline, NUL, a bidi override that
+    makes a line read otherwise than it is), except `allowed`."""
+    found = [ch for ch in CONTROL_RE.findall(text) if ch not in allowed]
+    if BEYOND_LATIN1_RE.search(text):
+        import unicodedata
+        found += [ch for ch in text if ord(ch) > 255 and unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp")]
+    return found
+
+
 def plain(text, extra=""):
     """Reject what could break out of a config line or a shell word."""
     if not isinstance(text, str):
         raise ValueError("expected text, got %s" % json.dumps(text))
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in text):
+    if control_characters(text):
         raise ValueError("must be one line without control characters")
     bad = sorted(set(text) & (SHELL_META - set(extra)))
     if bad:
@@ -1061,22 +1077,32 @@ def type_string(value, decl):
 
 @value_type("text", "any one line of text")
 def type_text(value, decl):
-    if not isinstance(value, str) or "\n" in value or "\r" in value or "\0" in value:
+    if not isinstance(value, str) or control_characters(value, "\t"):
         raise ValueError("must be one line of text")
     return value
 
 
-@value_type("name", "a system name (user, group, package, service): letters, digits and . _ - + : @ = ~")
+@value_type("name", "a system name (user, group, service, build): letters, digits and . _ - + : @")
 def type_name(value, decl):
     if not isinstance(value, str) or not SYSTEM_NAME_RE.match(value) or ".." in value:
-        raise ValueError("expected a name (letters, digits and . _ - + : @ = ~, not a path), got %s" % json.dumps(value))
+        raise ValueError("expected a name (letters, digits and . _ - + : @, not a path), got %s" % json.dumps(value))
     return value
 
 
-@value_type("word", "one word: no spaces, control characters or #")
+@value_type("package", "a package name, or name=version")
+def type_package(value, decl):
+    if not isinstance(value, str) or not PACKAGE_RE.match(value) or ".." in value:
+        raise ValueError("expected a package name (letters, digits and . _ - + : @, =VERSION), got %s" % json.dumps(value))
+    return value
+
+
+@value_type("word", "one word of a config line or a command: letters, digits and . _ / : = @ + ~ % -")
 def type_word(value, decl):
-    if not isinstance(value, str) or not re.match(r"^[^\s#\x00-\x1f\x7f]+\Z", value):
-        raise ValueError("expected one word (no spaces, control characters or #), got %s" % json.dumps(value))
+    """One word of a config line or a command: never an option (a leading -), never quoting or
+    shell syntax, never a second word."""
+    if not isinstance(value, str) or not WORD_RE.match(value) or ".." in re.split("[/:]", value):
+        raise ValueError("expected one word (letters, digits and . _ / : = @ + ~ %% -, not starting with -, no ..), got %s"
+                         % json.dumps(value))
     return value
 
 
@@ -1260,6 +1286,8 @@ class ProfileError(BadInput):
 
 
 class Profile:
+    built_in = False
+
     def __init__(self, name, origin, data):
         self.name = name
         self.origin = origin
@@ -1280,7 +1308,13 @@ class Profile:
                [("$.recover.steps[%d]" % index, spec) for index, spec in enumerate((self.recover or {}).get("steps", []))]
 
 
-def parse_profile_text(name, origin, text):
+def parse_profile_text(name, origin, text, built_in=False):
+    """A profile from its JSON text, checked; a built-in one is part of this program, checked by
+    its tests (tests/test_delivery.py), not again at every start."""
+    if built_in:
+        profile = Profile(name, origin, json.loads(text))
+        profile.built_in = True
+        return profile
     data = load_json(text, origin, "fix the profile and run again")
     validate_profile(origin, data)
     return Profile(name, origin, data)
@@ -1435,7 +1469,8 @@ class Library:
 
         def visit(name, chain):
             if name in chain:
-                raise BadInput("profile %s requires itself through %s" % (name, " -> ".join(chain + [name])))
+                raise ProfileError(self.profiles[name].origin, "$.requires", "profile %s requires itself through %s"
+                                   % (name, " -> ".join(chain + [name])))
             if name in seen:
                 return
             profile = self.get(name)
@@ -1450,9 +1485,12 @@ class Library:
             visit(role, [])
         return ordered
 
-    def validate(self):
-        """Cross-profile checks: every {{ref}} is a declared parameter or a fact."""
+    def validate(self, everything=False):
+        """Cross-profile checks: every {{ref}} is a declared parameter or a fact (the built-in
+        profiles only when asked: their tests do it)."""
         for profile in self.profiles.values():
+            if profile.built_in and not everything:
+                continue
             known = set()
             for member in self.closure([profile.name]):
                 known |= set(member.parameters)
@@ -1504,7 +1542,7 @@ def load_library(extra_dirs, host):
                 library.add(parse_profile_text(entry[:-5], origin, text))
     for name, text in sorted(EMBEDDED_PROFILES.items()):
         if name not in library.profiles:   # a profile of the same name seen first wins
-            library.add(parse_profile_text(name, "embedded profile %s.json" % name, text))
+            library.add(parse_profile_text(name, "embedded profile %s.json" % name, text, built_in=True))
     library.validate()
     return library
 
@@ -2519,7 +2557,7 @@ def describe_ownership(args):
 class PackagesStep(Step):
     machine_wide = True
     kind = "packages"
-    schema = {"names": Field("list", required=True, items="name", help="packages to install (one batch query for all)"),
+    schema = {"names": Field("list", required=True, items="package", help="packages to install (one batch query for all)"),
               "files": Field("list", items="path", help="local package files that provide `names` (a release package, say)")}
     merge_lists = ("names",)
 
@@ -5317,7 +5355,12 @@ class Lab:
         record = lab_record(where)
         if record is None:
             raise BadInput("%s: no lab there (no lab.json)" % where, "start one with `stackboot lab up`")
-        lab = Lab(session, record["name"], where, parse_cluster(session.library, session.facts, record["origin"], record["cluster"]))
+        try:
+            cluster = parse_cluster(session.library, session.facts, record["origin"], record["cluster"])
+        except BadInput as exc:   # lab.json is stackboot's own: damage, not the user's typing
+            raise StackbootError("a lab's record is damaged: %s/lab.json: %s" % (where, exc.message),
+                                 "repair it by hand, or end the lab yourself (`ip netns list`, `ip netns del`) and remove %s" % where)
+        lab = Lab(session, record["name"], where, cluster)
         lab.recorded_status = record["status"]
         return lab
 
@@ -5874,7 +5917,7 @@ EMBEDDED_PROFILES = {
     },
     "chunkserver_packages": {
       "type": "list",
-      "items": "name",
+      "items": "package",
       "default": [
         "moosefs-chunkserver"
       ],
@@ -6135,7 +6178,7 @@ EMBEDDED_PROFILES = {
   "parameters": {
     "cli_packages": {
       "type": "list",
-      "items": "name",
+      "items": "package",
       "default": [
         "moosefs-cli"
       ],
@@ -6216,7 +6259,7 @@ EMBEDDED_PROFILES = {
     },
     "client_packages": {
       "type": "list",
-      "items": "name",
+      "items": "package",
       "default": [
         "moosefs-client"
       ],
@@ -6224,7 +6267,7 @@ EMBEDDED_PROFILES = {
     },
     "fuse_packages": {
       "type": "list",
-      "items": "name",
+      "items": "package",
       "default": [
         "fuse3"
       ],
@@ -6396,7 +6439,7 @@ EMBEDDED_PROFILES = {
     },
     "client_packages": {
       "type": "list",
-      "items": "name",
+      "items": "package",
       "default": ["cvmfs", "cvmfs-config-default"],
       "help": "the client packages"
     }
@@ -6451,7 +6494,7 @@ EMBEDDED_PROFILES = {
       "help": "where the verified release package is kept"
     },
     "cvmfs_release_package": {
-      "type": "name",
+      "type": "package",
       "default": "cvmfs-release",
       "help": "the package the release file installs"
     },
@@ -6688,12 +6731,12 @@ EMBEDDED_PROFILES = {
     },
     "server_packages": {
       "type": "list",
-      "items": "name",
+      "items": "package",
       "default": ["cvmfs", "cvmfs-server", "cvmfs-config-default"],
       "help": "the CernVM-FS packages"
     },
     "apache_package": {
-      "type": "name",
+      "type": "package",
       "default": "apache2",
       "help": "the web server package (cvmfs-server only recommends it, mkfs needs it)"
     },
@@ -6724,7 +6767,7 @@ EMBEDDED_PROFILES = {
       "help": "the web server's document root; public keys go to WEB_ROOT/cvmfs-meta"
     },
     "cron_package": {
-      "type": "name",
+      "type": "package",
       "default": "cron",
       "help": "cron, for the schedules where no systemd runs"
     },
@@ -6866,7 +6909,7 @@ EMBEDDED_PROFILES = {
     },
     "gui_packages": {
       "type": "list",
-      "items": "name",
+      "items": "package",
       "default": [
         "moosefs-gui"
       ],
@@ -6874,7 +6917,7 @@ EMBEDDED_PROFILES = {
     },
     "cgi_packages": {
       "type": "list",
-      "items": "name",
+      "items": "package",
       "default": [
         "moosefs-cgi",
         "moosefs-cgiserv"
@@ -7145,7 +7188,7 @@ EMBEDDED_PROFILES = {
     },
     "master_packages": {
       "type": "list",
-      "items": "name",
+      "items": "package",
       "default": [
         "moosefs-master"
       ],
@@ -7368,7 +7411,7 @@ EMBEDDED_PROFILES = {
     },
     "metalogger_packages": {
       "type": "list",
-      "items": "name",
+      "items": "package",
       "default": [
         "moosefs-metalogger"
       ],
@@ -7647,7 +7690,7 @@ EMBEDDED_PROFILES = {
     },
     "build_packages": {
       "type": "list",
-      "items": "name",
+      "items": "package",
       "default": [
         "build-essential",
         "libpcap-dev",
@@ -7660,7 +7703,7 @@ EMBEDDED_PROFILES = {
     },
     "git_packages": {
       "type": "list",
-      "items": "name",
+      "items": "package",
       "default": [
         "git",
         "autoconf",
@@ -8037,7 +8080,7 @@ EMBEDDED_PROFILES = {
     },
     "zfs_packages": {
       "type": "list",
-      "items": "name",
+      "items": "package",
       "default": [
         "zfsutils-linux"
       ],

@@ -54,7 +54,7 @@ CASES = [
     ("unknown-reference", step(kind="directory", path="{{nope}}"), ["plan", "demo"],
      "error: {P}: $.steps: unknown parameter {{nope}}; fix the profile and run again"),
     ("unknown-param-type", bad_profile(parameters={"x": {"type": "float"}}), ["list"],
-     'error: {P}: $.parameters.x.type: unknown type "float" (known: argv, bool, cvmfs_repository, export, fqrn, hdd, host, int, labels, lines, list, mode, name, object, path, port, regex, settings, sha256, size, string, text, url, word); fix the profile and run again'),
+     'error: {P}: $.parameters.x.type: unknown type "float" (known: argv, bool, cvmfs_repository, export, fqrn, hdd, host, int, labels, lines, list, mode, name, object, package, path, port, regex, settings, sha256, size, string, text, url, word); fix the profile and run again'),
     ("bad-default", bad_profile(parameters={"p": {"type": "port", "default": 70000}}), ["list"],
      "error: {P}: $.parameters.p.default: parameter p: must be between 1 and 65535; fix the profile and run again"),
     ("param-name", bad_profile(parameters={"MasterHost": {"type": "host"}}), ["list"],
@@ -104,7 +104,7 @@ CASES = [
     ("bad-labels", GOOD, ["plan", "demo", "--set", "label_set=AB,C"],
      'error: parameter label_set (from --set): labels are single letters A-Z, got "AB"'),
     ("value-unfit-for-its-step", step(kind="group", name="{{name}}"), ["plan", "demo", "--set", "name=../x"],
-     'error: parameter name (from --set): expected a name (letters, digits and . _ - + : @ = ~, not a path), got "../x" '
+     'error: parameter name (from --set): expected a name (letters, digits and . _ - + : @, not a path), got "../x" '
      '(it is the name of a group step of demo); give name a value that fits'),
     ("choice", GOOD, ["plan", "demo", "--set", "mode_choice=git"],
      "error: parameter mode_choice (from --set): must be one of: packages, source"),

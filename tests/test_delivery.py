@@ -27,6 +27,18 @@ def test_embedded_profiles_and_clusters_are_identical_to_profiles_dir():
             "stackboot.py's %s differ from %s: run `make embed`" % (name, directory)
 
 
+def test_embedded_profiles_pass_every_check_a_users_profile_gets():
+    """stackboot trusts its built-in profiles at start-up (speed); here they get every check."""
+    import stackboot
+    library = stackboot.Library()
+    for name, text in stackboot.EMBEDDED_PROFILES.items():
+        library.add(stackboot.parse_profile_text(name, "embedded %s" % name, text))
+    library.validate(everything=True)
+    for name, text in stackboot.EMBEDDED_CLUSTERS.items():
+        stackboot.parse_cluster(library, stackboot.detect_facts(stackboot.Host("/"), ("Linux", "x86_64")), name,
+                                stackboot.load_json(text, name, "fix it"))
+
+
 def test_top_level_holds_only_definitions_and_main_comes_last():
     tree = ast.parse(open(SOURCE).read())
     body = tree.body
