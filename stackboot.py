@@ -78,6 +78,10 @@ class BadInput(StackbootError):
     exit_code = EXIT_BAD_INPUT
 
 
+class BadReference(BadInput):
+    """A profile's {{list.field}} that its list cannot give."""
+
+
 class CommandFailed(StackbootError):
     """A command the runner ran exited non-zero."""
 
@@ -115,9 +119,16 @@ def sha256_file(path):
     return digest.hexdigest()
 
 
-def read_bytes(path):
-    """The file's bytes, or None when it does not exist."""
+def read_bytes(path, limit=None):
+    """The file's bytes, or None when it does not exist. Only a plain file: a FIFO or a device
+    would block or never end. With `limit`, a larger file is an error too."""
+    import stat as stat_module
     try:
+        st = os.stat(path)
+        if not stat_module.S_ISREG(st.st_mode):
+            raise IOError(errno.EINVAL, "not a plain file", path)
+        if limit is not None and st.st_size > limit:
+            raise IOError(errno.EFBIG, "larger than %d MiB" % (limit >> 20), path)
         with open(path, "rb") as handle:
             return handle.read()
     except (IOError, OSError) as exc:
@@ -317,8 +328,10 @@ def load_json(data, origin, fix, error=None):
                 raise DuplicateKey(key)
             seen.add(key)
         return dict(pairs)
+    def no_constant(name):
+        raise ValueError("%s is not JSON" % name)
     try:
-        value = json.loads(data, object_pairs_hook=unique)
+        value = json.loads(data, object_pairs_hook=unique, parse_constant=no_constant)
     except DuplicateKey as exc:
         raise error("%s: the key %s appears twice in one object" % (origin, json.dumps(str(exc))), fix)
     except RecursionError:
@@ -336,10 +349,13 @@ def load_json(data, origin, fix, error=None):
     return value
 
 
+INPUT_LIMIT = 64 << 20   # a profile, site, cluster or state file: larger is a mistake
+
+
 def read_input(path, what, fix):
     """The bytes of a file the user named; BadInput (not a permissions hint) when it cannot be read."""
     try:
-        data = read_bytes(path)
+        data = read_bytes(path, INPUT_LIMIT)
     except (IOError, OSError) as exc:
         raise BadInput("%s %s: cannot read it (%s)" % (what, path, exc.strerror or exc), fix)
     if data is None:
@@ -401,7 +417,7 @@ class Output:
     COLORS = {"+": "32", "~": "33", "-": "31", "!": "31", "error": "31"}
 
     def __init__(self, stream=None, quiet=False, verbose=False, secrets=None):
-        self.stream = stream or sys.stdout
+        self.stream = stream or sys.stdout or open(os.devnull, "w")   # started with stdout closed: say nothing
         self.quiet = quiet
         self.verbose = verbose
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
@@ -570,6 +586,20 @@ class Runner:
 # Host: the machine being converged, its files read once, every change guarded
 # ---------------------------------------------------------------------------
 
+# Directories the system itself owns: a value that names one (disks=/etc, data_path=/, a mount on
+# /srv) is refused before stackboot would change its owner or mode, mount over it or remove it.
+SYSTEM_DIRECTORIES = frozenset([
+    "/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/libx32", "/media", "/mnt", "/opt", "/proc",
+    "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var", "/usr/bin", "/usr/include", "/usr/lib", "/usr/lib64",
+    "/usr/libexec", "/usr/local", "/usr/sbin", "/usr/share", "/usr/src", "/usr/local/bin", "/usr/local/etc", "/usr/local/lib",
+    "/usr/local/sbin", "/usr/local/share", "/var/cache", "/var/lib", "/var/log", "/var/run", "/var/spool", "/var/tmp", "/var/db",
+    "/var/mail", "/var/www", "/etc/systemd", "/etc/systemd/system", "/etc/default", "/etc/cron.d", "/compat", "/net"])
+
+
+def system_directory(path):
+    return os.path.normpath(path) in SYSTEM_DIRECTORIES
+
+
 class Host:
     """The machine being converged, seen through `root`.
 
@@ -707,12 +737,20 @@ class Host:
         self.confine(missing)   # the first missing one: its parent exists, and must be inside the root
         os.makedirs(self.path(path), mode)
 
-    def set_owner(self, path, uid, gid):
-        """chown, never following a symbolic link (lchown)."""
+    def protect(self, op, path):
+        if system_directory(path):
+            raise StackbootError("refusing to %s %s: the system itself owns it" % (op, path), "choose a directory of its own")
+
+    def set_owner(self, path, uid, gid, made=False):
+        """chown, never following a symbolic link (lchown). `made`: a directory this run just made."""
+        if not made:
+            self.protect("change the owner of", path)
         self.permit("chown", path, uid=uid, gid=gid)
         os.chown(self.path(path), uid, gid, follow_symlinks=False)
 
-    def set_mode(self, path, mode):
+    def set_mode(self, path, mode, made=False):
+        if not made:
+            self.protect("change the mode of", path)
         self.permit("chmod", path, follows=True, mode="%04o" % mode)
         os.chmod(self.path(path), mode)
 
@@ -723,6 +761,7 @@ class Host:
 
     def remove_dir(self, path):
         """An empty directory; rmdir never takes anything with it."""
+        self.protect("remove", path)
         self.permit("rmdir", path)
         os.rmdir(self.path(path))
 
@@ -730,6 +769,7 @@ class Host:
         import shutil
         if not self.exists(path):
             return
+        self.protect("remove", path)
         self.permit("remove tree", path, follows=True)
         shutil.rmtree(self.path(path))
         self.forget()
@@ -795,8 +835,8 @@ class Host:
             if not os.path.isdir(self.path(relative)):
                 st = os.lstat(directory)
                 self.make_dirs(relative)
-                self.set_owner(relative, st.st_uid, st.st_gid)
-                self.set_mode(relative, st.st_mode & 0o7777)
+                self.set_owner(relative, st.st_uid, st.st_gid, made=True)
+                self.set_mode(relative, st.st_mode & 0o7777, made=True)
             for name in sorted(files) + sorted(d for d in subdirs if os.path.islink(os.path.join(directory, d))):
                 source = os.path.join(directory, name)
                 path = os.path.join(relative, name)
@@ -853,13 +893,15 @@ class Host:
 
 
 def acquire_lock(host):
-    """flock on the state directory; a second run fails at once, naming the holder."""
+    """flock on the state directory; a second run fails at once, naming the holder. Like the
+    log, never through a symbolic link, never outside --root."""
     import fcntl
+    host.confine(host.state_dir + "/lock")
     directory = host.path(host.state_dir)
     if not os.path.isdir(directory):
         os.makedirs(directory, 0o700)
     path = os.path.join(directory, "lock")
-    handle = open(path, "a+")
+    handle = os.fdopen(open_no_follow(path, os.O_RDWR | os.O_CREAT, 0o600), "a+")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except (IOError, OSError):
@@ -876,11 +918,27 @@ def acquire_lock(host):
 
 
 def open_log(host):
+    host.confine(host.log_file)
     path = host.path(host.log_file)
     if not os.path.isdir(os.path.dirname(path)):
         os.makedirs(os.path.dirname(path), 0o755)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-    return os.fdopen(fd, "a")
+    return os.fdopen(open_no_follow(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640), "a")
+
+
+def open_no_follow(path, flags, mode):
+    """os.open that refuses a symbolic link (an old root's lock -> /etc/passwd) and anything but a file."""
+    try:
+        fd = os.open(path, flags | getattr(os, "O_NOFOLLOW", 0), mode)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise StackbootError("%s is a symbolic link; stackboot writes its lock and log only as plain files" % path,
+                                 "remove the link")
+        raise
+    import stat as stat_module
+    if not stat_module.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise StackbootError("%s is not a plain file" % path, "remove it")
+    return fd
 
 
 # ---------------------------------------------------------------------------
@@ -1005,6 +1063,7 @@ SIZE_RE = re.compile(r"^[0-9]+(\.[0-9]+)?([kMGTPE]|[KMGTPE]i)?B?\Z")
 HOST_RE = re.compile(r"^(\*|[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?"
                      r"|[0-9]{1,3}(\.[0-9]{1,3}){3}|[0-9A-Fa-f:]*:[0-9A-Fa-f:.]*)\Z")
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*\Z")   # a parameter's name
+ROLE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}\Z")   # a profile's, from its file's name
 # A system name: a user, group, package, service or build. Never a path: no / and no "..".
 SYSTEM_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+:@-]{0,254}\Z")
 PACKAGE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+:@=~-]{0,254}\Z")   # apt's name=version, a ~ in versions
@@ -1027,7 +1086,7 @@ def value_type(name, help):
     return register
 
 
-CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f]")
+CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")   # surrogates: undecodable bytes of argv, \\udcff in JSON
 BEYOND_LATIN1_RE = re.compile("[^\x00-\xff]")
 
 
@@ -1108,10 +1167,21 @@ def type_word(value, decl):
 
 @value_type("lines", "text, or a list of lines")
 def type_lines(value, decl):
-    if isinstance(value, str) or (isinstance(value, list) and all(
-            isinstance(item, str) or (isinstance(item, dict) and "text" in item) for item in value)):
-        return value
-    raise ValueError("expected text or a list of lines, got %s" % json.dumps(value))
+    """A file's text: one string (its newlines and tabs kept) or a list of lines (or of values
+    with a text, like disks); no other control character."""
+    if isinstance(value, str):
+        lines = [value]
+        allowed = "\n\t"
+    elif isinstance(value, list):
+        lines = [item["text"] if isinstance(item, dict) else item for item in value]
+        allowed = "\t"
+    else:
+        lines = [None]
+    if not all(isinstance(line, str) for line in lines):
+        raise ValueError("expected text or a list of lines, got %s" % json.dumps(value))
+    if any(control_characters(line, allowed) for line in lines):
+        raise ValueError("a line holds a control character (%s)" % json.dumps(lines[0])[:80])
+    return value
 
 
 @value_type("int", "a whole number")
@@ -1149,16 +1219,17 @@ def type_size(value, decl):
 
 @value_type("host", "a host name or IP address")
 def type_host(value, decl):
-    if not isinstance(value, str) or not HOST_RE.match(value) or len(value) > 253:
+    if not isinstance(value, str) or len(value) > 253 or not HOST_RE.match(value):
         raise ValueError("expected a host name or address, got %s" % json.dumps(value))
     return value
 
 
 @value_type("path", "an absolute path")
 def type_path(value, decl):
+    """An absolute path: no space of any kind, no .., and no % (systemd would expand %h in a unit)."""
     plain(value, extra="~")
-    if not value.startswith("/") or " " in value or "/../" in value + "/":
-        raise ValueError("expected an absolute path without spaces or '..', got %s" % json.dumps(value))
+    if not value.startswith("/") or any(ch.isspace() for ch in value) or "/../" in value + "/" or "%" in value:
+        raise ValueError("expected an absolute path without spaces, '..' or '%%', got %s" % json.dumps(value))
     return os.path.normpath(value) if value != "/" else value
 
 
@@ -1191,6 +1262,8 @@ def type_regex(value, decl):
         re.compile(value)
     except re.error as exc:
         raise ValueError("bad regular expression: %s" % exc)
+    if re.search(r"\([^()]*[+*][^()]*\)[+*{]", value):   # (a+)+: a long enough value would take forever
+        raise ValueError("a repeated group of repeats, like (a+)+, can take forever to match: write it without")
     return value
 
 
@@ -1211,6 +1284,18 @@ def type_argv(value, decl):
 def type_object(value, decl):
     if not isinstance(value, dict):
         raise ValueError("expected an object, got %s" % json.dumps(value))
+    return value
+
+
+@value_type("environment", "environment variables: NAME -> one line of text")
+def type_environment(value, decl):
+    if not isinstance(value, dict):
+        raise ValueError("expected an object of NAME: VALUE, got %s" % json.dumps(value))
+    for key, item in value.items():
+        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*\Z", key):
+            raise ValueError("environment variable name %s must be letters, digits and _" % json.dumps(key))
+        if isinstance(item, (list, dict, bool)) or item is None or control_characters(render_scalar(item)):
+            raise ValueError("%s: expected one line of text, got %s" % (key, json.dumps(item)))
     return value
 
 
@@ -1239,10 +1324,14 @@ def type_settings(value, decl):
     for key, val in value.items():
         if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*\Z", key):
             raise ValueError("setting name %s must be letters, digits and _" % json.dumps(key))
-        if isinstance(val, dict):
-            checked[key] = type_settings(val, decl)
+        if isinstance(val, dict) and decl.get("splice"):   # a settings parameter spliced into a file's settings
+            checked[key] = type_settings(val, dict(decl, splice=False))
         elif val is None:
             checked[key] = None
+        elif isinstance(val, dict) or (isinstance(val, list) and any(isinstance(item, (list, dict)) for item in val)):
+            raise ValueError("setting %s: expected a value or a list of values, got %s" % (key, json.dumps(val)))
+        elif isinstance(val, float) and val != val or val in (float("inf"), float("-inf")):
+            raise ValueError("setting %s: %s is not a number a config file can hold" % (key, val))
         elif decl.get("items"):
             checked[key] = TYPES[decl["items"]].parse(render_scalar(val), {})
         else:
@@ -1424,8 +1513,10 @@ def validate_step(origin, where, step):
         if problem:
             raise ProfileError(origin, where, problem)
     for key, wanted in step.get("when", {}).items():
-        if any(isinstance(option, (list, dict)) for option in (wanted if isinstance(wanted, list) else [wanted])):
-            raise ProfileError(origin, "%s.when.%s" % (where, key), "expected a value or a list of values, got %s" % json.dumps(wanted))
+        options = wanted if isinstance(wanted, list) else [wanted]
+        if any(isinstance(option, (list, dict)) for option in options) or (key == "os" and not all(isinstance(o, str) for o in options)):
+            raise ProfileError(origin, "%s.when.%s" % (where, key), "expected a value or a list of values%s, got %s" % (
+                " (OS selectors: text)" if key == "os" else "", json.dumps(wanted)))
     if "for_each" in step and not is_whole_ref(step["for_each"]):
         raise ProfileError(origin, where + ".for_each", "expected one {{list parameter}}, got %s" % json.dumps(step["for_each"]))
 
@@ -1456,6 +1547,10 @@ class Library:
 
     def add(self, profile):
         self.profiles.setdefault(profile.name, profile)
+
+    def secret(self, parameter):
+        """Whether any profile keeps this parameter secret (a site file holds other roles' too)."""
+        return any(profile.parameters.get(parameter, {}).get("secret") for profile in self.profiles.values())
 
     def get(self, name):
         if name not in self.profiles:
@@ -1538,6 +1633,9 @@ def load_library(extra_dirs, host):
         for entry in sorted(os.listdir(directory)):
             if entry.endswith(".json") and entry[:-5] not in library.profiles:
                 origin = os.path.join(directory, entry)
+                if not ROLE_NAME_RE.match(entry[:-5]):
+                    raise BadInput("%s: a profile's file name is its role's name: lower-case letters, digits, - and _"
+                                   % json.dumps(origin), "rename the file")
                 text = read_input(origin, "profile", "fix the profile and run again")
                 library.add(parse_profile_text(entry[:-5], origin, text))
     for name, text in sorted(EMBEDDED_PROFILES.items()):
@@ -1652,6 +1750,8 @@ def resolve_parameters(library, profiles, facts, inputs, secrets=None, complete=
                 values.set(name, value, source)
             elif scope != "quiet":
                 unknown(name, source, scope)
+            if secrets is not None and name not in decls and library.secret(name):
+                secrets.update(secret_texts([value]))
     if secrets is not None:
         secrets.update(secret_texts(values.values[name] for name in values.secrets))
     # What the user gave is checked first, so that an error names it. Profile-written defaults
@@ -1749,8 +1849,8 @@ def lookup_ref(context, name):
     base, _, field = name.partition(".")
     items = context.get(base)
     if not isinstance(items, list) or not all(isinstance(item, dict) and field in item for item in items):
-        raise BadInput("{{%s}}: %s is not a list of values with a %s field" % (name, base, field),
-                       "fix the profile: only structured list items (like disks) have fields")
+        raise BadReference("{{%s}}: %s is not a list of values with a %s field" % (name, base, field),
+                           "fix the profile: only structured list items (like disks) have fields")
     return [item[field] for item in items]
 
 
@@ -2179,12 +2279,15 @@ class State:
         fix = ("it holds the inputs installs remembered and what builds installed: repair it by hand, or move it "
                "aside and install again with the same --set values")
         try:
-            data = read_bytes(where)
+            data = read_bytes(where, INPUT_LIMIT)
         except (IOError, OSError) as exc:
             raise StackbootError("%s: cannot read it (%s)" % (where, exc.strerror or exc), fix)
         self.data = load_json(data, where, fix, StackbootError) if data else {}
         try:
             check_shape(where, "$", self.data, self.SHAPE)
+            for role in self.data.get("roles", {}):
+                if not ROLE_NAME_RE.match(role):
+                    raise ProfileError(where, "$.roles", "%s is not a role's name" % json.dumps(role))
         except ProfileError as exc:
             raise StackbootError("stackboot's state is damaged: " + exc.message, fix)
         self.data.setdefault("version", 1)
@@ -2336,13 +2439,14 @@ GOALS = ("present", "stopped", "absent", "purged")
 class Field:
     """One key of a step kind's schema (like an Ansible argument_spec entry), typed like a parameter."""
 
-    def __init__(self, type, required=False, default=None, help="", literal=False, choices=None, items=None):
+    def __init__(self, type, required=False, default=None, help="", literal=False, choices=None, items=None, **decl):
         self.type, self.required, self.default = type, required, default
         self.help, self.literal, self.choices, self.items = help, literal, choices, items
+        self.decl = dict(decl, items=items) if items else decl   # what the type reads (items, splice)
 
     def parse(self, value):
         """The value converted to the field's type; ValueError when it is not one."""
-        value = TYPES[self.type].parse(value, {"items": self.items} if self.items else {})
+        value = TYPES[self.type].parse(value, self.decl)
         if self.choices and value not in self.choices:
             raise ValueError("must be one of: %s" % ", ".join(self.choices))
         return value
@@ -2362,11 +2466,25 @@ class Field:
 
 
 class FieldError(ValueError):
-    """A step's rendered field is not of its type."""
+    """A step's rendered field is not of its type (`part`: the key inside the field to blame)."""
 
-    def __init__(self, key, message):
+    def __init__(self, key, message, part=None):
         ValueError.__init__(self, message)
-        self.key, self.message = key, message
+        self.key, self.message, self.part = key, message, part
+
+
+def flat_settings(settings):
+    """A settings field's (KEY, VALUE) pairs in order, an extra-settings parameter (a dict)
+    spliced in; a key set twice (an extra setting repeating one the role sets) is an error."""
+    pairs, seen = [], set()
+    for key, value in settings.items():
+        for name, item in (value.items() if isinstance(value, dict) else [(key, value)]):
+            if name in seen:
+                raise FieldError("settings", "%s is set twice (the role sets it already)" % name,
+                                 key if isinstance(value, dict) else None)
+            seen.add(name)
+            pairs.append((name, item))
+    return pairs
 
 
 class Rule:
@@ -2453,8 +2571,12 @@ class Step:
         self.where = where
         self.args = args
         self.data = spec.get("data", False)
-        self.id = spec.get("id") or "%s:%s" % (self.kind, self.target())   # as given: state records are keyed by it
+        try:   # as given, before the types normalise it: state records are keyed by it
+            self.id = spec.get("id") or "%s:%s" % (self.kind, self.target())
+        except (TypeError, KeyError, AttributeError):   # not even a target: validate says why
+            self.id = None
         self.validate()
+        self.id = self.id or "%s:%s" % (self.kind, self.target())
         self.goal = goal
         self.wanted = self.wanted_for(goal)
 
@@ -2628,6 +2750,8 @@ class UserStep(Step):
             differ.append("group")
         if self.args.get("uid") is not None and current["uid"] != str(self.args["uid"]):
             return [Change("!", "user exists with uid %s, not %s; stackboot never renumbers users" % (current["uid"], self.args["uid"]))]
+        if differ and current["uid"] == "0":
+            return [Change("!", "%s is the superuser (uid 0): stackboot never changes its %s" % (self.args["name"], ", ".join(differ)))]
         return [Change("~", "%s -> %s" % (key, self.wanted_fields()[key]), action="modify") for key in differ]
 
     def apply(self, run, changes):
@@ -2656,6 +2780,9 @@ class DirectoryStep(Step):
     def check(self, run):
         path = self.args["path"]
         st = run.host.stat(path)
+        if system_directory(path) and (self.wanted != "present" or (st and self.ownership_changes(run, st))):
+            return [Change("!", "refusing to change or remove %s: the system itself owns it (give this step a directory "
+                                "of its own)" % path)]
         if self.wanted == "absent":
             return [Change("-", "remove %s and everything in it (--purge-data)" % path, action="purge")] if st else []
         if self.wanted == "pruned":
@@ -2695,6 +2822,8 @@ class OwnershipStep(Step):
 
     def check(self, run):
         path, owner, group = self.args["path"], self.args["owner"], self.args["group"]
+        if system_directory(path):
+            return [Change("!", "refusing to give what %s holds to %s: the system itself owns it" % (path, owner))]
         entries = run.host.listdir(path)
         uid, gid = self.owner_ids(run)
         if uid is None or gid is None:   # the user comes from an earlier step of this run
@@ -2790,7 +2919,8 @@ class FileStep(ManagedFileStep):
     schema = dict(OWNERSHIP, path=Field("path", required=True),
                   content=Field("lines", literal=True, help="the file, as is"),
                   template=Field("lines", help="the file, with {{parameters}} filled in"),
-                  settings=Field("settings", items="text", help="KEY = VALUE lines in the order given; null values are left out"),
+                  settings=Field("settings", items="text", splice=True,
+                                 help="KEY = VALUE lines in the order given; null values are left out"),
                   source=Field("path", help="a copy of this file on the host (made by an earlier step, say)"),
                   separator=Field("text", default=" = "), header=Field("lines", literal=True),
                   quote=Field("bool", default=False, help="settings values quoted for a shell (files a shell sources)"),
@@ -2799,16 +2929,18 @@ class FileStep(ManagedFileStep):
     rules = (exactly_one("content", "template", "settings", "source"),
              one_of_when("secret", True, "mode", ("0600", "0400", "600", "400"), 'a secret file needs mode "0600" or "0400"'))
 
+    def validate(self):
+        Step.validate(self)
+        flat_settings(self.args.get("settings") or {})
+
     def text(self):
         args = self.args
         header = args.get("header")
         lines = ([header] if isinstance(header, str) else list(header or []))
         if args.get("settings") is not None:
             show = shell_value if args.get("quote") else render_scalar
-            pairs = []
-            for key, value in args["settings"].items():   # an extra-settings parameter (a dict) is spliced in
-                pairs += list(value.items()) if isinstance(value, dict) else [(key, value)]
-            lines += ["%s%s%s" % (key, args.get("separator", " = "), show(value)) for key, value in pairs if value is not None]
+            lines += ["%s%s%s" % (key, args.get("separator", " = "), show(value))
+                      for key, value in flat_settings(args["settings"]) if value is not None]
             return "\n".join(lines) + "\n"
         body = args.get("content") if args.get("content") is not None else args.get("template")
         if isinstance(body, list):
@@ -2818,16 +2950,18 @@ class FileStep(ManagedFileStep):
     def desired(self, run):
         mode = parse_mode(self.args.get("mode") or "0644")
         hidden = "secret" if self.args.get("secret") else None if self.args.get("diff", True) else "not shown"
-        if self.args.get("source"):
+        if self.args.get("source"):   # what another file holds is never shown: it may be anything
             data = run.host.read(self.args["source"])
             if data is None:
                 raise StackbootError("%s: %s does not exist" % (self.describe(), self.args["source"]),
                                      "the step that makes it must come first")
-            return {self.args["path"]: (data, mode, hidden)}
+            return {self.args["path"]: (data, mode, hidden or "not shown")}
         return {self.args["path"]: (self.text().encode("utf-8"), mode, hidden)}
 
     def check(self, run):
         source = self.args.get("source")
+        if self.wanted == "present" and source and run.host.isdir(source):
+            return [Change("!", "%s is a directory, not a file to copy" % source)]
         if self.wanted == "present" and source and not run.host.exists(source):
             if not run.planning:
                 self.desired(run)   # raises: nothing to copy
@@ -3041,7 +3175,7 @@ class BuildStep(Step):
     schema = {"name": Field("name", required=True), "archive": Field("path", required=True),
               "sha256": Field("sha256", help="the archive's sha256 (saves hashing it on every run)"),
               "version": Field("word"), "autoreconf": Field("bool", default=False),
-              "configure": Field("list", default=[], items="text"), "env": Field("object", default={}),
+              "configure": Field("list", default=[], items="text"), "env": Field("environment", default={}),
               "make": Field("list", default=[], items="text", help="extra make arguments"), "jobs": Field("int")}
     goals = {"present": "present", "absent": "absent", "purged": "absent"}
 
@@ -3277,6 +3411,8 @@ class MountStep(Step):
                                 self.args.get("fstab", True), self.args.get("mount"))
 
     def check(self, run):
+        if system_directory(self.args["path"]):
+            return [Change("!", "refusing to mount on %s: the system itself owns it" % self.args["path"])]
         if self.wanted == "unmounted":
             return self.mount.unmount_changes(run, fstab=False)
         if self.wanted == "absent":
@@ -3297,7 +3433,7 @@ class CommandStep(Step):
               "unless": Field("argv", help="skip when this command exits 0"),
               "run_on": Field("list", items="word", help="run only after one of these step ids changed (a probe after its config)"),
               "fails": Field("text", help="what a failure means, for the error line"),
-              "cwd": Field("path"), "env": Field("object", default={})}
+              "cwd": Field("path"), "env": Field("environment", default={})}
     rules = (at_least_one("creates", "unless", "run_on", message='a command step needs a guard: "creates", "unless" or "run_on"'),)
 
     def target(self):
@@ -3498,6 +3634,8 @@ class BtrfsFilesystemStep(StoreStep):
 
     def present_changes(self, run):
         target = self.target_path()
+        if system_directory(self.args["path"]):
+            return [Change("!", "refusing to mount on %s: the system itself owns it" % self.args["path"])]
         mounted = self.mount.mounted(run)
         if mounted:
             if mounted["fstype"] != "btrfs":
@@ -3903,6 +4041,8 @@ def type_cvmfs_repository(value, decl):
                          % json.dumps(text))
     name, key = type_fqrn(words[0], {}), words[1]
     if key.startswith("/"):
+        if not key.endswith(".pub"):
+            raise ValueError("a repository's key file is its public key, NAME.pub, got %s" % json.dumps(key))
         return {"text": text, "name": name, "key_file": type_path(key, {}), "key_sha256": None}
     return {"text": text, "name": name, "key_file": None, "key_sha256": type_sha256(key, {})}
 
@@ -3924,7 +4064,7 @@ class CvmfsRepositoryStep(Step):
               "stratum0": Field("url", required=True, help="the repository's URL for mkfs -w; @fqrn@ becomes its name"),
               "s3_config": Field("path", help="S3 backend: the config file (mkfs -s); local backend when absent"),
               "garbage_collection": Field("bool", default=False, help="mkfs -z"),
-              "settings": Field("settings", default={}, items="text", help="server.conf keys kept at these values"),
+              "settings": Field("settings", default={}, items="text", splice=True, help="server.conf keys kept at these values"),
               "mounts": Field("list", default=[], items="path", help="paths that must be mounts (a store) before mkfs or a repair"),
               "client_url": Field("url", help="CVMFS_SERVER_URL for clients, printed at the end"),
               "key_url": Field("url", help="where clients fetch the public key, printed at the end")}
@@ -4083,12 +4223,13 @@ class CvmfsRepositoryStep(Step):
         return [Change("!", "%s was made with %s; stackboot never re-creates a repository: change it with cvmfs_server "
                             "(or give the values it was made with)" % (name, ", ".join(differ)))]
 
+    def validate(self):
+        Step.validate(self)
+        flat_settings(self.args.get("settings") or {})
+
     def wanted_settings(self):
         """The settings, with an extra-settings parameter (a dict) spliced in; unset ones left out."""
-        wanted = {}
-        for key, value in self.args.get("settings", {}).items():
-            wanted.update(value if isinstance(value, dict) else {key: value})
-        return dict((key, value) for key, value in wanted.items() if value is not None)
+        return dict((key, value) for key, value in flat_settings(self.args.get("settings", {})) if value is not None)
 
     def settings_changes(self, run):
         current = self.current_settings(run)
@@ -4397,8 +4538,7 @@ def render_steps(profiles, values, facts, goal, recovering=False):
                 if step.id in by_id:
                     merged = merged_args(by_id[step.id], step)
                     if merged is None:
-                        raise ProfileError(profile.origin, step.where, "step %s is also defined differently by %s"
-                                           % (step.id, by_id[step.id].profile.name))
+                        raise same_step_error(by_id[step.id], step, spec, values)
                     by_id[step.id].args = merged
                     continue
                 by_id[step.id] = step
@@ -4409,6 +4549,17 @@ def render_steps(profiles, values, facts, goal, recovering=False):
                 if ref not in by_id and ref not in explicit_ids:
                     raise ProfileError(step.profile.origin, "%s.%s" % (step.where, key), "no step has the id %s" % json.dumps(ref))
     return steps
+
+
+def same_step_error(first, second, spec, values):
+    """Two different steps became one (the same path or name): the user's values did it when they
+    gave both the same value, else two profiles disagree."""
+    given = sorted(set(ref.split(".")[0] for key in ("path", "name", "id") for ref in template_refs(spec.get(key))
+                       if ref.split(".")[0] in values.decls and values.sources.get(ref.split(".")[0]) not in ("default", None)))
+    if given:
+        return BadInput("parameter %s (from %s) makes a %s step the same as another one (%s): they would fight over it"
+                        % (given[0], values.sources[given[0]], second.kind, second.id), "give %s a value of its own" % given[0])
+    return ProfileError(second.profile.origin, second.where, "step %s is also defined differently by %s" % (second.id, first.profile.name))
 
 
 def merged_args(mine, theirs):
@@ -4427,6 +4578,13 @@ def render_step(profile, where, spec, context, values, facts, goal="present"):
     """The step with {{values}} filled in; a `for_each` step once per item of its list
     whose `when` holds (it may test the item's fields, like "repo.key_file")."""
     cls = STEP_KINDS[spec["kind"]]
+    try:
+        return render_items(cls, profile, where, spec, context, values, facts, goal)
+    except BadReference as exc:   # the profile's own doing: name its file
+        raise ProfileError(profile.origin, where, exc.message)
+
+
+def render_items(cls, profile, where, spec, context, values, facts, goal):
     items = [None]
     if "for_each" in spec:
         items = substitute(spec["for_each"], context)
@@ -4476,7 +4634,10 @@ def render_step(profile, where, spec, context, values, facts, goal="present"):
 def field_error(profile, where, kind, spec, exc, values):
     """A rendered value that a step cannot take: the user's parameter when one made it (with
     where its value came from), else the profile."""
-    names = sorted(ref.split(".")[0] for ref in template_refs(spec.get(exc.key)) if ref.split(".")[0] in values.decls)
+    blamed = spec.get(exc.key)
+    if exc.part is not None and isinstance(blamed, dict):
+        blamed = blamed.get(exc.part)
+    names = sorted(ref.split(".")[0] for ref in template_refs(blamed) if ref.split(".")[0] in values.decls)
     if names:
         name = names[0]
         message = "not a fitting value (it is secret: not shown)" if name in values.secrets else exc.message
@@ -4684,7 +4845,7 @@ class Cluster:
         """Where a node's values come from: the cluster's parameters (shared: each node takes the
         ones its roles know), the node's own (strict, like --set), then `sets`."""
         inputs = Inputs().add("cluster file %s" % self.origin, self.data.get("parameters", {}), "shared")
-        inputs.add("--set", self.nodes[name].get("parameters", {}), "strict")
+        inputs.add("cluster node %s" % name, self.nodes[name].get("parameters", {}), "strict")
         return inputs.add("--set", sets or {}, "strict")
 
     def node_plan(self, library, name, facts, sets=None, secrets=None, steps=True):
@@ -4891,6 +5052,10 @@ def cmd_check(session):
     roles = session.args.roles or state.roles()
     if not roles:
         raise BadInput("nothing has been installed on this host yet", "run `stackboot install ROLE` first")
+    unknown = [role for role in roles if role not in session.library.profiles and not session.args.roles]
+    if unknown:
+        raise StackbootError("%s says %s is installed, and no profile of that name is here" % (
+            session.host.path(state.path), json.dumps(unknown[0])), "give the profiles it was installed with (--profiles DIR)")
     plan = session.plan(roles, state=state)
     pending = print_plan(session, assess(session.run(state), [plan]), "Check")
     return EXIT_PENDING if pending else EXIT_OK
@@ -4986,14 +5151,20 @@ def cmd_bundle(session):
     """A zipapp of this stackboot plus every file the roles download, each verified by its sha256,
     and the values it was made with; inside it, stackboot runs offline."""
     args, out, library, host = session.args, session.out, session.library, session.host
-    given = dict(parse_sets(args.set), **with_sets(library, args.with_))
+    sets, versions = parse_sets(args.set), with_sets(library, args.with_)
+    given = dict(sets, **versions)
+    output = os.path.abspath(args.output or "")
+    if not args.output or os.path.isdir(output) or not os.path.isdir(os.path.dirname(output)):
+        raise BadInput("-o %s: expected a new file's path in an existing directory" % json.dumps(args.output or ""),
+                       "give -o DIR/NAME.pyz")
     roles = args.roles or sorted(name for name, profile in library.profiles.items()
                                  if any(spec.get("kind") in ("download", "build") for spec in profile.steps))
     artifacts = {}   # sha256 -> (url, where this host caches it, roles)
     secret = set()   # the given parameters some role keeps secret: the bundle carries them, so only its owner may read it
     for role in roles:
         try:   # the bundle's values are shared: each role takes the ones it knows
-            plan = make_plan(library, [role], session.facts, Inputs().add("--set", given, "shared"), secrets=session.secrets)
+            plan = make_plan(library, [role], session.facts, Inputs().add("--set", sets, "shared").add("--with", versions, "shared"),
+                             secrets=session.secrets)
         except BadInput as exc:
             if args.roles:
                 raise
@@ -5025,7 +5196,7 @@ def cmd_bundle(session):
         manifest = {"stackboot": __version__, "parameters": given,
                     "artifacts": dict((sha, url) for sha, (url, _, _) in artifacts.items())}
         members.append(("bundle.json", (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()))
-        write_zipapp(args.output, own_source(), members, 0o600 if secret else 0o755)
+        write_zipapp(output, own_source(), members, 0o600 if secret else 0o755)
     if secret:
         out.say("  it carries the secret values of %s: the bundle is mode 0600, keep it that way" % ", ".join(sorted(secret)))
     out.say("Bundle: %s, %d file(s), %d KiB; it runs offline: python3 %s install ROLE" % (
@@ -5152,6 +5323,11 @@ def cmd_cloud_init(session):
             type_url(args.from_url, {})
     except ValueError as exc:
         raise BadInput("cloud-init: %s" % exc, "give the URL and the sha256 of stackboot.py there")
+    if args.out:
+        args.out = os.path.abspath(args.out)
+        if os.path.exists(args.out) and not os.path.isdir(args.out) or not os.path.isdir(os.path.dirname(args.out)):
+            raise BadInput("--out %s: expected a directory, or a new one in an existing directory" % args.out,
+                           "give --out a directory for the nodes' files")
     source = None if args.from_url else own_source()
     sets = parse_sets(args.set)
     targets = []   # (node name, roles, the site file's parameters), each checked by the node's plan now
@@ -5488,7 +5664,7 @@ def lab_record(directory):
     path = os.path.join(directory, "lab.json")
     fix = "repair %s by hand, or end the lab yourself (`ip netns list`, `ip netns del`) and remove %s" % (path, directory)
     try:
-        data = read_bytes(path)
+        data = read_bytes(path, INPUT_LIMIT)
     except (IOError, OSError) as exc:
         raise StackbootError("%s: cannot read it (%s)" % (path, exc.strerror or exc), fix)
     if data is None:
@@ -5720,7 +5896,7 @@ def main(argv=None, runner=None, uname=None):
     def report(line):
         if verbose:
             import traceback
-            sys.stderr.write(redact(traceback.format_exc(), secrets))
+            sys.stderr.write(printable(redact(traceback.format_exc(), secrets)))
         sys.stderr.write(one_line(redact(line, secrets)) + "\n")
     try:
         try:
@@ -5748,14 +5924,26 @@ def main(argv=None, runner=None, uname=None):
         report("error: %s: %s; check permissions (install needs root) and free space"
                % (getattr(exc, "filename", None) or "system call", exc.strerror or exc))
         code = EXIT_FAILED
+    except Exception as exc:   # a bug of stackboot's own: one line still, the traceback with -v
+        report("error: internal error (%s: %s); this is a bug in stackboot: please report it with the output of -v"
+               % (type(exc).__name__, exc))
+        code = EXIT_FAILED
     # A last line, so a truncated or empty download (curl | python3 -) is noticed.
     sys.stderr.write("stackboot: %s (exit %d)\n" % ("done" if code in (EXIT_OK, EXIT_PENDING) else "failed", code))
     return code
 
 
-def one_line(text):
-    """An error line as one line: control characters (a newline in a value) shown escaped."""
-    return "".join(ch if 32 <= ord(ch) != 127 else repr(ch)[1:-1] for ch in text)
+def one_line(text, limit=2000):
+    """An error line as one line: control characters (a newline in a value) shown escaped, and
+    not endless (a 100 KB value is not worth showing whole)."""
+    text = printable(text)
+    text = "".join(ch if not CONTROL_RE.match(ch) else repr(ch)[1:-1] for ch in text)
+    return text if len(text) <= limit else text[:limit] + "… (%d more characters)" % (len(text) - limit)
+
+
+def printable(text):
+    """Text any terminal can take: what could not be decoded (a lone surrogate) shown escaped."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 # ---------------------------------------------------------------------------

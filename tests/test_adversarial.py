@@ -21,7 +21,7 @@ import sys
 import pytest
 
 import stackboot
-from conftest import TOP, FakeTools, RecordingRunner, run_main
+from conftest import TOP, FakeTools, RecordingRunner, run_main, write_profile
 from test_one_plan import ROLE_SETS, fixture_root
 
 UNAME = ("Linux", "x86_64")
@@ -34,7 +34,8 @@ INJECTIONS = collections.OrderedDict([
     ("subshell", "$(reboot)"), ("backticks", "`reboot`"), ("comment", "a #b"), ("equals", "a=b"),
     ("double-quote", 'a"b'), ("single-quote", "a'b"), ("brackets", "[a]"), ("braces", "{a}"), ("dotdot", "../../tmp/x"),
     ("space", "a b"), ("nul", "a\x00b"), ("bell", "a\x07b"), ("non-ascii", "\u00fcber"), ("bidi", "a\u202eb"),
-    ("option", "-rf"), ("empty", ""), ("long", "x" * 5000),
+    ("option", "-rf"), ("empty", ""), ("long", "x" * 5000), ("surrogate", "a\udcffb"), ("percent", "/x/%h"),
+    ("unicode-space", "/x/a\u00a0b"),
 ])
 # Values each type must refuse, beyond the injections.
 TYPED_INVALID = {
@@ -51,7 +52,8 @@ TYPED_INVALID = {
     "cvmfs_repository": ["sw.example.org", "sw.example.org nosha", "sw.example.org relative/key.pub"],
     "export": ["alldirs", "* / rw alldirs", "* /../x rw", "300.1.1.1 / rw", "* / rw,bogus", "10.0.0.0/33 / ro",
                '["* / rw", "broken"]'],
-    "settings": ["A=1\nB=2", "a-b=1", "X=$(reboot)", "noequals", '{"A": "\\n"}', '{"A": [1, {"B": 2}]}'],
+    "settings": ["A=1\nB=2", "a-b=1", "X=$(reboot)", "noequals", '{"A": "\\n"}', '{"A": [1, {"B": 2}]}',
+                 '{"A": {"B": {"C": "x"}}}', '{"A": NaN}', '{"A": 1e400}'],
     "mode": ["999", "0o644", "rwx", "8644"],
     "path": ["relative", "/a/../b", "/a b", "~/x"],
     "name": ["../x", "a/b", "-x", ".."],
@@ -474,3 +476,105 @@ def test_a_damaged_bundle_says_so_in_one_line(tmp_path, label):
     assert "Traceback" not in result.stderr
     assert result.returncode == (64 if label == "bad-value" else 1) and len(lines) == 2, result.stderr
     assert ("bundle" in lines[0] or "parameter master_host (from bundle)" in lines[0]), lines[0]
+
+
+# -- what the first adversary found, each kept as a case --------------------------------------
+
+def fifo(path):
+    os.mkfifo(path)
+    return path
+
+
+REGRESSIONS = [
+    # (label, argv after --root ROOT, setup(tmp) -> extra argv, expected code, a piece of the error line)
+    ("surrogate-in-settings", ["plan", "master", "--set", "master_extra=A=\udcff"], None, 64, "master_extra"),
+    ("surrogate-in-label", ["plan", "btrfs-store", "--set", "store_label=a\udcff"], None, 64, "store_label"),
+    ("key-file-not-a-key", ["plan", "cvmfs-client", "--set", "http_proxy=DIRECT", "--set", "cvmfs_release=false",
+                            "--set", "client_repositories=sw.example.org /etc/shadow"], None, 64, "NAME.pub"),
+    ("extra-repeats-a-setting", ["plan", "master", "--set", "master_extra=DATA_PATH=/tmp"], None, 64, "DATA_PATH is set twice"),
+    ("systemd-specifier", ["plan", "master", "--set", "prefix=/opt/%h"], None, 64, "prefix"),
+    ("same-directory-twice", ["plan", "master", "--set", "data_path=/etc/mfs"], None, 64, "give data_path a value of its own"),
+    ("with-is-its-own-source", ["bundle", "master", "--with", "moosefs=x;y", "-o", "/tmp/stackboot-nowhere.pyz"], None, 64,
+     "(from --with)"),
+    ("bundle-output-empty", ["bundle", "master", "-o", ""], None, 64, "-o"),
+    ("bundle-output-directory", ["bundle", "master", "-o", "/tmp"], None, 64, "-o"),
+    ("colons-host", ["plan", "client", "--set", "master_host=" + ":" * 120000], None, 64, "master_host"),
+    ("site-is-a-fifo", ["show", "master"], lambda tmp: ["--site", fifo(str(tmp / "site.fifo"))], 64, "not a plain file"),
+    ("cluster-is-a-fifo", ["cloud-init"], lambda tmp: ["--cluster", fifo(str(tmp / "c.fifo")), "--out", str(tmp / "out")], 64,
+     "not a plain file"),
+    ("cloud-init-out-is-a-file", ["cloud-init", "--cluster", "seed"], lambda tmp: ["--out", os.path.join(TOP, "README.md")], 64,
+     "--out"),
+]
+
+
+@pytest.mark.parametrize("label,argv,setup,code,piece", REGRESSIONS, ids=[case[0] for case in REGRESSIONS])
+def test_what_the_first_adversary_found(host, tmp_path, label, argv, setup, code, piece):
+    extra = setup(tmp_path) if setup else []
+    before = snapshot(host)
+    got, out, err = run_main(["--root", host] + argv + extra, RecordingRunner(host, FakeTools(host)), UNAME)
+    assert snapshot(host) == before and "Traceback" not in err
+    lines = err.splitlines()
+    assert got == code and len(lines) == 2 and piece in lines[0], err
+
+
+PROFILE_TRAPS = collections.OrderedDict([
+    ("when-os-number", {"kind": "directory", "path": "/srv/x", "when": {"os": 5}}),
+    ("argv-of-a-number", {"kind": "command", "argv": ["echo", "{{n}}"], "creates": "/x"}),
+    ("template-text-number", {"kind": "file", "path": "/etc/x", "template": ["a", {"text": 5}]}),
+    ("header-text-number", {"kind": "file", "path": "/etc/x", "content": "x", "header": [{"text": 1}]}),
+    ("env-nul", {"kind": "command", "argv": ["true"], "creates": "/x", "env": {"A": "a\u0000b"}}),
+    ("env-name", {"kind": "command", "argv": ["true"], "creates": "/x", "env": {"A=B": "x"}}),
+])
+
+
+@pytest.mark.parametrize("label", sorted(PROFILE_TRAPS))
+def test_a_user_profile_cannot_crash_it(host, tmp_path, label):
+    profiles = str(tmp_path / "profiles")
+    write_profile(profiles, "trap", {"description": "x", "parameters": {"n": {"type": "int", "default": 3}},
+                                     "steps": [PROFILE_TRAPS[label]]})
+    before = snapshot(host)
+    code, out, err = run_main(["--root", host, "--profiles", profiles, "plan", "trap"], RecordingRunner(host, FakeTools(host)), UNAME)
+    assert snapshot(host) == before and "Traceback" not in err
+    assert code == 64 and len(err.splitlines()) == 2, err
+
+
+@pytest.mark.parametrize("name", ["--offline", "x\nbootcmd", "Upper"])
+def test_a_profile_file_name_is_a_role_name(host, tmp_path, name):
+    profiles = str(tmp_path / "profiles")
+    write_profile(profiles, name, GOOD_PROFILE)
+    code, out, err = run_main(["--root", host, "--profiles", profiles, "list"], RecordingRunner(host, FakeTools(host)), UNAME)
+    assert code == 64 and "a profile's file name is its role's name" in err and len(err.splitlines()) == 2
+
+
+@pytest.mark.parametrize("values,shown", [
+    (["disks=/etc"], "! directory /etc: refusing to change or remove /etc"),
+    (["data_path=/"], "! directory /: refusing"),
+    (["working_user=root"], "! user root: root is the superuser (uid 0)"),
+])
+def test_what_the_system_owns_is_refused_in_the_plan(host, values, shown):
+    sets = [item for value in values for item in ("--set", value)]
+    code, out, err = run_main(["--root", host, "plan", "chunkserver"] + sets, RecordingRunner(host, FakeTools(host)), UNAME)
+    assert code == 0 and shown in out, out + err
+
+
+def test_the_lock_and_the_log_never_follow_a_link_out_of_the_root(tmp_path):
+    root, uname = fixture_root(tmp_path, "debian-12")
+    outside = tmp_path / "outside"
+    outside.write_text("IMPORTANT\n")
+    os.makedirs(os.path.join(root, "var/lib/stackboot"))
+    with open(os.path.join(root, "var/lib/stackboot/state.json"), "w") as handle:
+        json.dump({"roles": {"cli": {"inputs": {}}}}, handle)
+    for link in ("var/lib/stackboot/lock", "var/log/stackboot.log"):
+        os.makedirs(os.path.dirname(os.path.join(root, link)), exist_ok=True)
+        os.symlink(str(outside), os.path.join(root, link))
+        code, out, err = run_main(["--root", root, "uninstall", "cli"], RecordingRunner(root, FakeTools(root)), uname)
+        assert code == 1 and "symbolic link" in err.splitlines()[0], err
+        assert outside.read_text() == "IMPORTANT\n"
+        os.unlink(os.path.join(root, link))
+
+
+def test_with_stdout_closed_it_still_ends_in_one_line(host):
+    result = subprocess.run([sys.executable, os.path.join(TOP, "stackboot.py"), "--root", host, "facts", "--json"],
+                            stdout=None, stderr=subprocess.PIPE, universal_newlines=True, close_fds=True,
+                            preexec_fn=lambda: os.close(1))
+    assert "Traceback" not in result.stderr and result.stderr.splitlines()[-1].startswith("stackboot: ")

@@ -143,13 +143,13 @@ def test_cloud_init_bad_input(args, message):
 
 @pytest.mark.parametrize("nodes,message", [
     ({"cs1": {"address": "10.0.0.1", "roles": ["chunkserver"], "parameters": {"labels": "M;"}}},
-     "$.nodes.cs1: parameter labels (from --set): labels are single letters"),
+     "$.nodes.cs1: parameter labels (from cluster node cs1): labels are single letters"),
     ({"cs1": {"address": "10.0.0.1", "roles": ["chunkserver"]}, "cs2": {"address": "10.0.0.1", "roles": ["chunkserver"]}},
      "$.nodes.cs2.address: 10.0.0.1 is also cs1's address"),
     ({"CS1": {"address": "10.0.0.1", "roles": ["chunkserver"]}}, "$.nodes.CS1: node names are 1-12 lower-case letters"),
     ({"cs1": {"address": "10.0.0.300", "roles": ["chunkserver"]}}, "$.nodes.cs1.address: expected an IPv4 address"),
     ({"cs1": {"address": "10.0.0.1", "roles": ["chunkserver"], "parameters": {"nosuch": 1}}},
-     "$.nodes.cs1: --set: unknown parameter \"nosuch\""),
+     "$.nodes.cs1: cluster node cs1: unknown parameter \"nosuch\""),
 ])
 def test_a_bad_cluster_file_names_the_node(tmp_path, nodes, message):
     path = str(tmp_path / "c.json")
