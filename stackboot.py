@@ -22,12 +22,28 @@ state, step kinds (generic, then stores, then MooseFS and CernVM-FS), the plan,
 the converge loop, reporting, clusters, commands, the lab, and `main()` last.
 """
 
-import errno
-import json
-import os
-import re
 import sys
-import time
+
+
+def interrupted_while_starting(signum, frame):
+    """Ctrl-C before main's own handler is in place: one line, not a traceback."""
+    sys.stderr.write("error: interrupted while starting; nothing was changed\nstackboot: failed (exit 130)\n")
+    raise SystemExit(130)
+
+
+if __name__ == "__main__":
+    try:   # the built-in half of `signal`: set at once (the module itself takes a while to import)
+        import _signal
+    except ImportError:
+        import signal as _signal
+    _signal.signal(_signal.SIGINT, interrupted_while_starting)
+
+import errno  # noqa: E402 (the handler first: reading the rest of this file takes a while)
+import json  # noqa: E402
+import os  # noqa: E402
+import re  # noqa: E402
+import signal  # noqa: E402
+import time  # noqa: E402
 
 __version__ = "0.2.0"
 
@@ -36,6 +52,7 @@ EXIT_FAILED = 1      # a step or a command failed
 EXIT_PENDING = 2     # plan --detailed-exitcode / check: changes are pending
 EXIT_BAD_INPUT = 64  # bad usage or bad input (sysexits EX_USAGE); nothing changed
 EXIT_INTERRUPTED = 130   # interrupted (128 + SIGINT, as shells report it); what was open was closed
+EXIT_TERMINATED = 143    # stopped by SIGTERM (128 + 15): a service manager, a timeout, kill
 EXIT_BROKEN_PIPE = 141   # whoever read the output stopped reading (128 + SIGPIPE); quietly
 
 STATE_DIR = "/var/lib/stackboot"
@@ -78,6 +95,16 @@ class BadInput(StackbootError):
     exit_code = EXIT_BAD_INPUT
 
 
+class Stopped(StackbootError):
+    """SIGINT or SIGTERM: the run stopped between two steps, or at once on a second signal
+    (the step's intent is recorded: the next run finishes it)."""
+
+    def __init__(self, signum, where=""):
+        what = {2: "interrupted (SIGINT, Ctrl-C)", 15: "stopped (SIGTERM)"}.get(signum, "stopped by signal %d" % signum)
+        StackbootError.__init__(self, what + where, "run the same command again to finish the job")
+        self.exit_code = 128 + signum
+
+
 class BadReference(BadInput):
     """A profile's {{list.field}} that its list cannot give."""
 
@@ -87,11 +114,68 @@ class CommandFailed(StackbootError):
 
     def __init__(self, result, fix=None):
         detail = (result.err or result.out).strip().splitlines()
+        full = [line for line in (result.err + "\n" + result.out).splitlines() if "No space left on device" in line]
+        if full:   # whatever else it says, this is the cause, and it names the file it could not write
+            detail, fix = full[-1:], "free some space there, then run again (the next run finishes the job)"
         message = "%s exited %d" % (" ".join(result.argv), result.rc)
         if detail:
             message += ": " + detail[-1][:300]
         StackbootError.__init__(self, message, fix)
         self.result = result
+
+
+class Signals:
+    """SIGINT and SIGTERM while `main` runs. While nothing changes the host, the run stops at
+    once. While a step changes it, the first signal lets the step end (its command, its state
+    record) and the run stops right after it; a second one stops at once, ending the commands
+    stackboot started (each runs in its own process group, so a terminal's Ctrl-C reaches
+    stackboot alone and stackboot decides)."""
+
+    def __init__(self):
+        self.received = None    # the signal that asked to stop while a step was changing the host
+        self.in_step = False
+        self.previous = {}
+
+    def install(self):
+        try:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self.previous[signum] = signal.signal(signum, self.handle)
+        except ValueError:   # not the main thread (an embedding program): its signals, its rules
+            self.previous = {}
+
+    def restore(self):
+        for signum, handler in self.previous.items():
+            if getattr(handler, "__name__", None) == "interrupted_while_starting":
+                handler = signal.SIG_IGN   # the run is over, only Python's exit is left: nothing to stop
+            signal.signal(signum, handler)
+        self.previous, self.received, self.in_step = {}, None, False
+
+    def handle(self, signum, frame):
+        if self.in_step and self.received is None:
+            self.received = signum
+            sys.stderr.write("stackboot: %s: stopping once this step is done (again to stop now)\n"
+                             % ("SIGINT" if signum == 2 else "SIGTERM" if signum == 15 else "signal %d" % signum))
+            return
+        Runner.end_children()
+        raise Stopped(signum)
+
+    def step(self, name):
+        """Around one step's changes: a signal then waits for the step's end."""
+        import contextlib
+
+        @contextlib.contextmanager
+        def deferring():
+            self.in_step = True
+            try:
+                yield
+            finally:
+                self.in_step = False
+            if self.received is not None:
+                raise Stopped(self.received, " after %s" % name)
+        return deferring()
+
+
+SIGNALS = Signals()
 
 
 # ---------------------------------------------------------------------------
@@ -363,8 +447,6 @@ def read_input(path, what, fix):
     return data
 
 
-ZIPAPP_MAIN = "import sys\nimport stackboot\nsys.exit(stackboot.main())\n"
-
 
 def compiled(source):
     """Bytecode of stackboot for this Python, as a .pyc that needs no source to check against
@@ -386,7 +468,7 @@ def write_zipapp(path, source, members=(), mode=0o755):
     with open(temp, "wb") as handle:
         handle.write(b"#!/usr/bin/env python3\n")
         with zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED) as zipped:
-            zipped.writestr("__main__.py", ZIPAPP_MAIN)
+            zipped.writestr("__main__.py", MODULE_MAIN % "")
             zipped.writestr("stackboot.py", source)
             bytecode = compiled(source)
             if bytecode:
@@ -487,6 +569,7 @@ class Runner:
         self.prefix = list(prefix)   # what every command runs under (a lab node: nsenter into its network)
         self.allow_changes = False
         self.log = None
+        self.lock_fd = None   # the lock's descriptor while it is held (see run's hold_lock)
         self.counts = {"probe": 0, "change": 0}
         self.secrets = set() if secrets is None else secrets   # values never to be written to the log or an error
 
@@ -509,16 +592,20 @@ class Runner:
         self.write_record(dict(detail, time=round(time.time(), 3), op=op, path=path, kind="change"))
 
     def run(self, argv, change=False, check=True, cwd=None, env=None, input=None,
-            timeout=None, stream=None, detach=False):
+            timeout=None, stream=None, detach=False, hold_lock=False):
         """`detach`: the command starts a daemon, which may keep stdout open forever; read
-        its output from a file once the command itself has exited, not from a pipe."""
+        its output from a file once the command itself has exited, not from a pipe.
+        `hold_lock`: the command inherits the run's lock (apt-get): if this run is killed, the
+        next one finds the lock still held by it and says so, instead of failing on the package
+        manager's own lock. Never for a command whose children may outlive it (a daemon)."""
         argv = self.prefix + [str(part) for part in argv]
         kind = "change" if change else "probe"
         if change and not self.allow_changes:
             raise StackbootError("internal: refused to run %s while only reading" % argv)
         self.counts[kind] += 1
         started = time.time()
-        result = self.spawn(argv, cwd, env, input, timeout, stream, detach)
+        inherit = [self.lock_fd] if hold_lock and self.lock_fd is not None else []
+        result = self.spawn(argv, cwd, env, input, timeout, stream, detach, kind, inherit)
         result.out, result.err = redact(result.out, self.secrets), redact(result.err, self.secrets)
         result.seconds = time.time() - started
         self.write_record({"time": round(time.time(), 3), "argv": result.argv, "rc": result.rc,
@@ -527,8 +614,35 @@ class Runner:
             raise CommandFailed(result)
         return result
 
-    def spawn(self, argv, cwd, env, input, timeout, stream, detach=False):
+    # How long a command may take when its caller names no time: a probe answers in seconds, a
+    # change (a package install, a daemon's stop) may take many minutes, a build hours; never forever.
+    TIMEOUTS = {"probe": 300, "change": 3600, "daemon": 600, "stream": 4 * 3600}
+
+    running = set()   # the commands being waited for (every runner's): what a second signal ends
+
+    @classmethod
+    def end_children(cls):
+        """End the commands stackboot is waiting for, each with its process group (its own: only
+        what it started)."""
+        for proc in list(cls.running):
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except OSError:   # it ended meanwhile
+                pass
+
+    @staticmethod
+    def kill_group(proc):
+        """A command past its time, with what it started (a make's compilers hold its output open)."""
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except OSError:   # it ended meanwhile
+            pass
+
+    def spawn(self, argv, cwd, env, input, timeout, stream, detach=False, kind="probe", inherit=()):
+        """The process, in the root, with only the file descriptors in `inherit` beyond its
+        standard ones."""
         import subprocess
+        timeout = timeout or self.TIMEOUTS["stream" if stream is not None else "daemon" if detach else kind]
         child_env = {"PATH": CHILD_PATH, "LC_ALL": "C", "HOME": "/root"}
         for key in ("TERM", "http_proxy", "https_proxy", "no_proxy"):
             if key in os.environ:
@@ -552,25 +666,50 @@ class Runner:
                 stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
                 stdout=capture or subprocess.PIPE,
                 stderr=subprocess.STDOUT if capture or stream is not None else subprocess.PIPE,
-                universal_newlines=True)
+                universal_newlines=True, pass_fds=list(inherit), start_new_session=True)
         except OSError as exc:
             return Result(self.display(argv), 127, "", "%s: %s" % (argv[0], exc.strerror))
+        Runner.running.add(proc)
+        try:
+            return self.wait(proc, argv, input, timeout, stream, capture)
+        finally:
+            Runner.running.discard(proc)
+
+    def wait(self, proc, argv, input, timeout, stream, capture):
+        import subprocess
         if capture is not None:
             with capture:
-                rc = proc.wait()
+                try:
+                    rc = proc.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    self.kill_group(proc)
+                    rc = 124
                 capture.seek(0)
                 return Result(self.display(argv), rc, "", capture.read().decode("utf-8", "replace"))
         if stream is not None:
+            import threading
+            fired = []
+
+            def expire():   # the lines stop coming when it is killed
+                fired.append(timeout)
+                self.kill_group(proc)
+            watchdog = threading.Timer(timeout, expire)
+            watchdog.start()
             lines = []
-            for line in proc.stdout:
-                lines.append(line)
-                stream(line.rstrip("\n"))
-            proc.wait()
+            try:
+                for line in proc.stdout:
+                    lines.append(line)
+                    stream(line.rstrip("\n"))
+                proc.wait()
+            finally:
+                watchdog.cancel()
+            if fired:
+                return Result(self.display(argv), 124, "".join(lines[-200:]), "timed out after %ss" % timeout)
             return Result(self.display(argv), proc.returncode, "".join(lines[-200:]), "")
         try:
             out, err = proc.communicate(input, timeout=timeout)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            self.kill_group(proc)
             out, err = proc.communicate()
             return Result(self.display(argv), 124, out, err + "\ntimed out after %ss" % timeout)
         return Result(self.display(argv), proc.returncode, out, err)
@@ -578,13 +717,43 @@ class Runner:
     def write_record(self, record):
         if self.log is None:
             return
-        self.log.write(redact(json.dumps(record), self.secrets) + "\n")
-        self.log.flush()
+        try:
+            self.log.write(redact(json.dumps(record), self.secrets) + "\n")
+            self.log.flush()
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise DiskFull(LOG_FILE, "log")
+            raise
 
 
 # ---------------------------------------------------------------------------
 # Host: the machine being converged, its files read once, every change guarded
 # ---------------------------------------------------------------------------
+
+class DiskFull(StackbootError):
+    """No space (or quota) left where stackboot writes: named, with what was not written."""
+
+    def __init__(self, path, op="write"):
+        StackbootError.__init__(self, "no space left on the filesystem holding %s (%s)" % (path, op),
+                                "free some space there, then run again: nothing was half-written, "
+                                "the next run finishes the job")
+
+
+def names_a_full_disk(method):
+    """A Host write that finds its filesystem full says which path, as one line (the OSError
+    itself names no file: `write: No space left on device`)."""
+    import functools
+
+    @functools.wraps(method)
+    def checked(host, *args, **kwargs):
+        try:
+            return method(host, *args, **kwargs)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise DiskFull(*host.changing)   # the change the guard let through last
+            raise
+    return checked
+
 
 # Directories the system itself owns: a value that names one (disks=/etc, data_path=/, a mount on
 # /srv) is refused before stackboot would change its owner or mode, mount over it or remove it.
@@ -616,6 +785,7 @@ class Host:
         self.runner = runner or Runner(self.root)
         self.facts = facts
         self.cache = {}
+        self.changing = ("/", "write")
         self.state_dir, self.log_file = state_dir or STATE_DIR, log_file or LOG_FILE   # a lab node keeps its own
 
     # -- reading ----------------------------------------------------------------
@@ -705,6 +875,7 @@ class Host:
         symbolic link on the way (an absolute one, /var/run -> /run) would lead to this
         machine's own files. `follows`: the operation follows a link at `path` itself."""
         self.confine(path, follows)
+        self.changing = (path, op)   # what a full disk names (names_a_full_disk)
         self.runner.permit(op, path, **detail)
 
     def confine(self, path, follows=False):
@@ -718,6 +889,7 @@ class Host:
                 raise StackbootError("%s leads outside %s (to %s): a symbolic link on the way" % (path, self.root, real),
                                      "make the link relative to the root, or act on the host itself")
 
+    @names_a_full_disk
     def write_file(self, path, data, mode=0o644, uid=-1, gid=-1):
         """The whole file, atomically, owner and mode set before it appears."""
         self.permit("write", path, mode="%04o" % mode, bytes=len(data))
@@ -727,6 +899,7 @@ class Host:
         atomic_write(full, data, mode, uid, gid)
         self.cache[("file", path)] = data
 
+    @names_a_full_disk
     def make_dirs(self, path, mode=0o755):
         if os.path.isdir(self.path(path)):
             return
@@ -779,6 +952,7 @@ class Host:
         os.rename(self.path(source), self.path(dest))
         self.forget(source, dest)
 
+    @names_a_full_disk
     def symlink(self, target, path):
         """A symbolic link at `path`, replacing whatever is there atomically (rename over it)."""
         self.permit("symlink", path, target=target)
@@ -788,22 +962,34 @@ class Host:
         os.symlink(target, temp)
         os.rename(temp, self.path(path))
 
+    @names_a_full_disk
     def create_file(self, path, size, mode=0o600):
-        """A new sparse file of `size` bytes (an image, a vdev); never an existing one."""
+        """A new sparse file of `size` bytes (an image, a vdev), sized before it appears (a 0-byte
+        image would stop every later mkfs); never over an existing one."""
         self.permit("create", path, size=size)
         self.make_dirs(os.path.dirname(path))
-        fd = os.open(self.path(path), os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        full = self.path(path)
+        directory, name = os.path.split(full)
+        remove_stale_temps(directory, name)
+        temp = os.path.join(directory, "." + name + TEMP_MARK + str(os.getpid()))
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
         try:
             os.ftruncate(fd, size)
         finally:
             os.close(fd)
+        if os.path.lexists(full):
+            os.unlink(temp)
+            raise StackbootError("%s appeared while stackboot was making it" % path, "run again")
+        os.rename(temp, full)
 
+    @names_a_full_disk
     def download(self, url, path, out=None, offline=False):
         """`url` into the file `path` (a part file: resumed, never renamed here)."""
         self.permit("download", path, follows=True, url=url)
         self.make_dirs(os.path.dirname(path))
         fetch(url, self.path(path), out, offline)
 
+    @names_a_full_disk
     def save_stream(self, path, stream):
         """Everything `stream` reads, into the file `path` (a part file)."""
         import shutil
@@ -812,17 +998,20 @@ class Host:
         with open(self.path(path), "wb") as target:
             shutil.copyfileobj(stream, target)
 
+    @names_a_full_disk
     def copy_in(self, source, path):
         """A file of this machine (outside --root) copied to `path`, with its mode and times."""
         import shutil
         self.permit("copy", path, follows=True, source=source)
         shutil.copy2(source, self.path(path))
 
+    @names_a_full_disk
     def extract(self, archive, into):
         """Unpack the tarball `archive` into the directory `into`; its top directory's name."""
         self.permit("extract", into, follows=True, archive=archive)
         return extract_archive(self.path(archive), self.path(into))
 
+    @names_a_full_disk
     def install_tree(self, stage):
         """Copy a `make install DESTDIR=` tree into place, file by file atomically; the file list.
 
@@ -879,7 +1068,8 @@ class Host:
 
         @contextlib.contextmanager
         def held():
-            lock = acquire_lock(self)
+            lock = acquire_lock(self, event)
+            self.runner.lock_fd = lock.fileno()
             self.runner.log = open_log(self)
             line = dict(details, time=round(time.time(), 3), event=event, version=__version__)
             self.runner.log.write(redact(json.dumps(line), self.runner.secrets) + "\n")
@@ -888,32 +1078,66 @@ class Host:
             finally:
                 self.runner.log.close()
                 self.runner.log = None
+                self.runner.lock_fd = None
                 lock.close()
         return held()
 
 
-def acquire_lock(host):
-    """flock on the state directory; a second run fails at once, naming the holder. Like the
-    log, never through a symbolic link, never outside --root."""
+def processes_holding(path):
+    """'NAME (pid N)' for each process with `path` open (read from /proc; only asked when a
+    lock is held by someone unexpected)."""
+    found = []
+    try:   # the file itself, not its name: from another mount namespace or root the name reads differently
+        wanted = os.stat(path)
+        pids = sorted((entry for entry in os.listdir("/proc") if entry.isdigit()), key=int)
+    except OSError:   # no /proc here (a chroot without it)
+        return found
+    for pid in pids:
+        try:
+            if any(os.path.samestat(os.stat("/proc/%s/fd/%s" % (pid, fd)), wanted) for fd in os.listdir("/proc/%s/fd" % pid)):
+                with open("/proc/%s/comm" % pid) as handle:
+                    found.append("%s (pid %s)" % (handle.read().strip(), pid))
+        except OSError:   # it ended while we looked, or is not ours to see
+            continue
+    return found
+
+
+def acquire_lock(host, event="run"):
+    """flock on the state directory; a second run fails at once, naming the holder: its pid and
+    what it does, or, when that run was killed, the command it started that still holds the lock
+    (its package install). Like the log, never through a symbolic link, never outside --root."""
     import fcntl
     host.confine(host.state_dir + "/lock")
     directory = host.path(host.state_dir)
-    if not os.path.isdir(directory):
-        os.makedirs(directory, 0o700)
+    os.makedirs(directory, 0o700, exist_ok=True)   # two first runs at once: both find it
     path = os.path.join(directory, "lock")
     handle = os.fdopen(open_no_follow(path, os.O_RDWR | os.O_CREAT, 0o600), "a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except (IOError, OSError):
-        handle.seek(0)
-        holder = handle.read().strip() or "unknown"
-        handle.close()
-        raise StackbootError("another stackboot run (pid %s) holds %s" % (holder, path),
-                             "wait for it to finish, then run again")
+    for attempt in (1, 2):
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except (IOError, OSError):
+            handle.seek(0)
+            holder = handle.read().strip().split(None, 1) or ["unknown"]
+            who = "pid " + ", ".join(holder)   # "pid 4242, install"
+            if holder[0].isdigit() and not pid_alive(int(holder[0])):
+                left = processes_holding(path)
+                if not left and attempt == 1:   # what held it ended while we looked: once more
+                    continue
+                handle.close()
+                raise StackbootError("stackboot run (%s) was stopped, and %s still holds %s" % (
+                    who, ", ".join(left or ["a command it started"]), path), "wait for it to end, then run again")
+            handle.close()
+            raise StackbootError("another stackboot run (%s) holds %s" % (who, path), "wait for it to finish, then run again")
     handle.seek(0)
     handle.truncate()
-    handle.write("%d\n" % os.getpid())
-    handle.flush()
+    try:   # unbuffered: a full disk fails here, not again when the handle closes
+        os.write(handle.fileno(), ("%d %s\n" % (os.getpid(), event)).encode())
+    except OSError as exc:
+        handle.close()
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFull(host.state_dir + "/lock", "lock")
+        raise
     return handle
 
 
@@ -1879,7 +2103,8 @@ def condition_holds(when, values, facts, scope=None):
 # what makes that probe stale.
 
 class PackageManager:
-    """One batch query answers for every package of the run."""
+    """One batch query answers for every package of the run. `interrupted`: the package
+    database says a run was stopped half-way; `repair` finishes it (before anything else)."""
 
     name = ""
     install_env = {}
@@ -1920,10 +2145,21 @@ class PackageManager:
     def sources_changed(self):
         self.stale = True
 
+    def interrupted(self):
+        return False
+
+    repair_argv = None   # what finishes what a stopped run of the package manager began
+
+    def repair(self):
+        self.host.runner.run(self.repair_argv, change=True, env=self.install_env)
+        self.versions = None
+
     def install_argv(self, names):
         return [self.name, "install", "-y"] + names
 
     def install(self, names):
+        if self.interrupted():
+            self.repair()
         self.host.runner.run(self.install_argv(names), change=True, env=self.install_env)
         self.versions = None
 
@@ -1941,25 +2177,45 @@ class Apt(PackageManager):
             return fields[0].split(":")[0], fields[2]
         return None, None
 
+    # apt waits this long for another package manager's lock (a cloud-init's own, or a killed run's
+    # apt-get), saying so, rather than failing at once. apt-get alone holds stackboot's lock
+    # (hold_lock): apt closes its descriptors before it runs dpkg, so neither dpkg nor a daemon a
+    # maintainer script starts can keep it (seen: only apt-get has it open during an install).
+    APT = ["apt-get", "-q", "-o", "DPkg::Lock::Timeout=300"]
+
     def lists_empty(self):
         return not any("Packages" in entry for entry in self.host.listdir("/var/lib/apt/lists"))
 
+    def interrupted(self):
+        """dpkg was stopped half-way (killed during an install): what it left in its journal."""
+        return bool(self.host.listdir("/var/lib/dpkg/updates"))
+
+    repair_argv = ["dpkg", "--configure", "-a"]
+
     def install(self, names):
         runner = self.host.runner
+        if self.interrupted():
+            self.repair()
         if self.stale or self.lists_empty():
-            runner.run(["apt-get", "update", "-q"], change=True, env=self.install_env)
+            runner.run(self.APT + ["update"], change=True, env=self.install_env, hold_lock=True)
             self.stale = False
-        argv = ["apt-get", "install", "-y", "-q", "--no-install-recommends"] + names
-        result = runner.run(argv, change=True, env=self.install_env, check=False)
+        argv = self.APT + ["install", "-y", "--no-install-recommends"] + names
+        result = runner.run(argv, change=True, env=self.install_env, check=False, hold_lock=True)
         if result.rc != 0 and "Unable to locate package" in result.err:
-            runner.run(["apt-get", "update", "-q"], change=True, env=self.install_env)
-            result = runner.run(argv, change=True, env=self.install_env, check=False)
+            runner.run(self.APT + ["update"], change=True, env=self.install_env, hold_lock=True)
+            result = runner.run(argv, change=True, env=self.install_env, check=False, hold_lock=True)
         self.versions = None
         if result.rc != 0:
+            if "lock" in result.err.lower() and ("could not get" in result.err.lower() or "unable to acquire" in result.err.lower()):
+                raise CommandFailed(result, "another package manager kept its lock for 5 minutes (a killed run's apt-get?): "
+                                            "wait for it to end, then run again")
             raise CommandFailed(result, "check the package names and the host's package sources")
 
 
 class Dnf(PackageManager):
+    """dnf waits for another's lock by itself; rpm installs each package whole, so an install a
+    killed run left half-done is finished by installing again (stackboot never upgrades, the
+    case that leaves duplicates)."""
     name = "dnf"
 
     def query_argv(self, names):
@@ -1967,12 +2223,19 @@ class Dnf(PackageManager):
 
 
 class Yum(Dnf):
+    """yum keeps a journal of a transaction until it ends; yum-utils finishes one left behind."""
     name = "yum"
+    repair_argv = ["yum-complete-transaction", "-y"]
+
+    def interrupted(self):
+        return any(entry.startswith("transaction-all") for entry in self.host.listdir("/var/lib/yum"))
 
 
 class Pkg(PackageManager):
+    """pkg removes a dead run's lock on its database itself; it waits for a live one's
+    LOCK_RETRIES times LOCK_WAIT seconds (pkg.conf(5), settable from the environment)."""
     name = "pkg"
-    install_env = {"ASSUME_ALWAYS_YES": "yes"}
+    install_env = {"ASSUME_ALWAYS_YES": "yes", "LOCK_WAIT": "1", "LOCK_RETRIES": "300"}
 
     def query_argv(self, names):
         return ["pkg", "query", "%n\\t%v"] + names
@@ -2265,6 +2528,7 @@ class State:
 
     # What each part holds, as check_shape reads it ("*": any key).
     SHAPE = {"version": "int",
+             "intents": {"*": {"actions": [None], "time": None}},
              "roles": {"*": {"inputs": {"*": None}, "installed": "text"}},
              "files": {"*": {"sha256": "sha256"}},
              "builds": {"*": {"inputs": None, "version": "text", "files": ["text"], "previous_version": None}},
@@ -2275,6 +2539,11 @@ class State:
     def __init__(self, host):
         self.host = host
         self.path = host.state_dir + "/state.json"
+        self.reload()
+
+    def reload(self):
+        """The state as the file says now (under the lock: what another run saved is kept)."""
+        host = self.host
         where = host.path(self.path)
         fix = ("it holds the inputs installs remembered and what builds installed: repair it by hand, or move it "
                "aside and install again with the same --set values")
@@ -2358,6 +2627,17 @@ class State:
 
     def made_targets(self, kind):
         return set(record["target"] for record in self.data["made"].values() if record.get("kind") == kind)
+
+    # -- write-ahead: what a step is about to do, until it is done ------------------
+    def intent(self, step_id):
+        """What an interrupted run was doing to this step ({"actions": [...]}), or None."""
+        return self.data["intents"].get(step_id)
+
+    def begin(self, step_id, actions):
+        self.data["intents"][step_id] = {"actions": list(actions), "time": round(time.time(), 3)}
+
+    def end(self, step_id):
+        self.data["intents"].pop(step_id, None)
 
     # -- restarts, reloads and runs a change asked for, until they happened -----------
     def pending(self, step_id, key):
@@ -2621,6 +2901,11 @@ class Step:
         """Make `changes` (from check) happen: every change through run.host or run.runner."""
         raise NotImplementedError
 
+    def finish(self, run, actions):
+        """Record what an apply did (maybe in an earlier, interrupted run, `actions` its intent)
+        that check cannot see: a file right on disk but not recorded, a store it made. Most
+        kinds record nothing beyond what they change."""
+
     def verify(self, run):
         left = real_changes(self.check(run))
         if left:
@@ -2691,10 +2976,16 @@ class PackagesStep(Step):
 
     def check(self, run):
         missing = run.packages.missing(self.args["names"])
-        return [Change("+", "install " + " ".join(missing), action="install",
-                       fetches=["package %s (not installed)" % name for name in missing])] if missing else []
+        changes = [Change("~", "finish the package install an earlier run left half-done (%s)" % " ".join(
+            run.packages.repair_argv), action="repair")] if run.packages.interrupted() else []
+        return changes + ([Change("+", "install " + " ".join(missing), action="install",
+                                  fetches=["package %s (not installed)" % name for name in missing])] if missing else [])
 
     def apply(self, run, changes):
+        if run.packages.interrupted():
+            run.packages.repair()
+        if not any(change.action == "install" for change in changes):
+            return
         if self.args.get("files"):   # a release package adds a repository: refresh before the next install
             run.packages.install(self.args["files"])
             run.packages.sources_changed()
@@ -2797,6 +3088,10 @@ class DirectoryStep(Step):
     def kept(self, run):
         return Step.kept(self, run) if run.host.exists(self.args["path"]) else []
 
+    def finish(self, run, actions):
+        if self.wanted == "absent" and not run.host.exists(self.args["path"]):
+            run.state.forget_files_under(self.args["path"])
+
     def apply(self, run, changes):
         path = self.args["path"]
         action = changes[0].action
@@ -2893,6 +3188,20 @@ class ManagedFileStep(Step):
             else:
                 changes.append(Change("=", "%s: edited by hand since stackboot wrote it" % path))
         return changes
+
+    def finish(self, run, actions):
+        """A file right on disk that the state does not know yet (the run that wrote it died before
+        saying so) is recorded; a removed one is forgotten."""
+        try:
+            desired = self.desired(run)
+        except StackbootError:   # a copy whose source is gone
+            desired = {}
+        for path in sorted(set(desired) | set([self.args["path"]] if self.args.get("path") else [])):
+            current = run.host.read(path)
+            if self.wanted == "absent" and current is None:
+                run.state.forget_file(path)
+            elif self.wanted == "present" and path in desired and current == desired[path][0] and not run.state.wrote(path, current):
+                run.state.record_file(path, current)
 
     def apply(self, run, changes):
         if self.wanted == "absent":
@@ -3555,6 +3864,18 @@ class StoreStep(Step):
         """Why --purge-data must keep this store after all (something in it is not stackboot's)."""
         return None
 
+    def made_details(self, actions):
+        """What the record of a store made by an interrupted run holds (it cannot know more)."""
+        return {}
+
+    def finish(self, run, actions):
+        """Made (or destroyed) by a run that died before it said so: the record follows the store."""
+        exists = self.exists(run)
+        if self.wanted == "present" and exists and not self.made(run) and set(actions) & {"mkfs", "create"}:
+            run.state.record_made(self.id, self.kind, self.target(), **self.made_details(actions))
+        elif self.wanted == "absent" and not exists:
+            run.state.forget_made(self.id)
+
     def present_changes(self, run):
         raise NotImplementedError
 
@@ -3594,6 +3915,9 @@ class BtrfsFilesystemStep(StoreStep):
 
     def target_path(self):
         return self.args.get("image") or self.args["device"]
+
+    def made_details(self, actions):
+        return {"image": "image" in actions}
 
     def exists(self, run):
         return bool(self.mount.mounted(run)) or run.host.exists(self.target_path())
@@ -3668,7 +3992,9 @@ class BtrfsFilesystemStep(StoreStep):
                 if problems or info.get("TYPE"):
                     raise StackbootError("refusing to create a filesystem on %s: %s" % (target, "; ".join(problems)))
                 run.runner.run(["mkfs.btrfs", "-L", self.args.get("label") or "stackboot", target], change=True)
-                self.remember_made(run, image=any(c.action == "image" for c in changes))
+                # the image may be an interrupted run's: the intent holds every run's actions
+                began = run.state.intent(self.id) or {"actions": [c.action for c in changes]}
+                self.remember_made(run, **self.made_details(began["actions"]))
             elif change.action in ("fstab", "mount"):
                 self.mount.apply(run, change)
         run.host.forget()
@@ -4666,11 +4992,21 @@ def assess(run, plans):
     assessed = []
     for plan in plans:
         for step in plan.steps:
-            changes = step.check(run) if step.wanted else step.kept(run)
+            changes = with_intent(run, step, step.check(run) if step.wanted else step.kept(run))
             if real_changes(changes):
                 run.changed.add(step.id)
             assessed.append((plan, step, changes))
     return assessed
+
+
+def with_intent(run, step, changes):
+    """A step's changes, and when a run was killed while changing it and nothing is left to
+    change, finishing that run's work (record what it made, restart what watches it)."""
+    intent = run.state.intent(step.id)
+    if intent is None or real_changes(changes):
+        return changes
+    return changes + [Change("~", "finish what an interrupted run began (%s)" % ", ".join(
+        str(action) for action in intent["actions"]), action="finish")]
 
 
 def watchers(plans):
@@ -4695,6 +5031,7 @@ def converge(run, plans, verb=None, event=None, details=None, confirm=None, chan
     out, host = run.out, run.host
     details = dict(details or {}, roles=[role for plan in plans for role in plan.roles])
     with host.holding_lock(event or (verb or "converge").lower(), **details):
+        run.state.reload()   # read before the lock: another run may have saved since
         run.changed |= set(changed_before)   # an earlier converge's changes (a lab's shared build) trigger here too
         assessed = assess(run, plans)
         conflicts = [(plan, step, change) for plan, step, changes in assessed for change in changes if change.symbol == "!"]
@@ -4738,29 +5075,43 @@ def converge(run, plans, verb=None, event=None, details=None, confirm=None, chan
 
 def act(run, plan, step, changes, watching, outcome):
     """One step of the converge loop: look again if anything changed since assessing, then
-    apply, verify, and record what it triggers."""
+    apply and verify it, write-ahead: before it changes anything the state says what it is
+    about to do and owes the steps watching it (a restart), and the intent is closed only once
+    it is done and recorded. A run killed anywhere in between leaves the intent, and the next
+    run finishes it (step.finish: record a file that is right but not recorded, a store it made)."""
     if run.changed:   # something changed since assessing: look again just before acting
-        changes = step.check(run) if step.wanted else step.kept(run)
+        changes = with_intent(run, step, step.check(run) if step.wanted else step.kept(run))
     outcome.notes += [change.summary for change in changes if change.symbol == "=" and plan.goal in ("absent", "purged")]
     changes = real_changes(changes)
     if not changes:
         outcome.right += 1
         return
     report_step(run.out, step, changes, plan.reason)
-    try:
-        step.apply(run, changes)
-        run.state.clear_pending(step.id)   # what it waited for (a restart) just happened
-        run.host.forget()   # commands change files behind the cache's back
-        step.verify(run)
-    except StackbootError as exc:
-        exc.message = "%s: %s" % (step.describe(), exc.message)
-        raise
-    run.changed.add(step.id)
-    outcome.ids.add(step.id)
-    if step.goal == "present":
-        mark_triggered(run, watching, step.id)
-    run.state.save()
-    outcome.changed += 1
+    to_apply = [change for change in changes if change.action != "finish"]
+    # what an interrupted run began stays part of the intent: it made the image, this run makes
+    # the filesystem, and the record must say that stackboot made both
+    actions = (run.state.intent(step.id) or {}).get("actions", [])
+    actions += [change.action for change in to_apply if change.action not in actions]
+    with SIGNALS.step(step.describe()):
+        run.state.begin(step.id, actions)
+        if step.goal == "present":   # owed before the change: a kill right after it still restarts them
+            mark_triggered(run, watching, step.id)
+        run.state.save()
+        try:
+            if to_apply:
+                step.apply(run, to_apply)
+            run.state.clear_pending(step.id)   # what it waited for (a restart) just happened
+            run.host.forget()   # commands change files behind the cache's back
+            step.finish(run, run.state.intent(step.id)["actions"])
+            step.verify(run)
+        except StackbootError as exc:
+            exc.message = "%s: %s" % (step.describe(), exc.message)
+            raise
+        run.state.end(step.id)
+        run.changed.add(step.id)
+        outcome.ids.add(step.id)
+        run.state.save()
+        outcome.changed += 1
 
 
 def mark_triggered(run, watching, step_id):
@@ -5238,12 +5589,23 @@ def own_source():
                    "run this from stackboot.py, the pyz or an installed copy")
 
 
+# What runs stackboot as a module (an installed copy, a zipapp): Ctrl-C while it loads is one
+# line too (the module's own handler is only set when it runs as a script).
+MODULE_MAIN = ("import sys\n"
+               "def interrupted_while_starting(signum, frame):\n"
+               "    sys.stderr.write('error: interrupted while starting; nothing was changed\\nstackboot: failed (exit 130)\\n')\n"
+               "    raise SystemExit(130)\n"
+               "try:\n"
+               "    import _signal\n"
+               "except ImportError:\n"
+               "    import signal as _signal\n"
+               "_signal.signal(_signal.SIGINT, interrupted_while_starting)\n"
+               "%s"
+               "import stackboot\n"
+               "sys.exit(stackboot.main())\n")
 LAUNCHER_TEXT = ("#!/usr/bin/env python3\n"
                  "# stackboot, installed: the program is a module, so Python keeps its bytecode\n"
-                 "import sys\n"
-                 "sys.path.insert(0, %r)\n"
-                 "import stackboot\n"
-                 "sys.exit(stackboot.main())\n" % INSTALL_DIR)
+                 + MODULE_MAIN % ("sys.path.insert(0, %r)\n" % INSTALL_DIR))
 
 
 def installed_copy(source):
@@ -5408,7 +5770,6 @@ class NetnsStep(Step):
     def end_leftovers(self, run):
         """What still runs in the namespace once its services stopped is the lab's own: a FUSE
         client exits by itself soon after its unmount; what is left gets TERM, then KILL."""
-        import signal
         left, ended = [], 0
         for sig in (None, signal.SIGTERM, signal.SIGKILL):
             for pid in left:
@@ -5782,8 +6143,8 @@ EXIT_HELP = """exit codes:
   %d  failure
   %d  changes pending (plan --detailed-exitcode, check)
   %d  bad usage or bad input; nothing was changed
-  %d  interrupted (Ctrl-C); run the same command again to finish
-""" % (EXIT_OK, EXIT_FAILED, EXIT_PENDING, EXIT_BAD_INPUT, EXIT_INTERRUPTED)
+  %d  interrupted (Ctrl-C), %d stopped (SIGTERM); run the same command again to finish
+""" % (EXIT_OK, EXIT_FAILED, EXIT_PENDING, EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED)
 
 
 def build_parser(argv=None):
@@ -5892,6 +6253,7 @@ def main(argv=None, runner=None, uname=None):
     code = EXIT_FAILED
     session = None
     secrets = set()
+    SIGNALS.install()
 
     def report(line):
         if verbose:
@@ -5917,7 +6279,7 @@ def main(argv=None, runner=None, uname=None):
     except StackbootError as exc:
         report(exc.line())
         code = exc.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:   # where stackboot's own handler is not in place (not the main thread)
         sys.stderr.write("error: interrupted; run the same command again to finish the job\n")
         code = EXIT_INTERRUPTED
     except (IOError, OSError) as exc:
@@ -5928,6 +6290,8 @@ def main(argv=None, runner=None, uname=None):
         report("error: internal error (%s: %s); this is a bug in stackboot: please report it with the output of -v"
                % (type(exc).__name__, exc))
         code = EXIT_FAILED
+    finally:
+        SIGNALS.restore()
     # A last line, so a truncated or empty download (curl | python3 -) is noticed.
     sys.stderr.write("stackboot: %s (exit %d)\n" % ("done" if code in (EXIT_OK, EXIT_PENDING) else "failed", code))
     return code

@@ -77,6 +77,21 @@ class FakeTools:
             return 127, "", "%s: command not found (fake)" % argv[0]
         return method(argv[1:])
 
+    def tool_dpkg(self, args):
+        """dpkg --configure -a: finishes what an interrupted dpkg left in its journal."""
+        assert args == ["--configure", "-a"], args
+        journal = self.path("/var/lib/dpkg/updates")
+        for name in os.listdir(journal) if os.path.isdir(journal) else []:
+            os.unlink(os.path.join(journal, name))
+        return 0, "", ""
+
+    def tool_yum_complete_transaction(self, args):
+        """yum-utils: finishes the transaction yum's journal (transaction-all.*) names."""
+        for name in os.listdir(self.path("/var/lib/yum")):
+            if name.startswith("transaction-"):
+                os.unlink(os.path.join(self.path("/var/lib/yum"), name))
+        return 0, "", ""
+
     def tool_dpkg_query(self, args):
         names = [a for a in args if not a.startswith("-")]
         out, err = [], []
@@ -102,9 +117,16 @@ class FakeTools:
         return 0, "installed\n", ""
 
     def tool_apt_get(self, args):
-        if args[0] == "update":
+        words, rest = [], list(args)
+        while rest:   # as apt-get reads them: options anywhere, -o takes the next word
+            word = rest.pop(0)
+            if word == "-o":
+                rest.pop(0)
+            elif not word.startswith("-"):
+                words.append(word)
+        if words[0] == "update":
             return 0, "", ""
-        return self.install([a for a in args[1:] if not a.startswith("-")])
+        return self.install(words[1:])
 
     def tool_rpm(self, args):
         names = [a for a in args[2:] if not a.startswith("-")][1:] if "--qf" in args else args[1:]
@@ -425,10 +447,12 @@ class RecordingRunner(stackboot.Runner):
         stackboot.Runner.__init__(self, root)
         self.tools = tools or FakeTools(root)
         self.calls = []
+        self.inherited = []   # (argv, the descriptors it would inherit)
 
-    def spawn(self, argv, cwd, env, input, timeout, stream, detach=False):
+    def spawn(self, argv, cwd, env, input, timeout, stream, detach=False, kind="probe", inherit=()):
         rc, out, err = self.tools(argv, env)
         self.calls.append((list(argv), self.counts["change"], env))
+        self.inherited.append((list(argv), list(inherit)))
         if stream is not None:
             for line in out.splitlines():
                 stream(line)

@@ -162,13 +162,23 @@ def test_lock_refuses_a_concurrent_run(env, capsys):
     import fcntl
     write_profile(env.profiles, "demo", converge_profile(""))
     os.makedirs(os.path.join(env.root, "var/lib/stackboot"))
-    with open(os.path.join(env.root, "var/lib/stackboot/lock"), "w") as holder:
-        holder.write("4242\n")
+    lock = os.path.join(env.root, "var/lib/stackboot/lock")
+    with open(lock, "w") as holder:
+        holder.write("%d install\n" % os.getpid())
         holder.flush()
         fcntl.flock(holder, fcntl.LOCK_EX)
         # flock locks belong to the open file description: a second open in this process conflicts too
         assert env.main("install", "demo") == 1
-        assert "another stackboot run (pid 4242) holds" in capsys.readouterr().err
+        assert "error: another stackboot run (pid %d, install) holds %s; wait for it to finish, then run again" % (
+            os.getpid(), lock) in capsys.readouterr().err
+        # the run that wrote its pid is gone, what holds the lock now is what it started (its apt-get)
+        holder.seek(0)
+        holder.truncate()
+        holder.write("4242 install\n")
+        holder.flush()
+        assert env.main("install", "demo") == 1
+        assert "error: stackboot run (pid 4242, install) was stopped, and %s (pid %d) still holds %s; wait for it to " \
+               "end, then run again" % (open("/proc/self/comm").read().strip(), os.getpid(), lock) in capsys.readouterr().err
     assert env.main("install", "demo") == 0
 
 
@@ -266,3 +276,30 @@ def test_a_zombie_is_not_a_running_daemon():
     assert not stackboot.pid_alive(child.pid)
     child.wait()
     assert stackboot.pid_alive(os.getpid())
+
+
+@pytest.mark.parametrize("how", ["captured", "streamed", "detached"])
+def test_a_command_past_its_time_ends_with_what_it_started(how):
+    """Every command has a time limit; past it, the command's whole process group goes (a
+    child holding its output open would otherwise keep stackboot waiting for ever)."""
+    import time
+    seconds = {"captured": "1037", "streamed": "1038", "detached": "1039"}[how]   # names these sleeps alone
+    options = {"streamed": {"stream": lambda line: None}, "detached": {"detach": True}}.get(how, {})
+    started = time.time()
+    result = stackboot.Runner("/").run(["sh", "-c", "sleep %s & sleep %s" % (seconds, seconds)], check=False,
+                                       timeout=1, **options)
+    assert result.rc == 124 and time.time() - started < 10, (result.rc, result.out, result.err)
+
+    def sleeping():
+        found = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                if open("/proc/%s/cmdline" % pid, "rb").read() == b"sleep\0" + seconds.encode() + b"\0":
+                    found.append(pid)
+            except OSError:
+                pass
+        return found
+    deadline = time.time() + 5
+    while sleeping() and time.time() < deadline:
+        time.sleep(0.05)
+    assert not sleeping()

@@ -69,7 +69,7 @@ def test_packages_plan_apply_idempotent(fakefs):
     h.tools.installed["a"] = "1"
     assert h.plan() == ["+ packages a b: install b"]
     changes = h.converge()
-    assert changes == [["apt-get", "install", "-y", "-q", "--no-install-recommends", "b"]]
+    assert changes == [["apt-get", "-q", "-o", "DPkg::Lock::Timeout=300", "install", "-y", "--no-install-recommends", "b"]]
 
 
 def test_packages_are_queried_in_one_batch(fakefs):
@@ -92,7 +92,46 @@ def test_packages_other_managers(fakefs, facts, expected):
 def test_packages_apt_updates_when_lists_are_empty(fakefs):
     os.unlink("/var/lib/apt/lists/deb_Packages")
     h = Harness([{"kind": "packages", "names": ["x"]}])
-    assert h.converge()[0] == ["apt-get", "update", "-q"]
+    assert h.converge()[0] == ["apt-get", "-q", "-o", "DPkg::Lock::Timeout=300", "update"]
+
+
+def test_a_half_done_dpkg_is_shown_and_finished_before_installing(fakefs):
+    """Killed in the middle of an install, dpkg leaves its journal; the plan says so and the
+    run repairs it before anything else; apt-get inherits stackboot's lock, dpkg (whose maintainer
+    scripts may start a daemon) does not."""
+    fakefs.create_file("/var/lib/dpkg/updates/0001")
+    h = Harness([{"kind": "packages", "names": ["x"]}])
+    assert h.plan() == ["~ packages x: finish the package install an earlier run left half-done (dpkg --configure -a)",
+                        "+ packages x: install x"]
+    h.apply()
+    assert h.runner.changes() == [["dpkg", "--configure", "-a"],
+                                  ["apt-get", "-q", "-o", "DPkg::Lock::Timeout=300", "install", "-y", "--no-install-recommends", "x"]]
+    holders = dict((argv[0], inherit) for argv, inherit in h.runner.inherited if argv[0] in ("dpkg", "apt-get"))
+    assert holders["apt-get"] and not holders["dpkg"], "apt-get alone runs with the lock's descriptor"
+    assert os.listdir("/var/lib/dpkg/updates") == [] and h.plan() == []
+
+
+def test_a_half_done_dpkg_alone_is_repaired_with_the_packages_installed(fakefs):
+    fakefs.create_file("/var/lib/dpkg/updates/0001")
+    h = Harness([{"kind": "packages", "names": ["x"]}])
+    h.tools.installed["x"] = "1.0-1"
+    assert h.plan() == ["~ packages x: finish the package install an earlier run left half-done (dpkg --configure -a)"]
+    assert h.converge() == [["dpkg", "--configure", "-a"]]
+
+
+def test_a_yum_transaction_left_unfinished_is_completed_first(fakefs):
+    fakefs.create_file("/var/lib/yum/transaction-all.2026-11-29.12:00.01")
+    centos = dict(ROCKY, package_manager="yum", major="7", version="7.9")
+    h = Harness([{"kind": "packages", "names": ["x"]}], facts=centos)
+    assert h.plan()[0] == "~ packages x: finish the package install an earlier run left half-done (yum-complete-transaction -y)"
+    assert h.converge()[:2] == [["yum-complete-transaction", "-y"], ["yum", "install", "-y", "x"]]
+
+
+def test_pkg_waits_for_a_live_lock_on_its_database(fakefs):
+    h = Harness([{"kind": "packages", "names": ["x"]}], facts=FREEBSD)
+    h.apply()
+    env = [env for argv, kind, env in h.runner.calls if argv[:2] == ["pkg", "install"]]
+    assert env and env[0]["LOCK_RETRIES"] == "300" and env[0]["LOCK_WAIT"] == "1"
 
 
 def test_unknown_package_fails_with_the_tools_message(fakefs):
@@ -115,7 +154,7 @@ def test_apt_repository_with_signed_by_then_update(fakefs):
     assert plan[:2] == ["+ repository moosefs: create /etc/apt/keyrings/moosefs.asc",
                         "+ repository moosefs: create /etc/apt/sources.list.d/moosefs.list"]
     changes = h.converge()
-    assert changes[0] == ["apt-get", "update", "-q"]
+    assert changes[0] == ["apt-get", "-q", "-o", "DPkg::Lock::Timeout=300", "update"]
     with open("/etc/apt/sources.list.d/moosefs.list") as handle:
         assert handle.read() == "deb [signed-by=/etc/apt/keyrings/moosefs.asc] http://repo.example/apt bookworm main\n"
     with open("/etc/apt/keyrings/moosefs.asc") as handle:
