@@ -616,7 +616,8 @@ class Runner:
 
     # How long a command may take when its caller names no time: a probe answers in seconds, a
     # change (a package install, a daemon's stop) may take many minutes, a build hours; never forever.
-    TIMEOUTS = {"probe": 300, "change": 3600, "daemon": 600, "stream": 4 * 3600}
+    # A daemon's start or stop: a master saves or loads all its metadata (upstream's unit allows 30 minutes).
+    TIMEOUTS = {"probe": 300, "change": 3600, "daemon": 1800, "stream": 4 * 3600}
 
     running = set()   # the commands being waited for (every runner's): what a second signal ends
 
@@ -1012,6 +1013,14 @@ class Host:
         return extract_archive(self.path(archive), self.path(into))
 
     @names_a_full_disk
+    def tree_files(self, stage):
+        """The paths a `make install DESTDIR=` tree would install (what install_tree copies)."""
+        base, found = self.path(stage), []
+        for directory, subdirs, files in os.walk(base):
+            relative = directory[len(base):] or "/"
+            found += [os.path.join(relative, name) for name in files + [d for d in subdirs if os.path.islink(os.path.join(directory, d))]]
+        return sorted(found)
+
     def install_tree(self, stage):
         """Copy a `make install DESTDIR=` tree into place, file by file atomically; the file list.
 
@@ -1639,7 +1648,8 @@ def parse_profile_text(name, origin, text, built_in=False):
 STEP_COMMON_SHAPE = {"kind": "text", "id": "word", "when": {"*": None}, "comment": "text", "for_each": "text",
                      "as": "name", "needs": ["name"], "data": "bool"}
 PARAMETER_SHAPE = {"type": "word", "default": None, "help": "text", "choices": [None], "pattern": "regex", "secret": "bool",
-                   "items": "word", "min": "int", "max": "int", "allow": "text", "lookup": {"key": "name", "table": {"*": None}}}
+                   "items": "word", "min": "int", "max": "int", "allow": "text", "lookup": {"key": "name", "table": {"*": None}},
+                   "from_packages": {"names": ["name"], "value": "text", "release": "name", "when": {"*": None}}}
 PROFILE_SHAPE = {"description": "text", "requires": ["name"], "platforms": ["word"], "platforms_why": "text",
                  "summary": ["text"], "status": "argv", "parameters": {"*": PARAMETER_SHAPE}, "overlays": {"*": {"*": None}},
                  "recover": {"evidence": ["text"], "replaces": ["name"], "steps": [None]}, "steps": [None]}
@@ -1698,8 +1708,11 @@ def validate_profile(origin, data):
         for index, choice in enumerate(decl.get("choices", [])):
             if isinstance(choice, (list, dict)):
                 raise ProfileError(origin, "%s.choices[%d]" % (where, index), "expected a plain value, got %s" % json.dumps(choice))
+        if "from_packages" in decl and not decl["from_packages"].get("names"):
+            raise ProfileError(origin, where + ".from_packages.names", "name the packages to ask the package manager about")
         lookup = decl.get("lookup")
-        if lookup is not None and (set(lookup) != {"key", "table"} or lookup["key"] not in params):
+        if lookup is not None and (set(lookup) != {"key", "table"} or not isinstance(lookup["key"], str)
+                                   or not NAME_RE.match(lookup["key"]) or not isinstance(lookup["table"], dict)):
             raise ProfileError(origin, where + ".lookup", "expected {\"key\": PARAMETER, \"table\": {VALUE: DEFAULT}}")
         if decl.get("default") is not None and not template_refs(decl["default"]):
             try:
@@ -1819,6 +1832,13 @@ class Library:
                 for ref in template_refs(value):
                     if ref.split(".")[0] not in known and not (ref.startswith("facts.") and ref[6:] in FACT_NAMES):
                         raise ProfileError(profile.origin, where, "unknown parameter {{%s}}" % ref)
+            for pname, decl in profile.parameters.items():   # a lookup may key on a required profile's parameter
+                lookup, probe = decl.get("lookup") or {}, decl.get("from_packages") or {}
+                refs = ([lookup["key"]] if lookup else []) + sorted(template_refs(lookup.get("table")))
+                refs += ([probe["release"]] if probe.get("release") else []) + sorted(set(probe.get("when", {})) - {"os"})
+                for ref in refs:
+                    if ref.split(".")[0] not in known and not (ref.startswith("facts.") and ref[6:] in FACT_NAMES):
+                        raise ProfileError(profile.origin, "$.parameters.%s" % pname, "unknown parameter %s" % ref)
             for selector, values in profile.overlays.items():
                 for pname in values:
                     if pname not in known:
@@ -1935,8 +1955,46 @@ def parse_sets(items, source="--set"):
     return given
 
 
-def resolve_parameters(library, profiles, facts, inputs, secrets=None, complete=True):
-    """Values in rising precedence: default, OS overlay, the lab overlay, then the inputs' layers.
+def ask_package_manager(decls, values, facts, packages):
+    """A parameter whose right value is what the host's package manager has (the major version
+    the distribution ships, whether it has a package at all): asked only where its `when`
+    holds, and only for a value nobody gave (a profile's default or overlay)."""
+    for name, decl in sorted(decls.items()):
+        probe = decl.get("from_packages")
+        source = values.sources[name]
+        if not probe or not (source == "default" or source.startswith("os overlay")):
+            continue
+        when = probe.get("when", {})
+        keys = [key for key in when if key != "os" and not key.startswith("facts.")]
+        if any(template_refs(values.values.get(key)) for key in keys):
+            continue   # a condition on a value not worked out yet: the profile's value stands
+        scope = dict((key, check_value(key, decls[key], values.values.get(key), values.sources[key])) for key in keys)
+        if not condition_holds(when, values, facts, scope):   # on checked values: --set flag=false is False
+            continue
+        release = values.values.get(probe["release"]) if probe.get("release") else None
+        found = packages.available(probe["names"], release)
+        if found is None:
+            continue
+        package, version = found
+        value = probe["value"] if "value" in probe else str((version_key(version) or [""])[0])
+        values.set(name, value, "the package manager (%s %s)" % (package, version))
+
+
+def lookup_entry(table, key):
+    """A lookup table's entry for `key`: its own, else the first shell pattern that matches it
+    ("3.*": every 3.x version), else None."""
+    if key in table:
+        return table[key]
+    import fnmatch
+    for pattern, entry in table.items():
+        if any(char in pattern for char in "*?[") and key is not None and fnmatch.fnmatchcase(key, pattern):
+            return entry
+    return None
+
+
+def resolve_parameters(library, profiles, facts, inputs, secrets=None, complete=True, packages=None):
+    """Values in rising precedence: default, OS overlay, the lab overlay, what the host's package
+    manager says (`packages`, for a parameter declared `from_packages`), then the inputs' layers.
     Every value given for a secret parameter joins `secrets` before anything is checked, so that
     no error can show it."""
     decls, owner = declared_parameters(profiles)
@@ -1978,6 +2036,8 @@ def resolve_parameters(library, profiles, facts, inputs, secrets=None, complete=
                 secrets.update(secret_texts([value]))
     if secrets is not None:
         secrets.update(secret_texts(values.values[name] for name in values.secrets))
+    if packages is not None:
+        ask_package_manager(decls, values, facts, packages)
     # What the user gave is checked first, so that an error names it. Profile-written defaults
     # may use facts and other parameters ("{{localstate_dir}}/mfs"): they are filled in, in
     # dependency order, with checked values, then checked themselves. A user's value is never expanded.
@@ -2016,7 +2076,7 @@ def resolve_parameters(library, profiles, facts, inputs, secrets=None, complete=
         for name in list(pending):
             lookup = decls[name]["lookup"]
             key = render_scalar(values.values.get(lookup["key"]))
-            entry = lookup["table"].get(key)
+            entry = lookup_entry(lookup["table"], key)
             if ({lookup["key"]} | template_refs(entry)) & set(pending) - {name}:
                 continue
             pending.remove(name)
@@ -2108,6 +2168,7 @@ class PackageManager:
 
     name = ""
     install_env = {}
+    holds_lock = False   # its command inherits stackboot's lock (see Runner.run)
 
     def __init__(self, host):
         self.host = host
@@ -2142,6 +2203,28 @@ class PackageManager:
         versions = self.installed(names)
         return [name for name in names if not versions.get(name)]
 
+    candidate_argv = None   # what tells the version an install would bring, as "NAME\tVERSION" lines
+
+    def available(self, names, release=None):
+        """(name, version) of the first of `names` that is installed, else of the first an install
+        would bring (asked only then: a converged host pays nothing), else None."""
+        versions = self.installed(names)
+        for name in names:
+            if versions.get(name):
+                return name, versions[name]
+        if not self.candidate_argv or not names:
+            return None
+        found = self.candidates(self.host.runner.run(self.candidate_argv(names, release), check=False).out)
+        return next(((name, found[name]) for name in names if found.get(name)), None)
+
+    def version(self, names, release=None):
+        found = self.available(names, release)
+        return found and found[1]
+
+    def candidates(self, out):
+        """{name: version} from the candidate query's output."""
+        return dict(self.parse(line) for line in out.splitlines())
+
     def sources_changed(self):
         self.stale = True
 
@@ -2157,7 +2240,32 @@ class PackageManager:
     def install_argv(self, names):
         return [self.name, "install", "-y"] + names
 
-    def install(self, names):
+    def remove_argv(self, names):
+        return [self.name, "remove", "-y"] + names
+
+    def reinstall_argv(self, names):
+        return [self.name, "reinstall", "-y"] + names
+
+    def reinstall(self, names):
+        """Put back an installed package's own files (something overwrote them)."""
+        self.host.runner.run(self.reinstall_argv(names), change=True, env=self.install_env, hold_lock=self.holds_lock)
+        self.versions = None
+
+    def remove(self, names):
+        """Remove packages, keeping their configuration (never a purge) and what their software
+        wrote (data, metadata): a build of the same software takes their place."""
+        self.host.runner.run(self.remove_argv(names), change=True, env=self.install_env, hold_lock=self.holds_lock)
+        self.versions = None
+
+    def owners(self, paths):
+        """{path: package} for the paths an installed package owns (where the package database
+        can be read without a command; elsewhere none are known)."""
+        return {}
+
+    def install(self, names, release=None):
+        if release:
+            raise BadInput("packages from release %s: only apt installs from a release it is told" % release,
+                           "leave the release parameter out here, or configure %s's repositories" % self.name)
         if self.interrupted():
             self.repair()
         self.host.runner.run(self.install_argv(names), change=True, env=self.install_env)
@@ -2182,6 +2290,7 @@ class Apt(PackageManager):
     # (hold_lock): apt closes its descriptors before it runs dpkg, so neither dpkg nor a daemon a
     # maintainer script starts can keep it (seen: only apt-get has it open during an install).
     APT = ["apt-get", "-q", "-o", "DPkg::Lock::Timeout=300"]
+    holds_lock = True
 
     def lists_empty(self):
         return not any("Packages" in entry for entry in self.host.listdir("/var/lib/apt/lists"))
@@ -2190,16 +2299,46 @@ class Apt(PackageManager):
         """dpkg was stopped half-way (killed during an install): what it left in its journal."""
         return bool(self.host.listdir("/var/lib/dpkg/updates"))
 
+    def remove_argv(self, names):
+        return self.APT + ["remove", "-y"] + names
+
+    def candidate_argv(self, names, release=None):
+        return ["apt-cache"] + (["-o", "APT::Default-Release=" + release] if release else []) + ["policy"] + names
+
+    def candidates(self, out):
+        """apt-cache policy: "NAME:" then "  Candidate: VERSION" ((none): apt has no version of it)."""
+        found, name = {}, None
+        for line in out.splitlines():
+            if line and not line[0].isspace() and line.endswith(":"):
+                name = line[:-1]
+            elif line.strip().startswith("Candidate:") and line.split()[-1] != "(none)":
+                found[name] = line.split()[-1]
+        return found
+
+    def reinstall_argv(self, names):
+        return self.APT + ["install", "--reinstall", "-y", "--no-install-recommends"] + names
+
+    def owners(self, paths):
+        """dpkg's file lists, read directly (one file per package: no command, no lock)."""
+        wanted, found = set(paths), {}
+        for entry in self.host.listdir("/var/lib/dpkg/info"):
+            if entry.endswith(".list"):
+                for line in as_text(self.host.read("/var/lib/dpkg/info/" + entry) or b"").splitlines():
+                    if line in wanted:
+                        found[line] = entry[:-5].split(":")[0]
+        return found
+
     repair_argv = ["dpkg", "--configure", "-a"]
 
-    def install(self, names):
+    def install(self, names, release=None):
+        """`release`: apt's target release (trixie-backports): its versions win over the default."""
         runner = self.host.runner
         if self.interrupted():
             self.repair()
         if self.stale or self.lists_empty():
             runner.run(self.APT + ["update"], change=True, env=self.install_env, hold_lock=True)
             self.stale = False
-        argv = self.APT + ["install", "-y", "--no-install-recommends"] + names
+        argv = self.APT + ["install", "-y", "--no-install-recommends"] + (["-t", release] if release else []) + names
         result = runner.run(argv, change=True, env=self.install_env, check=False, hold_lock=True)
         if result.rc != 0 and "Unable to locate package" in result.err:
             runner.run(self.APT + ["update"], change=True, env=self.install_env, hold_lock=True)
@@ -2221,10 +2360,14 @@ class Dnf(PackageManager):
     def query_argv(self, names):
         return ["rpm", "-q", "--qf", "%{NAME}\\t%{VERSION}-%{RELEASE}\\n"] + names
 
+    def candidate_argv(self, names, release=None):
+        return ["dnf", "repoquery", "-q", "--latest-limit", "1", "--qf", "%{name}\\t%{version}-%{release}"] + names
+
 
 class Yum(Dnf):
     """yum keeps a journal of a transaction until it ends; yum-utils finishes one left behind."""
     name = "yum"
+    candidate_argv = None
     repair_argv = ["yum-complete-transaction", "-y"]
 
     def interrupted(self):
@@ -2239,6 +2382,15 @@ class Pkg(PackageManager):
 
     def query_argv(self, names):
         return ["pkg", "query", "%n\\t%v"] + names
+
+    def remove_argv(self, names):
+        return ["pkg", "delete", "-y"] + names
+
+    def candidate_argv(self, names, release=None):
+        return ["pkg", "rquery", "%n\\t%v"] + names
+
+    def reinstall_argv(self, names):
+        return ["pkg", "install", "-f", "-y"] + names
 
 
 class Apk(PackageManager):
@@ -2255,6 +2407,9 @@ class Apk(PackageManager):
 
 
 class NoPackageManager(PackageManager):
+    def available(self, names, release=None):
+        return None   # nobody to ask (show for another host): the profiles' values stand
+
     def installed(self, names):
         raise StackbootError("no package manager found on this host",
                              "install the packages by hand, or run on a supported platform")
@@ -2412,10 +2567,15 @@ class DirectServices(ServiceManager):
     persistent = False
 
     def commands(self, step):
+        """start, stop, reload, status: argv lists; stop may instead name a signal for the process
+        in the pidfile ("SIGTERM": a daemon whose own stop command is gone, replaced by a newer one)."""
         direct = step.args.get("direct") or {}
         if not direct.get("start"):
             raise StackbootError("service %s: no init system runs here and the profile gives no direct start command"
                                  % step.args["name"], "add \"direct\": {\"start\": [...]} to the service step")
+        if isinstance(direct.get("stop"), str) and not (direct["stop"] in ("SIGTERM", "SIGINT", "SIGKILL") and direct.get("pidfile")):
+            raise StackbootError("service %s: a direct stop that is not a command must be SIGTERM, SIGINT or SIGKILL, "
+                                 "with a pidfile" % step.args["name"], "fix the profile")
         return direct
 
     def state(self, step):
@@ -2433,7 +2593,11 @@ class DirectServices(ServiceManager):
 
     def do(self, step, verb):
         direct, runner = self.commands(step), self.host.runner
-        if verb in direct:
+        if verb == "stop" and isinstance(direct.get("stop"), str):   # "SIGTERM": its pidfile's process
+            text = as_text(self.host.read(direct["pidfile"]) or b"").split()
+            if text and text[0].isdigit():
+                self.host.kill(int(text[0]), getattr(signal, direct["stop"]))
+        elif verb in direct:
             runner.run(direct[verb], change=True, detach=True)
         elif verb in ("restart", "reload") and direct.get("stop"):
             runner.run(direct["stop"], change=True, detach=True)
@@ -2450,6 +2614,11 @@ class DirectServices(ServiceManager):
 
 
 SERVICE_MANAGERS = {"systemd": Systemd, "rc": RcD, "none": DirectServices}
+
+
+def version_key(version):
+    """A version as comparable numbers: 4.58.1 > 3.0.117-1 > 3.0.117 (a Debian epoch first)."""
+    return [int(number) for number in re.findall(r"[0-9]+", version)]
 
 
 def pid_alive(pid, names=()):
@@ -2532,6 +2701,7 @@ class State:
              "roles": {"*": {"inputs": {"*": None}, "installed": "text"}},
              "files": {"*": {"sha256": "sha256"}},
              "builds": {"*": {"inputs": None, "version": "text", "files": ["text"], "previous_version": None}},
+             "data_versions": {"*": "text"},
              "digests": {"*": [None]},
              "pending": {"*": {"*": ["text"]}},
              "made": {"*": {"*": None}}}
@@ -2615,6 +2785,13 @@ class State:
     def forget_build(self, name):
         self.data["builds"].pop(name, None)
 
+    # -- what version of a software last ran on its data (it may go up, never down) ------
+    def data_version(self, path):
+        return self.data["data_versions"].get(path)
+
+    def record_data_version(self, path, version):
+        self.data["data_versions"][path] = version
+
     # -- stores stackboot made (only these may be destroyed by --purge-data) -------------
     def made(self, step_id):
         return self.data["made"].get(step_id)
@@ -2672,18 +2849,19 @@ class Run:
     """One command's view of a host while it plans and converges: the facts, the platform's
     tools (chosen once), the state, probe caches, and which steps changed so far."""
 
-    def __init__(self, host, facts, out, state=None, force=False, offline=False, repair=False, bundle=None):
+    def __init__(self, host, facts, out, state=None, force=False, offline=False, repair=False, bundle=None, packages=None):
         self.host, self.runner, self.facts, self.out = host, host.runner, facts, out
         self.state = state or State(host)
         self.force = force        # replace files edited by hand (keeping a backup)
         self.offline = offline    # never use the network: stop before any change if something is missing
         self.repair = repair      # clean up what a failed attempt left half-made, where that is safe
         self.bundle = bundle      # the zipapp bundle this stackboot runs from, if any
-        self.packages = PACKAGE_MANAGERS[facts["package_manager"]](host)
+        self.packages = packages or PACKAGE_MANAGERS[facts["package_manager"]](host)   # the plan's, its answers kept
         self.services = SERVICE_MANAGERS[facts["init"]](host)
         self.users = USER_TOOLS.get(facts["platform"], ShadowUsers)()
         self.mounts = MOUNT_TABLES.get(facts["platform"], LinuxMounts)(host)
         self.changed = set()      # ids of steps that changed in this run (while planning: would change)
+        self.started = time.time()
         self.probed = {}          # step kinds' own probe caches, dropped when a step changes what they saw
 
     @property
@@ -2962,10 +3140,16 @@ def describe_ownership(args):
 
 @step_kind
 class PackagesStep(Step):
+    """Packages installed (one batch query answers for all). Where they take the place of a
+    build stackboot installed (`replaces_build`), the build's recorded files go first: the
+    package manager would overwrite them, and the build's record would then claim its files."""
+
     machine_wide = True
     kind = "packages"
     schema = {"names": Field("list", required=True, items="package", help="packages to install (one batch query for all)"),
-              "files": Field("list", items="path", help="local package files that provide `names` (a release package, say)")}
+              "files": Field("list", items="path", help="local package files that provide `names` (a release package, say)"),
+              "replaces_build": Field("name", help="a build of the same software these packages replace"),
+              "release": Field("word", help="apt: the release to install from (its target release: trixie-backports)")}
     merge_lists = ("names",)
 
     def target(self):
@@ -2978,19 +3162,38 @@ class PackagesStep(Step):
         missing = run.packages.missing(self.args["names"])
         changes = [Change("~", "finish the package install an earlier run left half-done (%s)" % " ".join(
             run.packages.repair_argv), action="repair")] if run.packages.interrupted() else []
+        build = run.state.build(self.args.get("replaces_build") or "")
+        if build:
+            changes.append(Change("-", "remove the %d files build %s %s installed: these packages replace it (the "
+                                  "configuration and the data stay)" % (len(build["files"]), self.args["replaces_build"],
+                                                                         build.get("version") or ""), action="unbuild"))
+            overwritten = sorted(set(run.packages.owners(build["files"]).values()))
+            if overwritten:   # an older stackboot built over them
+                changes.append(Change("~", "reinstall %s: the build overwrote their files" % " ".join(overwritten), action="reinstall"))
         return changes + ([Change("+", "install " + " ".join(missing), action="install",
                                   fetches=["package %s (not installed)" % name for name in missing])] if missing else [])
 
     def apply(self, run, changes):
         if run.packages.interrupted():
             run.packages.repair()
+        if any(change.action == "unbuild" for change in changes):
+            name = self.args["replaces_build"]
+            files = run.state.build(name)["files"]
+            owned = run.packages.owners(files)
+            for path in files:
+                if run.host.stat(path) is not None and path not in owned:
+                    run.host.remove(path)
+            run.state.forget_build(name)
+            run.state.save()   # the packages may fail to install: the build is gone either way
+            if owned:
+                run.packages.reinstall(sorted(set(owned.values())))
         if not any(change.action == "install" for change in changes):
             return
         if self.args.get("files"):   # a release package adds a repository: refresh before the next install
             run.packages.install(self.args["files"])
             run.packages.sources_changed()
         else:
-            run.packages.install(run.packages.missing(self.args["names"]))
+            run.packages.install(run.packages.missing(self.args["names"]), self.args.get("release"))
 
 
 @step_kind
@@ -3476,12 +3679,19 @@ class DownloadStep(Step):
 
 @step_kind
 class BuildStep(Step):
-    """An autotools source build, installed through a staging tree so every file is recorded."""
+    """An autotools source build, installed through a staging tree so every file is recorded.
+
+    A build never overwrites a file a package owns: the packages of the same software it
+    `replaces` are removed first, in the plan (a removal keeps their configuration, and the
+    software's data and metadata are not theirs); any other package's file stops the install
+    before anything is copied. Removing a build leaves a file a package owns in place."""
 
     machine_wide = True
     kind = "build"
-    merge_lists = ("configure", "make")   # roles sharing one build each add their modules
+    merge_lists = ("configure", "make", "replaces")   # roles sharing one build each add their modules
     schema = {"name": Field("name", required=True), "archive": Field("path", required=True),
+              "replaces": Field("list", default=[], items="package",
+                                help="packages of the same software: removed (not purged) before the build installs"),
               "sha256": Field("sha256", help="the archive's sha256 (saves hashing it on every run)"),
               "version": Field("word"), "autoreconf": Field("bool", default=False),
               "configure": Field("list", default=[], items="text"), "env": Field("environment", default={}),
@@ -3503,6 +3713,16 @@ class BuildStep(Step):
         env = " ".join("%s=%s" % item for item in sorted(self.args.get("env", {}).items()))
         return "%s./configure %s\n" % (env + " " if env else "", " ".join(self.args.get("configure", [])))
 
+    def wants(self, run):
+        run.packages.want(self.args["replaces"])
+
+    def replaced(self, run):
+        """{name: version} of the installed packages this build replaces."""
+        if not self.args["replaces"]:
+            return {}
+        versions = run.packages.installed(self.args["replaces"])
+        return dict((name, versions[name]) for name in self.args["replaces"] if versions.get(name))
+
     def check(self, run):
         record = run.state.build(self.args["name"])
         if self.wanted == "absent":
@@ -3510,6 +3730,12 @@ class BuildStep(Step):
                                                                          record.get("version") or ""), action="remove")] if record else []
         digest = self.inputs(run)
         version = self.args.get("version") or ""
+        replaced = self.replaced(run)
+        if replaced:   # their files are where the build's go: they leave first, and the build (re)installs
+            return [Change("-", "remove packages %s: this build replaces them (their configuration, the data and "
+                           "the metadata stay)" % ", ".join("%s %s" % item for item in sorted(replaced.items())),
+                           action="unpackage"),
+                    Change("+" if record is None else "~", "build and install %s %s" % (self.args["name"], version), self.recipe())]
         if record is None:
             return [Change("+", "build and install %s %s" % (self.args["name"], version), self.recipe())]
         if record["inputs"] == digest:
@@ -3524,11 +3750,18 @@ class BuildStep(Step):
 
     def apply(self, run, changes):
         if self.wanted == "absent":
-            for path in run.state.build(self.args["name"])["files"]:
-                if run.host.stat(path) is not None:
+            files = run.state.build(self.args["name"])["files"]
+            owned = run.packages.owners(files)
+            for path in files:
+                if run.host.stat(path) is not None and path not in owned:
                     run.host.remove(path)
+            if owned:
+                run.out.say("  kept %d files packages own now (%s…)" % (len(owned), sorted(owned)[0]))
             run.state.forget_build(self.args["name"])
             return
+        replaced = self.replaced(run)
+        if replaced:
+            run.packages.remove(sorted(replaced))
         self.build(run)
 
     def build(self, run):
@@ -3567,6 +3800,11 @@ class BuildStep(Step):
                 raise StackbootError("%s: %s failed (exit %d) in %s" % (name, label, result.rc, source),
                                      "read the output above; missing build dependencies are the usual cause")
             run.out.info("  %s: %s done in %.1fs" % (name, label, time.time() - started))
+        owned = run.packages.owners(host.tree_files(stage))
+        if owned:
+            path = sorted(owned)[0]
+            raise StackbootError("%s would overwrite %s, which package %s owns (%d files in all); nothing was installed" % (
+                name, path, owned[path], len(owned)), "remove that package, or install this software from packages")
         files = host.install_tree(stage)
         run.state.record_build(name, self.inputs(run), self.args.get("version") or "", files)
         host.remove_tree(stage)
@@ -4280,18 +4518,29 @@ def type_hdd(value, decl):
 
 @step_kind
 class MooseFSMetadataStep(Step):
-    """Guards MooseFS metadata: a new cluster starts only in a data directory with no history.
+    """Guards MooseFS metadata: a new cluster starts only in a data directory with no history,
+    and a master version runs on it only after every older one, never before.
 
     metadata.mfs present: never touched. Backups, changelogs or metalogger
     files without metadata.mfs: refused, because an empty metadata file there
     would orphan every chunkserver (they keep the old cluster's id).
+
+    The state records the version of the master that last ran on the metadata (the metadata
+    itself does not say: 3.x and 4.x both write "MFSM 2.0"). A newer one (an upgrade, or the
+    first run of a version stackboot did not record) gets a copy of the metadata and changelogs
+    first, in a directory the plan names, before its daemon restarts; an older one is refused
+    (a master cannot read what a newer one wrote).
     """
 
     kind = "moosefs-metadata"
     keeps = "MooseFS metadata; a re-install finds it"
     schema = dict(OWNERSHIP, data_path=Field("path", required=True),
                   empty=Field("path", help="the empty-metadata template (default DATA_PATH/metadata.mfs.empty)"),
-                  restore=Field("argv", help="the master's own recovery command (mfsmaster -c CFG restore)"))
+                  restore=Field("argv", help="the master's own recovery command (mfsmaster -c CFG restore)"),
+                  version=Field("word", help="the master version about to run (a build's)"),
+                  packages=Field("list", items="package", help="else: the packages that bring the master (their version)"),
+                  release=Field("word", help="the release those packages come from (apt's target release)"),
+                  backups=Field("path", help="where the metadata is copied before a newer master first runs on it"))
     HISTORY = re.compile(r"^(metadata\.mfs\.back.*|metadata_ml\.mfs\.back.*|changelog(_ml)?(_back)?\.[0-9]+\.mfs"
                          r"|metadata\.mfs\.emergency|metadata\.mfs\.tmp)\Z")
 
@@ -4306,9 +4555,49 @@ class MooseFSMetadataStep(Step):
         text = as_text(run.host.read(self.args["data_path"] + "/.mfsmaster.lock") or b"").split()
         return bool(text) and text[0].isdigit() and pid_alive(int(text[0]))
 
+    def version(self, run):
+        """The master version about to run: the build's, or the packages' (installed, else what
+        the package manager would install); None when nobody can tell."""
+        if self.args.get("version"):
+            return self.args["version"]
+        return run.packages.version(self.args["packages"], self.args.get("release")) if self.args.get("packages") else None
+
+    def backup_dir(self, run, old, new):
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(run.started))
+        return "%s/%s-%s-to-%s" % (self.args["backups"], stamp, old or "unrecorded", new)
+
+    def saved(self, run):
+        """What a backup copies: metadata.mfs and the history (the running master's .back, changelogs)."""
+        return sorted(entry for entry in run.host.listdir(self.args["data_path"])
+                      if entry == "metadata.mfs" or (self.HISTORY.match(entry) and not entry.endswith(".tmp")))
+
+    def recorded_version(self, run):
+        """The version recorded, or the one a run that made this metadata died before recording."""
+        began = (run.state.intent(self.id) or {}).get("actions", [])
+        return run.state.data_version(self.target()) or (self.version(run) if set(began) & {"create", "restore"} else None)
+
+    def finish(self, run, actions):
+        if set(actions) & {"create", "restore"} and not run.state.data_version(self.target()) and self.version(run):
+            run.state.record_data_version(self.target(), self.version(run))
+
+    def upgrade_changes(self, run):
+        new, old = self.version(run), self.recorded_version(run)
+        if new is None or new == old:
+            return []
+        if old and version_key(new) < version_key(old):
+            return [Change("!", "refusing mfsmaster %s on metadata that mfsmaster %s wrote: MooseFS cannot go back to an "
+                                "older master; keep version %s%s" % (new, old, old, ", or restore a copy from %s" % self.args[
+                                    "backups"] if self.args.get("backups") else ""))]
+        files = self.saved(run)
+        if not self.args.get("backups") or not files:
+            return [Change("~", "mfsmaster %s from now on (was %s)" % (new, old or "not recorded"), action="record")]
+        where = self.backup_dir(run, old, new)
+        return [Change("~", "upgrade %s -> %s: first save %s to %s" % (old or "an unrecorded version", new, ", ".join(files), where),
+                       action="save")]
+
     def check(self, run):
         if run.host.exists(self.target()) or self.master_running(run):
-            return []
+            return self.upgrade_changes(run)
         history = self.history(run)
         if history and self.args.get("restore"):
             return [Change("~", "recover metadata.mfs from the cluster's history (%s) with `%s`"
@@ -4322,6 +4611,14 @@ class MooseFSMetadataStep(Step):
         return self.args.get("empty") or self.args["data_path"] + "/metadata.mfs.empty"
 
     def apply(self, run, changes):
+        new = self.version(run)
+        if changes[0].action in ("save", "record"):
+            if changes[0].action == "save":
+                self.save_copy(run, self.backup_dir(run, self.recorded_version(run), new))
+            run.state.record_data_version(self.target(), new)
+            return
+        if new:   # a new or recovered cluster: this master is the first to run on it
+            run.state.record_data_version(self.target(), new)
         if changes[0].action == "restore":
             result = run.runner.run(self.args["restore"], change=True, check=False)
             run.host.forget(self.target())
@@ -4336,6 +4633,15 @@ class MooseFSMetadataStep(Step):
             raise StackbootError("%s is missing" % self.empty(), "install the MooseFS master first")
         uid, gid = self.resolved_ids(run)
         run.host.write_file(self.target(), template, parse_mode(self.args.get("mode") or "0640"), uid, gid)
+
+    def save_copy(self, run, where):
+        """The metadata and changelogs copied as they are now (a running master keeps writing
+        changelogs: the copy is what upstream's own backups are, metadata.mfs.back and them)."""
+        run.host.make_dirs(self.args["backups"], 0o700)
+        run.host.make_dirs(where, 0o700)
+        for entry in self.saved(run):
+            run.host.copy_in(run.host.path(self.args["data_path"] + "/" + entry), where + "/" + entry)
+        run.out.info("  saved the metadata to %s" % where)
 
 
 
@@ -4809,14 +5115,15 @@ def check_platforms(profiles, facts):
 
 
 def make_plan(library, roles, facts, inputs=None, goal="present", secrets=None, reason=None, recovering=False, steps=True,
-              complete=True):
+              complete=True, packages=None):
     """The one way to a Plan: the roles' profiles (requirements first, each once), the platform
     check, the parameters resolved from the profiles and `inputs`, and the rendered steps.
     Secret values join `secrets` (the session's set that every output is redacted with)
     before anything else can print them. Removal goals take the steps in reverse order.
     steps=False: the values alone, for a command that acts on no host (show, cloud-init for
     a host yet to be made): no platform check, no steps. complete=False (show): a required
-    parameter may stay without a value."""
+    parameter may stay without a value. `packages`: the host's package manager, for parameters
+    declared `from_packages` (without it they keep the profiles' values)."""
     if goal not in GOALS:
         raise StackbootError("internal: unknown goal %s" % goal)
     for role in roles:
@@ -4824,7 +5131,7 @@ def make_plan(library, roles, facts, inputs=None, goal="present", secrets=None, 
     profiles = library.closure(roles)
     if steps:
         check_platforms(profiles, facts)   # before any parameter: a Linux-only role fails at once
-    values = resolve_parameters(library, profiles, facts, inputs or Inputs(), secrets, complete)
+    values = resolve_parameters(library, profiles, facts, inputs or Inputs(), secrets, complete, packages)
     if secrets is not None:
         secrets.update(values.secret_texts())
     steps = render_steps(profiles, values, facts, goal, recovering) if steps else []
@@ -5281,6 +5588,7 @@ class Session:
         runner.secrets = self.secrets
         self.host = Host(root, runner)
         self.host.facts = self.facts = detect_facts(self.host, uname)
+        self.packages = PACKAGE_MANAGERS[self.facts["package_manager"]](self.host)
         self.library = load_library(args.profiles or [], self.host)
         self.bundle = Bundle.here()
         if self.bundle:   # a bundle is for hosts without network: it never reaches for one
@@ -5322,11 +5630,12 @@ class Session:
         state = state or State(self.host)
         remembered = state.inputs(list(remembered_from) + list(roles))
         return make_plan(self.library, roles, self.facts, self.inputs(remembered), goal, self.secrets, reason, recovering,
-                         steps, complete)
+                         steps, complete, self.packages)
 
     def run(self, state=None):
         return Run(self.host, self.facts, self.out, state, force=getattr(self.args, "force", False),
-                   offline=self.args.offline, repair=getattr(self.args, "repair", False), bundle=self.bundle)
+                   offline=self.args.offline, repair=getattr(self.args, "repair", False), bundle=self.bundle,
+                   packages=self.packages)
 
 
 def cmd_facts(session):
@@ -6508,12 +6817,17 @@ EMBEDDED_PROFILES = {
       "names": "{{chunkserver_packages}}",
       "when": {
         "method": "packages"
-      }
+      },
+      "replaces_build": "moosefs",
+      "release": "{{packages_release}}"
     },
     {
       "kind": "build",
       "id": "moosefs-build",
       "name": "moosefs",
+      "replaces": [
+        "{{chunkserver_packages}}"
+      ],
       "when": {
         "method": [
           "source",
@@ -6631,6 +6945,8 @@ EMBEDDED_PROFILES = {
         "ExecStop={{sbin_dir}}/mfschunkserver -c {{config_dir}}/mfschunkserver.cfg stop",
         "ExecReload={{sbin_dir}}/mfschunkserver -c {{config_dir}}/mfschunkserver.cfg reload",
         "PIDFile={{data_path}}/.mfschunkserver.lock",
+        "TimeoutStartSec=60",
+        "TimeoutStopSec=600",
         "Restart=on-abnormal",
         "",
         "[Install]",
@@ -6754,12 +7070,17 @@ EMBEDDED_PROFILES = {
       "names": "{{cli_packages}}",
       "when": {
         "method": "packages"
-      }
+      },
+      "replaces_build": "moosefs",
+      "release": "{{packages_release}}"
     },
     {
       "kind": "build",
       "id": "moosefs-build",
       "name": "moosefs",
+      "replaces": [
+        "{{cli_packages}}"
+      ],
       "when": {
         "method": [
           "source",
@@ -6850,12 +7171,17 @@ EMBEDDED_PROFILES = {
       "names": "{{client_packages}}",
       "when": {
         "method": "packages"
-      }
+      },
+      "replaces_build": "moosefs",
+      "release": "{{packages_release}}"
     },
     {
       "kind": "build",
       "id": "moosefs-build",
       "name": "moosefs",
+      "replaces": [
+        "{{client_packages}}"
+      ],
       "when": {
         "method": [
           "source",
@@ -7485,6 +7811,77 @@ EMBEDDED_PROFILES = {
       "type": "settings",
       "default": {},
       "help": "more mfsgui.cfg settings"
+    },
+    "gui_configure_flags": {
+      "type": "list",
+      "items": "text",
+      "default": null,
+      "lookup": {
+        "key": "series",
+        "table": {
+          "4": [
+            "--enable-mfsgui",
+            "--enable-mfscgi"
+          ],
+          "3": [
+            "--enable-mfscgi",
+            "--enable-mfscgiserv"
+          ]
+        }
+      },
+      "help": "a source build's GUI modules: the server and the pages it serves (mfscgi: without it every page is 404)"
+    },
+    "gui_server": {
+      "type": "string",
+      "default": null,
+      "choices": [
+        "mfsgui",
+        "mfscgiserv"
+      ],
+      "lookup": {
+        "key": "method",
+        "table": {
+          "source": "{{source_gui_server}}",
+          "git": "mfsgui",
+          "packages": "{{packaged_gui_server}}"
+        }
+      },
+      "help": "the GUI daemon: mfsgui (4.57.7 and later) or mfscgiserv (before)"
+    },
+    "source_gui_server": {
+      "type": "string",
+      "default": null,
+      "choices": [
+        "mfsgui",
+        "mfscgiserv"
+      ],
+      "lookup": {
+        "key": "series",
+        "table": {
+          "4": "mfsgui",
+          "3": "mfscgiserv"
+        }
+      },
+      "help": "the GUI a source build of this series has"
+    },
+    "packaged_gui_server": {
+      "type": "string",
+      "default": "mfsgui",
+      "choices": [
+        "mfsgui",
+        "mfscgiserv"
+      ],
+      "from_packages": {
+        "names": [
+          "moosefs-gui"
+        ],
+        "value": "mfsgui",
+        "release": "packages_release",
+        "when": {
+          "method": "packages"
+        }
+      },
+      "help": "the GUI packages bring: mfsgui where the package manager has moosefs-gui, else mfscgiserv"
     }
   },
   "overlays": {
@@ -7492,7 +7889,11 @@ EMBEDDED_PROFILES = {
       "gui_service": "mfsgui"
     },
     "debian": {
-      "cgi_root": "/usr/share/moosefs-cgi"
+      "cgi_root": "/usr/share/moosefs-cgi",
+      "packaged_gui_server": "mfscgiserv"
+    },
+    "ubuntu": {
+      "packaged_gui_server": "mfscgiserv"
     }
   },
   "summary": [
@@ -7504,21 +7905,47 @@ EMBEDDED_PROFILES = {
       "names": "{{gui_packages}}",
       "when": {
         "method": "packages",
-        "series": "4"
-      }
+        "gui_server": "mfsgui"
+      },
+      "replaces_build": "moosefs",
+      "release": "{{packages_release}}"
     },
     {
       "kind": "packages",
       "names": "{{cgi_packages}}",
       "when": {
         "method": "packages",
-        "series": "3"
+        "gui_server": "mfscgiserv"
+      },
+      "replaces_build": "moosefs",
+      "release": "{{packages_release}}"
+    },
+    {
+      "kind": "service",
+      "id": "cgiserv-replaced",
+      "name": "moosefs-cgiserv",
+      "when": {
+        "gui_server": "mfsgui"
+      },
+      "enabled": false,
+      "running": false,
+      "direct": {
+        "start": [
+          "{{sbin_dir}}/mfscgiserv",
+          "start"
+        ],
+        "stop": "SIGTERM",
+        "pidfile": "{{localstate_dir}}/mfs/.mfscgiserv.lock"
       }
     },
     {
       "kind": "build",
       "id": "moosefs-build",
       "name": "moosefs",
+      "replaces": [
+        "{{gui_packages}}",
+        "{{cgi_packages}}"
+      ],
       "when": {
         "method": [
           "source",
@@ -7530,7 +7957,7 @@ EMBEDDED_PROFILES = {
       "autoreconf": "{{source_autoreconf}}",
       "configure": [
         "{{configure_flags}}",
-        "--enable-mfsgui"
+        "{{gui_configure_flags}}"
       ],
       "env": {
         "PYTHON": "{{python}}"
@@ -7542,7 +7969,7 @@ EMBEDDED_PROFILES = {
       "path": "{{config_dir}}/mfsgui.cfg",
       "mode": "0644",
       "when": {
-        "series": "4"
+        "gui_server": "mfsgui"
       },
       "header": "# mfsgui.cfg: written by stackboot (the master comes from ?masterhost= or DNS mfsmaster)",
       "settings": {
@@ -7563,17 +7990,20 @@ EMBEDDED_PROFILES = {
           "source",
           "git"
         ],
-        "facts.init": "systemd"
+        "facts.init": "systemd",
+        "gui_server": "mfsgui"
       },
       "template": [
         "[Unit]",
         "Description=MooseFS GUI (built by stackboot)",
-        "After=network.target",
+        "Wants=network-online.target",
+        "After=network.target network-online.target",
         "",
         "[Service]",
         "Type=forking",
         "ExecStart={{sbin_dir}}/mfsgui -c {{config_dir}}/mfsgui.cfg start",
         "ExecStop={{sbin_dir}}/mfsgui -c {{config_dir}}/mfsgui.cfg stop",
+        "ExecReload={{sbin_dir}}/mfsgui -c {{config_dir}}/mfsgui.cfg reload",
         "PIDFile={{data_path}}/.mfsgui.lock",
         "Restart=on-abnormal",
         "",
@@ -7591,7 +8021,8 @@ EMBEDDED_PROFILES = {
           "source",
           "git"
         ],
-        "os": "freebsd"
+        "os": "freebsd",
+        "gui_server": "mfsgui"
       },
       "template": [
         "#!/bin/sh",
@@ -7618,7 +8049,7 @@ EMBEDDED_PROFILES = {
       "kind": "service",
       "name": "{{gui_service}}",
       "when": {
-        "series": "4"
+        "gui_server": "mfsgui"
       },
       "restart_on": [
         "mfsgui.cfg",
@@ -7648,12 +8079,12 @@ EMBEDDED_PROFILES = {
       "path": "/etc/default/moosefs-cgiserv",
       "mode": "0644",
       "when": {
-        "series": "3",
         "os": [
           "debian",
           "ubuntu"
         ],
-        "facts.init": "systemd"
+        "facts.init": "systemd",
+        "gui_server": "mfscgiserv"
       },
       "header": "# /etc/default/moosefs-cgiserv: written by stackboot",
       "separator": "=",
@@ -7667,7 +8098,7 @@ EMBEDDED_PROFILES = {
       "kind": "service",
       "name": "moosefs-cgiserv",
       "when": {
-        "series": "3"
+        "gui_server": "mfscgiserv"
       },
       "restart_on": [
         "cgiserv-defaults"
@@ -7750,6 +8181,11 @@ EMBEDDED_PROFILES = {
       "type": "settings",
       "default": {},
       "help": "more mfsmaster.cfg settings, KEY=VALUE,..."
+    },
+    "metadata_backups": {
+      "type": "path",
+      "default": "{{data_path}}.backups",
+      "help": "where the metadata and changelogs are copied before a newer master first runs on them (one directory per upgrade)"
     }
   },
   "overlays": {
@@ -7763,12 +8199,17 @@ EMBEDDED_PROFILES = {
       "names": "{{master_packages}}",
       "when": {
         "method": "packages"
-      }
+      },
+      "replaces_build": "moosefs",
+      "release": "{{packages_release}}"
     },
     {
       "kind": "build",
       "id": "moosefs-build",
       "name": "moosefs",
+      "replaces": [
+        "{{master_packages}}"
+      ],
       "when": {
         "method": [
           "source",
@@ -7825,7 +8266,11 @@ EMBEDDED_PROFILES = {
         "-c",
         "{{config_dir}}/mfsmaster.cfg",
         "restore"
-      ]
+      ],
+      "version": "{{build_version}}",
+      "packages": "{{master_packages}}",
+      "backups": "{{metadata_backups}}",
+      "release": "{{packages_release}}"
     },
     {
       "kind": "file",
@@ -7986,12 +8431,17 @@ EMBEDDED_PROFILES = {
       "names": "{{metalogger_packages}}",
       "when": {
         "method": "packages"
-      }
+      },
+      "replaces_build": "moosefs",
+      "release": "{{packages_release}}"
     },
     {
       "kind": "build",
       "id": "moosefs-build",
       "name": "moosefs",
+      "replaces": [
+        "{{metalogger_packages}}"
+      ],
       "when": {
         "method": [
           "source",
@@ -8150,6 +8600,18 @@ EMBEDDED_PROFILES = {
       "pattern": "[0-9A-Za-z][0-9A-Za-z.+-]*",
       "help": "MooseFS version to build (a label for method=git)"
     },
+    "build_version": {
+      "type": "string",
+      "default": null,
+      "lookup": {
+        "key": "method",
+        "table": {
+          "source": "{{version}}",
+          "git": "{{version}}"
+        }
+      },
+      "help": "the MooseFS version a build installs (none for method=packages: the packages tell)"
+    },
     "source_url": {
       "type": "url",
       "default": "https://repository.moosefs.com/src/moosefs-{{version}}-1.tar.gz",
@@ -8235,10 +8697,11 @@ EMBEDDED_PROFILES = {
         "--localstatedir={{localstate_dir}}",
         "--with-default-user={{working_user}}",
         "--with-default-group={{working_group}}",
+        "--with-systemdsystemunitdir=no",
         "--enable-option-checking=fatal",
         "--disable-all"
       ],
-      "help": "configure flags every role shares; each role adds its module's --enable flag"
+      "help": "configure flags every role shares (stackboot writes the units itself: upstream's are not installed); each role adds its module's --enable flag"
     },
     "build_packages": {
       "type": "list",
@@ -8331,6 +8794,11 @@ EMBEDDED_PROFILES = {
       "default": false,
       "help": "method=packages: use the official MooseFS repository (4.x) instead of the distribution's packages"
     },
+    "packages_release": {
+      "type": "word",
+      "default": null,
+      "help": "apt: the release to install MooseFS from (trixie-backports: 4.58.1 with moosefs-gui)"
+    },
     "repo_url": {
       "type": "url",
       "default": "https://repository.moosefs.com/moosefs-4/yum/el{{facts.major}}",
@@ -8358,7 +8826,17 @@ EMBEDDED_PROFILES = {
         "3",
         "4"
       ],
-      "help": "major version of the distribution's own MooseFS packages"
+      "help": "major version of the distribution's MooseFS packages (what its package manager has; else this)",
+      "from_packages": {
+        "names": [
+          "moosefs-master"
+        ],
+        "release": "packages_release",
+        "when": {
+          "method": "packages",
+          "moosefs_repository": false
+        }
+      }
     },
     "package_series": {
       "type": "string",
@@ -8376,6 +8854,22 @@ EMBEDDED_PROFILES = {
       },
       "help": "major version of the packages method=packages installs"
     },
+    "source_series": {
+      "type": "string",
+      "default": null,
+      "choices": [
+        "3",
+        "4"
+      ],
+      "lookup": {
+        "key": "version",
+        "table": {
+          "3.*": "3",
+          "*": "4"
+        }
+      },
+      "help": "major version of a source build (from version)"
+    },
     "series": {
       "type": "string",
       "default": null,
@@ -8386,7 +8880,7 @@ EMBEDDED_PROFILES = {
       "lookup": {
         "key": "method",
         "table": {
-          "source": "4",
+          "source": "{{source_series}}",
           "git": "4",
           "packages": "{{package_series}}"
         }

@@ -38,6 +38,7 @@ class FakeTools:
         self.modules = set()         # FreeBSD kernel modules loaded
         self.mounted = {}            # mount point -> (device, fstype)
         self.package_files = {}      # package -> {path: content} its install creates
+        self.versions = {}           # package -> the version an install brings (the candidate queries know only these)
         self.pools = set()           # ZFS pools
         self.datasets = {}           # ZFS dataset -> {property: value as `zfs get -p` prints it}
         self.file_packages = {}      # a local package file -> the package it installs
@@ -108,7 +109,7 @@ class FakeTools:
         if missing:
             return 100, "", "E: Unable to locate package %s" % missing[0]
         for name in names:
-            self.installed[name] = "1.0-1"
+            self.installed[name] = self.versions.get(name, "1.0-1")
             for path, content in self.package_files.get(name, {}).items():
                 full = self.path(path)
                 os.makedirs(os.path.dirname(full), exist_ok=True)
@@ -120,13 +121,54 @@ class FakeTools:
         words, rest = [], list(args)
         while rest:   # as apt-get reads them: options anywhere, -o takes the next word
             word = rest.pop(0)
-            if word == "-o":
+            if word in ("-o", "-t"):   # an option, the target release
                 rest.pop(0)
             elif not word.startswith("-"):
                 words.append(word)
         if words[0] == "update":
             return 0, "", ""
-        return self.install(words[1:])
+        if words[0] == "remove":
+            return self.remove(words[1:])
+        code = self.install(words[1:])
+        for name in words[1:]:   # as dpkg keeps them: one file list per package
+            if name in self.installed and not name.startswith("/"):
+                self.write_file("/var/lib/dpkg/info/%s.list" % name, "".join(
+                    "%s\n" % path for path in ["/."] + sorted(self.package_files.get(name, {}))))
+        return code
+
+    def remove(self, names):
+        """apt-get remove: the package's files and its file list go, its configuration stays."""
+        for name in names:
+            if name not in self.installed:
+                return 100, "", "E: Package '%s' is not installed, so not removed" % name
+            del self.installed[name]
+            for path in list(self.package_files.get(name, {})) + ["/var/lib/dpkg/info/%s.list" % name]:
+                if os.path.exists(self.path(path)):
+                    os.unlink(self.path(path))
+        return 0, "removed\n", ""
+
+    def write_file(self, path, content):
+        full = self.path(path)
+        os.makedirs(os.path.dirname(full), exist_ok=True)
+        with open(full, "w") as handle:
+            handle.write(content)
+
+    def tool_apt_cache(self, args):
+        """apt-cache policy NAME...: what is installed and what an install would bring."""
+        if args[0] == "-o":   # -o APT::Default-Release=...: the fake has one release
+            args = args[2:]
+        assert args[0] == "policy", args
+        out = []
+        for name in args[1:]:
+            if name in self.installed or name in self.versions:
+                out += ["%s:" % name, "  Installed: %s" % self.installed.get(name, "(none)"),
+                        "  Candidate: %s" % self.versions.get(name, self.installed.get(name))]
+        return 0, "".join(line + "\n" for line in out), ""
+
+    def candidates(self, names):
+        """pkg rquery / dnf repoquery: NAME\tVERSION of what the repositories have."""
+        out = ["%s\t%s" % (name, self.versions[name]) for name in names if name in self.versions]
+        return 0, "".join(line + "\n" for line in out), ""
 
     def tool_rpm(self, args):
         names = [a for a in args[2:] if not a.startswith("-")][1:] if "--qf" in args else args[1:]
@@ -137,6 +179,8 @@ class FakeTools:
         return (0 if all(n in self.installed for n in names) else 1), "\n".join(out) + "\n", ""
 
     def tool_dnf(self, args):
+        if args[0] == "repoquery":
+            return self.candidates([a for a in args[1:] if not a.startswith("-") and "%" not in a and a != "1"])
         return self.install([a for a in args[1:] if not a.startswith("-")])
 
     tool_yum = tool_dnf
@@ -146,6 +190,8 @@ class FakeTools:
             names = args[2:]
             out = ["%s\t%s" % (n, self.installed[n]) for n in names if n in self.installed]
             return (0 if out else 1), "".join(line + "\n" for line in out), ""
+        if args[0] == "rquery":
+            return self.candidates(args[2:])
         return self.install([a for a in args[1:] if not a.startswith("-")])
 
     def tool_groupadd(self, args):

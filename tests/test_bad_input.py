@@ -60,7 +60,7 @@ CASES = [
     ("param-name", bad_profile(parameters={"MasterHost": {"type": "host"}}), ["list"],
      "error: {P}: $.parameters.MasterHost: parameter names are lower_case_words; fix the profile and run again"),
     ("param-unknown-key", bad_profile(parameters={"p": {"type": "port", "defualt": 1}}), ["list"],
-     "error: {P}: $.parameters.p.defualt: unknown key (known: allow, choices, default, help, items, lookup, max, min, pattern, secret, type); fix the profile and run again"),
+     "error: {P}: $.parameters.p.defualt: unknown key (known: allow, choices, default, from_packages, help, items, lookup, max, min, pattern, secret, type); fix the profile and run again"),
     ("requires-unknown", bad_profile(requires=["nosuch"]), ["plan", "demo"],
      'error: {P}: $.requires: unknown profile "nosuch"; fix the profile and run again'),
     ("command-unguarded", step(kind="command", argv=["/bin/true"]), ["plan", "demo"],

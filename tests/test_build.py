@@ -295,3 +295,119 @@ def test_uninstall_removes_exactly_what_a_build_installed(sandbox, server):
     assert os.listdir(prefix + "/bin") == ["not-ours"] and not os.path.exists(prefix + "/share/hello/flags")
     run, plan, _ = engine(build_steps(), BUILD_PARAMS, sets, goal="absent")
     assert run.state.build("hello") is None and stackboot.real_changes(stackboot.assess(run, [plan])[0][2]) == []
+
+
+# -- a build and the distribution's packages of the same software ---------------------------
+
+class Switch:
+    """A root where a build of "hello" and a package "hello-pkg" both put /usr/sbin/hello (fake
+    apt and dpkg: the package's files and its dpkg file list)."""
+
+    def __init__(self, tmp_path):
+        from conftest import FakeTools, RecordingRunner
+        self.root = tmp_path / "root"
+        (self.root / "src").mkdir(parents=True)
+        (self.root / "src" / "src.tar.gz").write_bytes(make_tarball("2.0"))
+        self.tools = FakeTools(str(self.root))
+        self.tools.package_files["hello-pkg"] = {"/usr/sbin/hello": "packaged", "/usr/share/doc/hello-pkg/copyright": "GPL"}
+        self.tools.package_files["other"] = {"/usr/sbin/hello": "another's"}
+        self.tools.on(lambda argv: argv[:2] == ["make", "install"], self.staged_install)
+        self.tools.on(lambda argv: argv[0] in ("./configure", "make"), lambda argv: (0, "ok\n", ""))
+        self.runner = RecordingRunner(str(self.root), self.tools)
+
+    def staged_install(self, argv):   # as `make install` inside the root would
+        stage = str(self.root) + argv[2][len("DESTDIR="):]
+        for path, text in (("/usr/sbin/hello", "built"), ("/usr/share/hello/readme", "hello")):
+            os.makedirs(os.path.dirname(stage + path), exist_ok=True)
+            with open(stage + path, "w") as handle:
+                handle.write(text)
+        return 0, "", ""
+
+    def read(self, path):
+        full = str(self.root) + path
+        return open(full).read() if os.path.exists(full) else None
+
+    def package(self, name):
+        assert self.tools.tool_apt_get(["install", name])[0] == 0
+
+    def engine(self, step, goal="present"):
+        plan = plan_of(library_of(s={"description": "switch", "steps": [step]}), ["s"], DEBIAN, goal=goal)
+        host = stackboot.Host(str(self.root), self.runner, DEBIAN)
+        return stackboot.Run(host, DEBIAN, stackboot.Output(io.StringIO())), plan
+
+    def changes(self, step, goal="present"):
+        run, plan = self.engine(step, goal)
+        return [change.summary for _, _, changes in stackboot.assess(run, [plan]) for change in changes]
+
+    def converge(self, step, goal="present"):
+        run, plan = self.engine(step, goal)
+        stackboot.converge(run, [plan])
+        return run
+
+
+BUILD_STEP = {"kind": "build", "name": "hello", "archive": "/src/src.tar.gz", "version": "2.0", "replaces": ["hello-pkg"],
+              "configure": ["--prefix=/usr"]}
+PACKAGES_STEP = {"kind": "packages", "names": ["hello-pkg"], "replaces_build": "hello"}
+
+
+def test_a_build_removes_the_packages_it_replaces_first(tmp_path):
+    switch = Switch(tmp_path)
+    switch.package("hello-pkg")
+    assert switch.changes(BUILD_STEP) == [
+        "remove packages hello-pkg 1.0-1: this build replaces them (their configuration, the data and the metadata stay)",
+        "build and install hello 2.0"]
+    run = switch.converge(BUILD_STEP)
+    changes = [argv for argv in switch.runner.changes()]
+    removal = [index for index, argv in enumerate(changes) if "remove" in argv]
+    assert changes[removal[0]][-2:] == ["-y", "hello-pkg"] and removal[0] < changes.index(["./configure", "--prefix=/usr"])
+    assert switch.read("/usr/sbin/hello") == "built" and switch.read("/var/lib/dpkg/info/hello-pkg.list") is None
+    assert sorted(run.state.build("hello")["files"]) == ["/usr/sbin/hello", "/usr/share/hello/readme"]
+    assert switch.changes(BUILD_STEP) == []
+
+
+def test_a_build_never_overwrites_a_file_another_package_owns(tmp_path):
+    switch = Switch(tmp_path)
+    switch.package("other")
+    with pytest.raises(stackboot.StackbootError) as caught:
+        switch.converge(BUILD_STEP)
+    assert "hello would overwrite /usr/sbin/hello, which package other owns (1 files in all); nothing was installed" in str(caught.value)
+    assert switch.read("/usr/sbin/hello") == "another's" and switch.read("/usr/share/hello/readme") is None
+
+
+def test_packages_take_the_place_of_a_build(tmp_path):
+    switch = Switch(tmp_path)
+    switch.converge(BUILD_STEP)
+    assert switch.changes(PACKAGES_STEP) == [
+        "remove the 2 files build hello 2.0 installed: these packages replace it (the configuration and the data stay)",
+        "install hello-pkg"]
+    run = switch.converge(PACKAGES_STEP)
+    assert run.state.build("hello") is None
+    assert switch.read("/usr/sbin/hello") == "packaged" and switch.read("/usr/share/hello/readme") is None
+    assert switch.changes(PACKAGES_STEP) == []
+
+
+def test_packages_an_old_build_overwrote_are_reinstalled(tmp_path):
+    switch = Switch(tmp_path)
+    switch.package("hello-pkg")
+    run, _ = switch.engine(PACKAGES_STEP)   # what an older stackboot left: a build over the package's files
+    with run.host.changes_allowed():
+        for path in ("/usr/sbin/hello", "/usr/share/hello/readme"):
+            run.host.write_file(path, b"built")
+        run.state.record_build("hello", "inputs", "2.0", ["/usr/sbin/hello", "/usr/share/hello/readme"])
+        run.state.save()
+    assert switch.changes(PACKAGES_STEP) == [
+        "remove the 2 files build hello 2.0 installed: these packages replace it (the configuration and the data stay)",
+        "reinstall hello-pkg: the build overwrote their files"]
+    switch.converge(PACKAGES_STEP)
+    assert switch.read("/usr/sbin/hello") == "packaged" and switch.read("/usr/share/hello/readme") is None
+    assert ["apt-get", "-q", "-o", "DPkg::Lock::Timeout=300", "install", "--reinstall", "-y", "--no-install-recommends",
+            "hello-pkg"] in switch.runner.changes()
+    assert switch.changes(PACKAGES_STEP) == []
+
+
+def test_removing_a_build_leaves_what_a_package_owns(tmp_path):
+    switch = Switch(tmp_path)
+    switch.converge(dict(BUILD_STEP, replaces=[]))
+    switch.package("other")   # installed over the build afterwards, by hand
+    switch.converge(dict(BUILD_STEP, replaces=[]), goal="absent")
+    assert switch.read("/usr/sbin/hello") == "another's" and switch.read("/usr/share/hello/readme") is None

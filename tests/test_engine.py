@@ -303,3 +303,29 @@ def test_a_command_past_its_time_ends_with_what_it_started(how):
     while sleeping() and time.time() < deadline:
         time.sleep(0.05)
     assert not sleeping()
+
+
+def test_a_direct_stop_can_be_a_signal_to_the_pidfile_process(tmp_path):
+    """A daemon whose own stop command a newer version replaced (4.x's mfscgiserv is a stub):
+    its pidfile's process gets the signal; anything but a stop signal with a pidfile is refused."""
+    import subprocess
+    import types
+    daemon = subprocess.Popen(["sleep", "60"])
+    try:
+        (tmp_path / "run").mkdir()
+        (tmp_path / "run" / "old.lock").write_text("%d\n" % daemon.pid)
+        host = stackboot.Host(str(tmp_path), stackboot.Runner(str(tmp_path)))
+        services = stackboot.DirectServices(host)
+        step = types.SimpleNamespace(args={"name": "old", "direct": {
+            "start": ["/usr/bin/sleep", "start"], "stop": "SIGTERM", "pidfile": "/run/old.lock"}})
+        assert services.state(step).running
+        with host.changes_allowed():
+            services.do(step, "stop")
+        assert daemon.wait(10) == -15
+        assert not services.state(step).running
+        step.args["direct"]["stop"] = "SIGHUP"
+        with pytest.raises(stackboot.StackbootError, match="must be SIGTERM, SIGINT or SIGKILL, with a pidfile"):
+            services.state(step)
+    finally:
+        daemon.kill()
+        daemon.wait()

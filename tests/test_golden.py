@@ -54,6 +54,11 @@ def fake_host(fs, host):
     data = "/var/mfs" if spec["system"] == "FreeBSD" else "/var/lib/mfs"
     tools = FakeTools("/")
     tools.package_files["moosefs-master"] = {data + "/metadata.mfs.empty": "MFSM NEW"}
+    # what each platform's package manager has (Ubuntu: Debian's 3.0.117; the ports and MooseFS's
+    # own repository: 4.x with the C GUI)
+    series3 = spec["system"] != "FreeBSD" and "ubuntu" in release
+    for part in ("master", "metalogger", "chunkserver", "client", "cli", "cgi", "cgiserv") + (() if series3 else ("gui",)):
+        tools.versions["moosefs-" + part] = "3.0.117-1" if series3 else "4.59.1"
     fs.create_file("/var/cache/stackboot/downloads/moosefs-repository.key", contents=FAKE_KEY)
     return spec, tools
 

@@ -84,18 +84,19 @@ def tarball(version):
     return buffer.getvalue()
 
 
-def plan_recipe(roles, facts=DEBIAN):
+def plan_recipe(roles, facts=DEBIAN, sets=()):
     library = stackboot.Library()
     for name, text in stackboot.EMBEDDED_PROFILES.items():
         library.add(stackboot.parse_profile_text(name, name, text))
-    build = [step for step in stackboot.make_plan(library, roles, facts).steps if step.kind == "build"]
+    inputs = stackboot.Inputs().add("--set", stackboot.parse_sets(list(sets)), "strict")
+    build = [step for step in stackboot.make_plan(library, roles, facts, inputs).steps if step.kind == "build"]
     assert len(build) == 1, "one build for all the roles of a host"
     return build[0].recipe().strip()
 
 
 COMMON = ("PYTHON=/usr/bin/python3 ./configure --prefix=/usr --mandir=/usr/share/man --sysconfdir=/etc "
-          "--localstatedir=/var/lib --with-default-user=mfs --with-default-group=mfs --enable-option-checking=fatal "
-          "--disable-all")
+          "--localstatedir=/var/lib --with-default-user=mfs --with-default-group=mfs --with-systemdsystemunitdir=no "
+          "--enable-option-checking=fatal --disable-all")
 
 
 @pytest.mark.parametrize("roles,modules", [
@@ -104,8 +105,8 @@ COMMON = ("PYTHON=/usr/bin/python3 ./configure --prefix=/usr --mandir=/usr/share
     (["metalogger"], "--enable-mfsmetalogger"),
     (["client"], "--enable-mfsmount"),
     (["cli"], "--enable-mfscli"),
-    (["gui"], "--enable-mfsgui"),
-    (["master", "metalogger", "gui"], "--enable-mfsmaster --enable-mfsmetalogger --enable-mfsgui"),
+    (["gui"], "--enable-mfsgui --enable-mfscgi"),   # the pages it serves: without them every page is 404
+    (["master", "metalogger", "gui"], "--enable-mfsmaster --enable-mfsmetalogger --enable-mfsgui --enable-mfscgi"),
     (["chunkserver", "client", "cli"], "--enable-mfschunkserver --enable-mfsmount --enable-mfscli"),
 ])
 def test_exact_configure_flags_for_each_role_set(roles, modules):
@@ -116,8 +117,8 @@ def test_freebsd_build_uses_the_ports_layout():
     from conftest import FREEBSD
     assert plan_recipe(["master"], FREEBSD) == (
         "PYTHON=/usr/local/bin/python3 ./configure --prefix=/usr/local --mandir=/usr/local/man --sysconfdir=/usr/local/etc "
-        "--localstatedir=/var --with-default-user=mfs --with-default-group=mfs --enable-option-checking=fatal "
-        "--disable-all --enable-mfsmaster")
+        "--localstatedir=/var --with-default-user=mfs --with-default-group=mfs --with-systemdsystemunitdir=no "
+        "--enable-option-checking=fatal --disable-all --enable-mfsmaster")
 
 
 def test_unknown_version_needs_an_explicit_sha256(tmp_path, capsys):
@@ -183,3 +184,9 @@ def test_master_from_source_in_a_bare_root(root):
         assert piped(root, "install", "master").stdout.splitlines()[-1].startswith("Install: 0 changed")
     finally:
         server.close()
+
+
+def test_a_3x_version_builds_the_3x_gui():
+    """The series follows the version built: 3.x has mfscgiserv, not mfsgui."""
+    assert plan_recipe(["gui"], sets=["version=3.0.117", "source_sha256=" + "0" * 64]).endswith(
+        "--disable-all --enable-mfscgi --enable-mfscgiserv")

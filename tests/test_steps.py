@@ -2,6 +2,7 @@
 
 import io
 import os
+import re
 
 import pytest
 
@@ -433,3 +434,98 @@ def test_mount_converges_and_uninstall_unmounts_it_and_forgets_its_fstab_line(fa
     h.converge()
     h.goal = "purged"
     assert h.plan() == [] and h.notes() == ["/mnt/mfs: data; uninstall keeps it mounted"]
+
+
+# -- moosefs-metadata: the master version that runs on it --------------------------------
+
+def metadata_step(**fields):
+    return dict({"kind": "moosefs-metadata", "data_path": "/var/lib/mfs", "backups": "/var/lib/mfs.backups"}, **fields)
+
+
+def test_an_upgrade_saves_the_metadata_first_and_a_downgrade_is_refused(fakefs):
+    os.makedirs("/var/lib/mfs")
+    with open("/var/lib/mfs/metadata.mfs.empty", "w") as handle:
+        handle.write("MFSM NEW")
+    first = Harness([metadata_step(version="3.0.117")])
+    assert first.plan() == ["+ moosefs-metadata /var/lib/mfs/metadata.mfs: new cluster: metadata.mfs from /var/lib/mfs/metadata.mfs.empty"]
+    first.converge()
+    for name, text in (("metadata.mfs.back", "MFSM 2.0 tree"), ("changelog.0.mfs", "1: SESSION"), ("metadata.mfs.tmp", "x")):
+        with open("/var/lib/mfs/" + name, "w") as handle:
+            handle.write(text)
+    os.rename("/var/lib/mfs/metadata.mfs", "/var/lib/mfs/metadata.mfs.back.1")   # as a running master keeps it
+    with open("/var/lib/mfs/.mfsmaster.lock", "w") as handle:
+        handle.write("%d\n" % os.getpid())
+
+    upgrade = Harness([metadata_step(version="4.58.1")])
+    [line] = upgrade.plan()
+    stamp = re.search(r"to /var/lib/mfs\.backups/([0-9]{8}T[0-9]{6}Z)-3\.0\.117-to-4\.58\.1\Z", line)
+    assert line.startswith("~ moosefs-metadata /var/lib/mfs/metadata.mfs: upgrade 3.0.117 -> 4.58.1: first save "
+                           "changelog.0.mfs, metadata.mfs.back, metadata.mfs.back.1 to ") and stamp, line
+    assert upgrade.apply() == (1, 0)
+    [saved] = os.listdir("/var/lib/mfs.backups")
+    assert saved.endswith("-3.0.117-to-4.58.1") and sorted(os.listdir("/var/lib/mfs.backups/" + saved)) == [
+        "changelog.0.mfs", "metadata.mfs.back", "metadata.mfs.back.1"]
+    assert open("/var/lib/mfs.backups/%s/metadata.mfs.back" % saved).read() == "MFSM 2.0 tree"
+    assert os.stat("/var/lib/mfs.backups").st_mode & 0o777 == 0o700
+    assert upgrade.plan() == []
+
+    downgrade = Harness([metadata_step(version="4.57.5")])
+    assert downgrade.plan() == ["! moosefs-metadata /var/lib/mfs/metadata.mfs: refusing mfsmaster 4.57.5 on metadata that "
+                                "mfsmaster 4.58.1 wrote: MooseFS cannot go back to an older master; keep version 4.58.1, "
+                                "or restore a copy from /var/lib/mfs.backups"]
+    with pytest.raises(stackboot.StackbootError):
+        downgrade.apply()
+
+
+def test_packages_give_the_version_installed_or_about_to_be(fakefs):
+    os.makedirs("/var/lib/mfs")
+    with open("/var/lib/mfs/metadata.mfs", "w") as handle:
+        handle.write("MFSM 2.0")
+    tools = FakeTools("/")
+    tools.installed["moosefs-master"] = "3.0.117-1"
+    step = metadata_step(packages=["moosefs-master"])
+    [line] = Harness([step], tools=tools).plan()   # a master stackboot did not record: saved before anything
+    assert line.startswith("~ moosefs-metadata /var/lib/mfs/metadata.mfs: upgrade an unrecorded version -> 3.0.117-1: "
+                           "first save metadata.mfs to /var/lib/mfs.backups/") and line.endswith("-unrecorded-to-3.0.117-1")
+    Harness([step], tools=tools).apply()
+    del tools.installed["moosefs-master"]   # the packages went; what apt would bring now is older
+    tools.versions["moosefs-master"] = "3.0.116-1"
+    assert Harness([step], tools=tools).plan()[0].startswith("! moosefs-metadata /var/lib/mfs/metadata.mfs: refusing "
+                                                             "mfsmaster 3.0.116-1 on metadata that mfsmaster 3.0.117-1 wrote")
+    tools.versions["moosefs-master"] = "3.0.118-1"
+    assert Harness([step], tools=tools).plan()[0].startswith("~ moosefs-metadata /var/lib/mfs/metadata.mfs: upgrade "
+                                                             "3.0.117-1 -> 3.0.118-1: first save metadata.mfs to")
+
+
+def test_packages_from_a_release_and_the_series_apt_has(fakefs):
+    """packages_release is apt's target release, for the install and for what apt would bring."""
+    tools = FakeTools("/")
+    tools.versions.update({"moosefs-master": "4.58.1-1~bpo13+1", "moosefs-gui": "4.58.1-1~bpo13+1"})
+    h = Harness([{"kind": "packages", "names": ["moosefs-gui"], "release": "trixie-backports"}], tools=tools)
+    h.apply()
+    assert ["apt-get", "-q", "-o", "DPkg::Lock::Timeout=300", "install", "-y", "--no-install-recommends", "-t",
+            "trixie-backports", "moosefs-gui"] in h.runner.changes()
+    assert tools.installed == {"moosefs-gui": "4.58.1-1~bpo13+1"}
+    with pytest.raises(stackboot.BadInput, match="only apt installs from a release"):
+        Harness([{"kind": "packages", "names": ["x"], "release": "el9-extras"}], facts=ROCKY).apply()
+
+
+def test_the_series_is_what_the_package_manager_has():
+    library = stackboot.Library()
+    for name, text in stackboot.EMBEDDED_PROFILES.items():
+        library.add(stackboot.parse_profile_text(name, name, text))
+    tools = FakeTools("/")
+    packages = stackboot.Apt(stackboot.Host("/", RecordingRunner("/", tools), DEBIAN))
+
+    def values(*sets):
+        inputs = stackboot.Inputs().add("--set", stackboot.parse_sets(["method=packages"] + list(sets)), "strict")
+        plan = stackboot.make_plan(library, ["gui"], DEBIAN, inputs, steps=False, packages=packages)
+        return dict((name, (plan.values.values[name], plan.values.sources[name])) for name in ("series", "gui_server"))
+
+    assert values()["series"] == ("3", "known for method packages")   # apt knows no moosefs: Debian's overlay stands
+    tools.versions["moosefs-master"] = "4.57.5-1"
+    packages.versions = None
+    assert values()["series"][0] == "4" and values()["gui_server"][0] == "mfscgiserv"
+    tools.versions["moosefs-gui"] = "4.58.1-1~bpo13+1"
+    assert values("packages_release=trixie-backports")["gui_server"][0] == "mfsgui"
+    assert values("packages_release=trixie-backports", "distro_package_series=3")["series"][0] == "3"   # a value given wins
