@@ -5,14 +5,15 @@ SYSTEM_PYTHON ?= /usr/bin/python3
 .PHONY: deps test test-fast lint embed dist bench clean
 
 # Everything the tests need, from scratch (root; Debian's and PyPI's registries).
-DEBS = debootstrap make gcc libc6-dev tar gzip ca-certificates iproute2 util-linux fdisk btrfs-progs zfs-fuse moosefs-master moosefs-metalogger moosefs-chunkserver moosefs-client moosefs-cli moosefs-cgi moosefs-cgiserv fuse3 cloud-init
+DEBS = debootstrap gpgv debian-archive-keyring make gcc libc6-dev tar gzip ca-certificates iproute2 util-linux fdisk btrfs-progs zfs-fuse moosefs-master moosefs-metalogger moosefs-chunkserver moosefs-client moosefs-cli moosefs-cgi moosefs-cgiserv fuse3 cloud-init
 PIPS = pytest pyfakefs vermin ruff
 
 deps:
 	apt-get update -q
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(DEBS)
 	$(PYTHON) -m pip install -q --disable-pip-version-check $(PIPS)
-	$(PYTHON) tests/bareroot.py build bookworm bullseye
+	$(PYTHON) tests/bareroot.py build bookworm bullseye trixie
+	$(PYTHON) tests/upstream.py fetch
 
 test:
 	$(PYTHON) -m pytest -q tests

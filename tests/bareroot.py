@@ -20,6 +20,10 @@ MARKER = ".stackboot-base-complete"
 # Fetched into the root's apt cache (not installed), so a test can install them offline.
 PREFETCH = ["busybox", "moosefs-master", "moosefs-chunkserver", "moosefs-metalogger", "moosefs-client",
             "moosefs-cli", "moosefs-cgi", "moosefs-cgiserv", "fuse3", "make", "btrfs-progs", "apache2", "cron"]
+# A suite's backports, in its sources (apt gives them priority 100: used only when asked for) with
+# these packages fetched from them: trixie-backports has MooseFS 4.58.1 and the C GUI, moosefs-gui.
+BACKPORTS = {"trixie": ["moosefs-gui", "moosefs-master", "moosefs-cli", "moosefs-common"]}
+MIRROR = os.environ.get("STACKBOOT_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 # The host PATH may hold pyenv shims or /usr/local paths that mean nothing inside a root;
 # proxy settings are kept so debootstrap and apt reach the mirror the way the host does.
 ENV = dict({k: v for k, v in os.environ.items() if k.lower().endswith("_proxy")},
@@ -123,6 +127,7 @@ def _build(suite, final, lock):
         _run(apt + ["clean"], **held)
         _run(apt + ["update"], **held)
         _run(apt + ["install", "-y", "--download-only"] + PREFETCH, **held)
+        _fetch_backports(suite, tmp, **held)
         _kill_processes_in(tmp)
         _unmount_all(tmp)  # some debootstrap versions leave /proc or /sys mounted
         _write_marker(tmp, suite)
@@ -132,20 +137,35 @@ def _build(suite, final, lock):
         raise
 
 
+def _fetch_backports(suite, root, **kw):
+    if suite not in BACKPORTS:
+        return
+    with open(os.path.join(root, "etc/apt/sources.list.d/backports.list"), "w") as f:
+        f.write("deb %s %s-backports main\n" % (MIRROR, suite))
+    apt = ["chroot", root, "apt-get", "-o", "Acquire::Languages=none"]
+    _run(apt + ["update"], **kw)
+    _run(apt + ["install", "-y", "--download-only", "-t", suite + "-backports"] + BACKPORTS[suite], **kw)
+
+
+def _prefetch_line(suite):
+    return "prefetch: %s%s\n" % (" ".join(PREFETCH), "; backports: " + " ".join(BACKPORTS[suite]) if suite in BACKPORTS else "")
+
+
 def _write_marker(root, suite):
     with open(os.path.join(root, MARKER), "w") as f:
-        f.write("%s built %s\nprefetch: %s\n" % (suite, time.strftime("%Y-%m-%d %H:%M:%S"), " ".join(PREFETCH)))
+        f.write("%s built %s\n%s" % (suite, time.strftime("%Y-%m-%d %H:%M:%S"), _prefetch_line(suite)))
 
 
-def _prefetched(root):
+def _prefetched(root, suite):
     with open(os.path.join(root, MARKER)) as f:
-        return ("prefetch: %s\n" % " ".join(PREFETCH)) in f.read()
+        return _prefetch_line(suite) in f.read()
 
 
 def _top_up(suite, root):
     """A cache built before PREFETCH grew: fetch the new packages into it instead of rebuilding."""
     apt = ["chroot", root, "apt-get", "-o", "Acquire::Languages=none"]
     _run(apt + ["install", "-y", "--download-only"] + PREFETCH)
+    _fetch_backports(suite, root)
     _kill_processes_in(root)
     _write_marker(root, suite)
 
@@ -156,13 +176,13 @@ def base_root(suite):
     if suite not in SUITES:
         raise ValueError("unknown suite %r (known: %s)" % (suite, ", ".join(SUITES)))
     final = os.path.join(CACHE, suite)
-    if _complete(final) and _prefetched(final):
+    if _complete(final) and _prefetched(final, suite):
         return final  # fast path, no lock: the marker is only ever seen in a finished root
     os.makedirs(CACHE, exist_ok=True)
     with open(os.path.join(CACHE, ".%s.lock" % suite), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one builder per suite; others wait, then reuse
         if _complete(final):
-            if not _prefetched(final):
+            if not _prefetched(final, suite):
                 _top_up(suite, final)
             return final
         # Holding the lock, any leftover build dir belongs to a builder that died.
