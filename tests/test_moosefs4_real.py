@@ -55,12 +55,17 @@ def root(namespaces, tmp_path):
     """(Its daemons end with the test: the next one's master takes the same address.)"""
     need_bare_root("bookworm")
     path = bareroot.fresh_root("bookworm", str(tmp_path / "root"))
+    fuse = os.path.join(path, "dev/fuse")
     try:
-        upstream.add_build_debs(path)
+        upstream.add_build_debs(path, "bookworm")
         os.makedirs(os.path.join(path, "srv/src"))
         shutil.copy(upstream.moosefs_source(), os.path.join(path, SOURCE.lstrip("/")))
+        open(fuse, "a").close()   # a client on this host: mfsmount needs /dev/fuse, a mount step /proc
+        assert sh("mount", "--bind", "/dev/fuse", fuse).returncode == 0
+        assert sh("mount", "-t", "proc", "proc", os.path.join(path, "proc")).returncode == 0
         yield path
     finally:
+        sh("umount", "-l", os.path.join(path, "mnt/mfs"))
         for lock in ("var/lib/mfs/.mfsmaster.lock", "var/lib/mfs/.mfsgui.lock", "var/lib/mfs/.mfscgiserv.lock"):
             try:
                 os.kill(int(open(os.path.join(path, lock)).read().split()[0]), signal.SIGTERM)
@@ -85,9 +90,10 @@ def trixie(namespaces, tmp_path):
 
 
 def piped(root, *args):
-    """curl ... | python3 - ARGS on the host (the root) in its namespace."""
+    """curl ... | python3 - ARGS on the host (the root) in its namespace (nsenter, not ip netns exec:
+    a client's FUSE mount must outlive the command that made it)."""
     with open(os.path.join(TOP, "stackboot.py")) as script:
-        return subprocess.run(["ip", "netns", "exec", SERVER, "chroot", root, "/usr/bin/python3", "-"] + list(args),
+        return subprocess.run(["nsenter", "--net=/run/netns/" + SERVER, "chroot", root, "/usr/bin/python3", "-"] + list(args),
                               stdin=script, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
                               env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}, timeout=3000)
 
@@ -111,24 +117,47 @@ def dpkg(root, *args):
     return sh("chroot", root, "dpkg", *args)
 
 
+def tree(top):
+    """Every path under top, with what it is (the metadata a master keeps: no chunk needed)."""
+    found = {}
+    for directory, dirs, files in os.walk(top):
+        for name in dirs + files:
+            path = os.path.join(directory, name)
+            found[os.path.relpath(path, top)] = os.readlink(path) if os.path.islink(path) else os.path.isdir(path)
+    return found
+
+
+ROLES = ("master", "gui", "cli", "client")
+
+
 def test_from_debian_packages_to_an_upstream_build(root):
-    """A host running Debian's 3.0.117 master, GUI and CLI is switched to upstream's 4.x source."""
-    packaged = piped(root, "install", "master", "gui", "cli", "--set", "method=packages", "--set", "master_host=" + MASTER)
+    """A host running Debian's 3.0.117 master, GUI, CLI and client is switched to upstream's 4.x
+    source: the files the 3.x master knew are all there when the 4.x one runs."""
+    packaged = piped(root, "install", *(ROLES + ("--set", "method=packages", "--set", "master_host=" + MASTER)))
     assert packaged.returncode == 0, packaged.stdout[-3000:] + packaged.stderr[-3000:]
     assert "3.0.117" in sh("chroot", root, "/usr/sbin/mfsmaster", "-v").stdout
     assert browse("http://%s:9425/mfs.cgi?masterhost=%s" % (MASTER, MASTER))[0] == 200   # mfscgiserv, 3.x
+    mount = os.path.join(root, "mnt/mfs")
+    assert os.path.ismount(mount)
+    for directory in ("projects/a/b", "projects/c", "home"):
+        os.makedirs(os.path.join(mount, directory))
+    for name in ("projects/a/b/empty.txt", "home/notes"):
+        open(os.path.join(mount, name), "w").close()
+    os.symlink("a/b/empty.txt", os.path.join(mount, "projects/link"))
+    before = tree(mount)
+    assert len(before) == 8
 
-    plan = piped(root, "plan", "master", "gui", "cli", "--set", "method=source", *BUILD)
+    plan = piped(root, "plan", *(ROLES + ("--set", "method=source") + tuple(BUILD)))
     assert plan.returncode == 0, plan.stderr
     removal = [line for line in plan.stdout.splitlines() if "remove packages" in line]
     assert len(removal) == 1 and all("%s 3.0.117" % name in removal[0] for name in (
-        "moosefs-master", "moosefs-cli", "moosefs-cgi", "moosefs-cgiserv")), plan.stdout
+        "moosefs-master", "moosefs-cli", "moosefs-cgi", "moosefs-cgiserv", "moosefs-client")), plan.stdout
     assert "their configuration, the data and the metadata stay" in removal[0]
 
     upgrade = [line for line in plan.stdout.splitlines() if line.startswith("~ moosefs-metadata")]
     assert len(upgrade) == 1 and " upgrade 3.0.117-1 -> %s: first save " % upstream.MOOSEFS["version"] in upgrade[0], plan.stdout
 
-    first = piped(root, "install", "master", "gui", "cli", "--set", "method=source", *BUILD)
+    first = piped(root, "install", *(ROLES + ("--set", "method=source") + tuple(BUILD)))
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     # the 3.x metadata was copied before the 4.x master first ran on it
     lines = first.stdout.splitlines()
@@ -139,7 +168,7 @@ def test_from_debian_packages_to_an_upstream_build(root):
     assert backup.endswith("-3.0.117-1-to-" + upstream.MOOSEFS["version"])
     assert "metadata.mfs.back" in os.listdir(os.path.join(root, "var/lib/mfs.backups", backup))
     # the packages went (those with configuration files keep them: dpkg's "rc"), nothing dpkg owns was overwritten
-    for name in ("moosefs-master", "moosefs-cli", "moosefs-cgi", "moosefs-cgiserv"):
+    for name in ("moosefs-master", "moosefs-cli", "moosefs-cgi", "moosefs-cgiserv", "moosefs-client"):
         status = sh("chroot", root, "dpkg-query", "-W", "-f=${db:Status-Abbrev}", name).stdout
         assert status in ("", "un ", "rc "), (name, status)   # unknown, or its configuration kept
     assert sh("chroot", root, "dpkg-query", "-W", "-f=${db:Status-Abbrev}", "moosefs-master").stdout == "rc "
@@ -153,28 +182,32 @@ def test_from_debian_packages_to_an_upstream_build(root):
     configure = [entry["argv"] for entry in log if entry.get("argv", [None])[0] == "./configure"]
     assert len(configure) == 1
     assert {flag for flag in configure[0] if flag.startswith("--enable-mfs")} == \
-        {"--enable-mfsmaster", "--enable-mfsgui", "--enable-mfscgi", "--enable-mfscli"}
+        {"--enable-mfsmaster", "--enable-mfsgui", "--enable-mfscgi", "--enable-mfscli", "--enable-mfsmount"}
     assert "--with-systemdsystemunitdir=no" in configure[0] and "--disable-all" in configure[0]
     state = json.load(open(os.path.join(root, "var/lib/stackboot/state.json")))
     files = state["builds"]["moosefs"]["files"]
-    for wanted in ("/usr/sbin/mfsmaster", "/usr/sbin/mfsgui", "/usr/bin/mfscli", "/usr/share/mfscgi/mfs.cgi"):
+    for wanted in ("/usr/sbin/mfsmaster", "/usr/sbin/mfsgui", "/usr/bin/mfscli", "/usr/share/mfscgi/mfs.cgi", "/usr/bin/mfsmount"):
         assert wanted in files
-    assert not [path for path in files if re.search(r"mfschunkserver|mfsmetalogger|mfsmount|\.service$", path)]
+    assert not [path for path in files if re.search(r"mfschunkserver|mfsmetalogger|\.service$", path)]
 
     # the master runs 4.x on the metadata the 3.x master kept; the GUI serves its pages to another host
     assert upstream.MOOSEFS["version"] in sh("chroot", root, "/usr/sbin/mfsmaster", "-v").stdout
+    deadline = time.time() + 30   # the client reconnects to the new master on its own
+    while tree(mount) != before and time.time() < deadline:
+        time.sleep(0.5)
+    assert tree(mount) == before
     status, body = browse("http://%s:9425/mfs.cgi?masterhost=%s" % (MASTER, MASTER))
     assert status == 200 and "MooseFS" in body and upstream.MOOSEFS["version"] in body, body[:500]
     assert browse("http://%s:9425/" % MASTER)[0] == 200
     cli = sh("ip", "netns", "exec", SERVER, "chroot", root, "mfscli", "-H", MASTER, "-SIN")
     assert cli.returncode == 0 and upstream.MOOSEFS["version"] in cli.stdout, cli.stdout + cli.stderr
 
-    again = piped(root, "install", "master", "gui", "cli")
+    again = piped(root, "install", *ROLES)
     assert again.returncode == 0, again.stderr
     assert again.stdout.splitlines()[-1].startswith("Install: 0 changed"), again.stdout
 
     # back to Debian's 3.0.117 would start a 3.x master on metadata a 4.x one wrote: refused, nothing changed
-    back = piped(root, "install", "master", "gui", "cli", "--set", "method=packages")
+    back = piped(root, "install", *(ROLES + ("--set", "method=packages")))
     assert back.returncode == 1, back.stdout + back.stderr
     assert ("refusing mfsmaster 3.0.117-1 on metadata that mfsmaster %s wrote" % upstream.MOOSEFS["version"]) in back.stdout + back.stderr
     assert upstream.MOOSEFS["version"] in sh("chroot", root, "/usr/sbin/mfsmaster", "-v").stdout
@@ -206,3 +239,34 @@ def test_debian_4x_packages_pick_series_4_by_themselves(trixie):
     status, body = browse("http://%s:9425/mfs.cgi?masterhost=%s" % (MASTER, MASTER))
     assert status == 200 and "MooseFS" in body and "4.57.5" in body, body[:500]
     assert piped(trixie, "install", "gui").stdout.splitlines()[-1].startswith("Install: 0 changed")
+
+
+def test_from_an_upstream_build_back_to_debian_packages(trixie):
+    """The way back, where it is not a downgrade: upstream's 4.58.1 built on trixie, then Debian's
+    own 4.58.1 from trixie-backports takes its place (the build's files first, dpkg -V clean)."""
+    upstream.add_build_debs(trixie, "trixie")
+    os.makedirs(os.path.join(trixie, "srv/src"))
+    shutil.copy(upstream.moosefs_source(), os.path.join(trixie, SOURCE.lstrip("/")))
+    built = piped(trixie, "install", "master", "cli", "--set", "method=source", *BUILD)
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+    assert upstream.MOOSEFS["version"] in sh("chroot", trixie, "/usr/sbin/mfsmaster", "-v").stdout
+    files = json.load(open(os.path.join(trixie, "var/lib/stackboot/state.json")))["builds"]["moosefs"]["files"]
+
+    packages = ["--set", "method=packages", "--set", "packages_release=trixie-backports"]
+    plan = piped(trixie, "plan", "master", "cli", *packages)
+    assert ("- packages moosefs-master: remove the %d files build moosefs %s installed: these packages replace it"
+            % (len(files), upstream.MOOSEFS["version"])) in plan.stdout, plan.stdout
+    assert "upgrade %s -> 4.58.1-1~bpo13+1: first save" % upstream.MOOSEFS["version"] in plan.stdout, plan.stdout
+    back = piped(trixie, "install", "master", "cli", *packages)
+    assert back.returncode == 0, back.stdout[-3000:] + back.stderr[-3000:]
+    assert sh("chroot", trixie, "dpkg-query", "-W", "-f=${Version}", "moosefs-master").stdout == "4.58.1-1~bpo13+1"
+    verified = sh("chroot", trixie, "dpkg", "-V")
+    assert verified.returncode == 0 and verified.stdout == "", verified.stdout
+    state = json.load(open(os.path.join(trixie, "var/lib/stackboot/state.json")))
+    assert "moosefs" not in state["builds"]
+    leftovers = [path for path in files if os.path.lexists(os.path.join(trixie, path.lstrip("/")))
+                 and not sh("chroot", trixie, "dpkg", "-S", path).returncode == 0]
+    assert leftovers == [], leftovers   # every file of the build is gone or now a package's
+    cli = sh("ip", "netns", "exec", SERVER, "chroot", trixie, "mfscli", "-H", MASTER, "-SIN")
+    assert cli.returncode == 0 and "4.58.1" in cli.stdout, cli.stdout + cli.stderr
+    assert piped(trixie, "install", "master", "cli").stdout.splitlines()[-1].startswith("Install: 0 changed")

@@ -28,7 +28,7 @@ MOOSEFS = {"version": "4.58.1", "suite": "trixie-backports", "package": "moosefs
            "file": "moosefs_4.58.1.orig.tar.xz", "top": "moosefs-4.58.1",
            "sha256": "45d3481632d4df5804710f35d24e2d77293c0eb86804096bae534bd07426cc61", "size": 1116032}
 # What a MooseFS source build installs on Debian (the moosefs-common profile's build_packages).
-BUILD_DEBS = {"name": "moosefs-build", "suite": "bookworm",
+BUILD_DEBS = {"name": "moosefs-build", "suites": ("bookworm", "trixie"),
               "packages": ["build-essential", "libpcap-dev", "zlib1g-dev", "libfuse3-dev", "pkg-config"]}
 
 
@@ -104,18 +104,18 @@ def moosefs_source():
     return path
 
 
-def build_debs():
+def build_debs(suite):
     """Directory of the .debs (with dependencies) a source build's toolchain needs in a bare
-    root of BUILD_DEBS' suite, downloaded once through a copy of that root."""
+    root of `suite`, downloaded once through a copy of that root."""
     spec = BUILD_DEBS
-    final = os.path.join(bareroot.CACHE, "%s-%s" % (spec["suite"], spec["name"]))
+    final = os.path.join(bareroot.CACHE, "%s-%s" % (suite, spec["name"]))
     marker = os.path.join(final, ".packages")
     wanted = " ".join(spec["packages"]) + "\n"
     if os.path.isfile(marker) and open(marker).read() == wanted:
         return final
     scratch = tempfile.mkdtemp(prefix=".debs-", dir=bareroot.CACHE)
     try:
-        root = bareroot.fresh_root(spec["suite"], os.path.join(scratch, "root"))
+        root = bareroot.fresh_root(suite, os.path.join(scratch, "root"))
         archives = os.path.join(root, "var/cache/apt/archives")
         before = set(os.listdir(archives))
         bareroot._run(["chroot", root, "apt-get", "-o", "Acquire::Languages=none", "install", "-y",
@@ -135,9 +135,9 @@ def build_debs():
     return final
 
 
-def add_build_debs(root):
+def add_build_debs(root, suite):
     """Put the toolchain's .debs into a fresh root's apt cache: apt then installs them offline."""
-    source = build_debs()
+    source = build_debs(suite)
     archives = os.path.join(root, "var/cache/apt/archives")
     for name in os.listdir(source):
         if name.endswith(".deb"):
@@ -148,7 +148,8 @@ def main(argv):
     if argv != ["fetch"]:
         sys.exit("usage: upstream.py fetch")
     print(moosefs_source(), flush=True)
-    print(build_debs(), flush=True)
+    for suite in BUILD_DEBS["suites"]:
+        print(build_debs(suite), flush=True)
 
 
 if __name__ == "__main__":
