@@ -124,3 +124,22 @@ class Cluster:
             if "(" + self.workdir in line:
                 sh(["losetup", "-d", line.split(":")[0]], check=False)
         sh(["ip", "netns", "del", self.switch], check=False)
+
+
+def wait_for(what, probe, timeout=60):
+    """probe()'s first true answer, polled for up to `timeout` seconds."""
+    deadline = time.time() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.time() > deadline:
+            raise AssertionError("timed out waiting for " + what)
+        time.sleep(0.5)
+
+
+def install(node, *args):
+    """`stackboot install ARGS` on a node, which must succeed; its output."""
+    result = node.stackboot("install", *args)
+    assert result.returncode == 0, "%s: %s%s" % (node.name, result.stdout, result.stderr)
+    return result.stdout

@@ -7,32 +7,16 @@ labelled chunkservers; a second install changes nothing anywhere.
 """
 
 import os
-import time
 
 import pytest
 
-from cluster import Cluster
+from cluster import Cluster, install, wait_for
 from conftest import need_bare_root
 
 pytestmark = [pytest.mark.root, pytest.mark.bareroot]
 VERSION = "4.57.5"
 
 
-def wait_for(what, probe, timeout=60):
-    deadline = time.time() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.time() > deadline:
-            raise AssertionError("timed out waiting for " + what)
-        time.sleep(0.5)
-
-
-def install(node, *args):
-    result = node.stackboot("install", *args)
-    assert result.returncode == 0, "%s: %s%s" % (node.name, result.stdout, result.stderr)
-    return result.stdout
 
 
 @pytest.fixture(scope="module")
