@@ -3138,6 +3138,18 @@ def describe_ownership(args):
 # Generic step kinds
 # ---------------------------------------------------------------------------
 
+def remove_build(run, name):
+    """The files build `name` installed removed, but for those a package owns now ({path:
+    package}, returned), and its record forgotten."""
+    files = run.state.build(name)["files"]
+    owned = run.packages.owners(files)
+    for path in files:
+        if run.host.stat(path) is not None and path not in owned:
+            run.host.remove(path)
+    run.state.forget_build(name)
+    return owned
+
+
 @step_kind
 class PackagesStep(Step):
     """Packages installed (one batch query answers for all). Where they take the place of a
@@ -3177,13 +3189,7 @@ class PackagesStep(Step):
         if run.packages.interrupted():
             run.packages.repair()
         if any(change.action == "unbuild" for change in changes):
-            name = self.args["replaces_build"]
-            files = run.state.build(name)["files"]
-            owned = run.packages.owners(files)
-            for path in files:
-                if run.host.stat(path) is not None and path not in owned:
-                    run.host.remove(path)
-            run.state.forget_build(name)
+            owned = remove_build(run, self.args["replaces_build"])
             run.state.save()   # the packages may fail to install: the build is gone either way
             if owned:
                 run.packages.reinstall(sorted(set(owned.values())))
@@ -3750,14 +3756,9 @@ class BuildStep(Step):
 
     def apply(self, run, changes):
         if self.wanted == "absent":
-            files = run.state.build(self.args["name"])["files"]
-            owned = run.packages.owners(files)
-            for path in files:
-                if run.host.stat(path) is not None and path not in owned:
-                    run.host.remove(path)
+            owned = remove_build(run, self.args["name"])
             if owned:
                 run.out.say("  kept %d files packages own now (%s…)" % (len(owned), sorted(owned)[0]))
-            run.state.forget_build(self.args["name"])
             return
         replaced = self.replaced(run)
         if replaced:
