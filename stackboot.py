@@ -1649,7 +1649,8 @@ STEP_COMMON_SHAPE = {"kind": "text", "id": "word", "when": {"*": None}, "comment
                      "as": "name", "needs": ["name"], "data": "bool"}
 PARAMETER_SHAPE = {"type": "word", "default": None, "help": "text", "choices": [None], "pattern": "regex", "secret": "bool",
                    "items": "word", "min": "int", "max": "int", "allow": "text", "lookup": {"key": "name", "table": {"*": None}},
-                   "from_packages": {"names": ["name"], "value": "text", "release": "name", "when": {"*": None}}}
+                   "from_packages": {"names": ["name"], "value": "text", "release": "name", "version": "name",
+                                     "when": {"*": None}}}
 PROFILE_SHAPE = {"description": "text", "requires": ["name"], "platforms": ["word"], "platforms_why": "text",
                  "summary": ["text"], "status": "argv", "parameters": {"*": PARAMETER_SHAPE}, "overlays": {"*": {"*": None}},
                  "recover": {"evidence": ["text"], "replaces": ["name"], "steps": [None]}, "steps": [None]}
@@ -1835,7 +1836,7 @@ class Library:
             for pname, decl in profile.parameters.items():   # a lookup may key on a required profile's parameter
                 lookup, probe = decl.get("lookup") or {}, decl.get("from_packages") or {}
                 refs = ([lookup["key"]] if lookup else []) + sorted(template_refs(lookup.get("table")))
-                refs += ([probe["release"]] if probe.get("release") else []) + sorted(set(probe.get("when", {})) - {"os"})
+                refs += [probe[key] for key in ("release", "version") if probe.get(key)] + sorted(set(probe.get("when", {})) - {"os"})
                 for ref in refs:
                     if ref.split(".")[0] not in known and not (ref.startswith("facts.") and ref[6:] in FACT_NAMES):
                         raise ProfileError(profile.origin, "$.parameters.%s" % pname, "unknown parameter %s" % ref)
@@ -1971,8 +1972,9 @@ def ask_package_manager(decls, values, facts, packages):
         scope = dict((key, check_value(key, decls[key], values.values.get(key), values.sources[key])) for key in keys)
         if not condition_holds(when, values, facts, scope):   # on checked values: --set flag=false is False
             continue
-        release = values.values.get(probe["release"]) if probe.get("release") else None
-        found = packages.available(probe["names"], release)
+        release, wanted = [check_value(probe[key], decls[probe[key]], values.values.get(probe[key]), values.sources[probe[key]])
+                           if probe.get(key) else None for key in ("release", "version")]
+        found = packages.available(probe["names"], release, wanted)
         if found is None:
             continue
         package, version = found
@@ -2175,6 +2177,7 @@ class PackageManager:
         self.wanted = set()     # every package of the run, queried together
         self.versions = None    # name -> version (None: not installed), from the last query
         self.stale = False      # a repository was added: refresh the index before installing
+        self.offers = {}        # release -> name -> what the sources offer (see offered)
 
     def want(self, names):
         self.wanted.update(names)
@@ -2203,27 +2206,69 @@ class PackageManager:
         versions = self.installed(names)
         return [name for name in names if not versions.get(name)]
 
-    candidate_argv = None   # what tells the version an install would bring, as "NAME\tVERSION" lines
+    candidate_argv = None   # what tells the versions the package sources have, as "NAME\tVERSION" lines
 
-    def available(self, names, release=None):
-        """(name, version) of the first of `names` that is installed, else of the first an install
-        would bring (asked only then: a converged host pays nothing), else None."""
-        versions = self.installed(names)
-        for name in names:
-            if versions.get(name):
-                return name, versions[name]
-        if not self.candidate_argv or not names:
-            return None
-        found = self.candidates(self.host.runner.run(self.candidate_argv(names, release), check=False).out)
-        return next(((name, found[name]) for name in names if found.get(name)), None)
-
-    def version(self, names, release=None):
-        found = self.available(names, release)
-        return found and found[1]
+    def offered(self, names, release=None):
+        """{name: {"candidate": VERSION, "versions": {VERSION: the release it comes from, or None}}}
+        for what the package sources have: one query for every package the run wants, kept."""
+        cache = self.offers.setdefault(release, {})
+        asked = sorted((set(names) | self.wanted) - set(cache))
+        if asked and self.candidate_argv and set(names) - set(cache):
+            found = self.candidates(self.host.runner.run(self.candidate_argv(asked, release), check=False).out)
+            for name in asked:
+                cache[name] = found.get(name)
+        return dict((name, cache.get(name)) for name in names)
 
     def candidates(self, out):
-        """{name: version} from the candidate query's output."""
-        return dict(self.parse(line) for line in out.splitlines())
+        """The candidate query's "NAME\tVERSION" lines (every version): the highest is the candidate."""
+        found = {}
+        for line in out.splitlines():
+            name, version = self.parse(line)
+            if name and version:
+                offer = found.setdefault(name, {"candidate": version, "versions": {}})
+                offer["versions"][version] = None
+                if version_key(version) > version_key(offer["candidate"]):
+                    offer["candidate"] = version
+        return found
+
+    def goal_versions(self, names, release=None, wanted=None):
+        """{name: version} each package has once a packages step is done: the installed one, unless
+        `wanted` (an upstream version like 4.58.1, or "latest") asks for another; else the one the
+        sources give (None: they have none). The sources are asked only when an installed one will not do."""
+        installed = self.installed(names)
+        goal = dict((name, installed.get(name)) for name in names)
+        if all(version and (not wanted or (wanted != "latest" and upstream_version(version) == wanted)) for version in goal.values()):
+            return goal
+        if wanted and not self.candidate_argv:
+            raise BadInput("%s cannot tell which versions its repositories have, so stackboot cannot install version %s"
+                           % (self.name, wanted), "leave the version out (packages_version), or install that version by hand")
+        for name, offer in self.offered(names, release).items():
+            if offer is None:
+                goal[name] = goal[name] if not wanted else None
+            elif wanted == "latest":
+                goal[name] = offer["candidate"]
+            elif wanted:
+                matching = [version for version in offer["versions"] if wanted in (version, upstream_version(version))]
+                goal[name] = max(matching, key=version_key) if matching else None
+            elif not goal[name]:
+                goal[name] = offer["candidate"]
+        return goal
+
+    def available(self, names, release=None, wanted=None):
+        """(name, version) of the first of `names` that is installed (as `wanted` leaves it), else of
+        the first an install would bring, else None. A converged host's query answers it."""
+        goal = self.goal_versions(names, release, wanted)
+        installed = self.installed(names)
+        ranked = [name for name in names if goal.get(name) and goal[name] == installed.get(name)] + list(names)
+        return next(((name, goal[name]) for name in ranked if goal.get(name)), None)
+
+    def version(self, names, release=None, wanted=None):
+        found = self.available(names, release, wanted)
+        return found and found[1]
+
+    def index_missing(self):
+        """The package index was never fetched: the sources' versions are known only after it is."""
+        return False
 
     def sources_changed(self):
         self.stale = True
@@ -2235,7 +2280,11 @@ class PackageManager:
 
     def repair(self):
         self.host.runner.run(self.repair_argv, change=True, env=self.install_env)
-        self.versions = None
+        self.forget()
+
+    def forget(self):
+        """What the last queries said is stale: packages were installed or the index refreshed."""
+        self.versions, self.offers = None, {}
 
     def install_argv(self, names):
         return [self.name, "install", "-y"] + names
@@ -2249,27 +2298,41 @@ class PackageManager:
     def reinstall(self, names):
         """Put back an installed package's own files (something overwrote them)."""
         self.host.runner.run(self.reinstall_argv(names), change=True, env=self.install_env, hold_lock=self.holds_lock)
-        self.versions = None
+        self.forget()
 
     def remove(self, names):
         """Remove packages, keeping their configuration (never a purge) and what their software
         wrote (data, metadata): a build of the same software takes their place."""
         self.host.runner.run(self.remove_argv(names), change=True, env=self.install_env, hold_lock=self.holds_lock)
-        self.versions = None
+        self.forget()
 
     def owners(self, paths):
         """{path: package} for the paths an installed package owns (where the package database
         can be read without a command; elsewhere none are known)."""
         return {}
 
-    def install(self, names, release=None):
+    def pinned(self, goal, wanted):
+        """The install's words for packages at the versions `goal` names ({name: version})."""
+        missing = sorted(name for name, version in goal.items() if not version)
+        if missing:
+            raise BadInput("%s: the package sources have no version %s of it" % (missing[0], wanted),
+                           "pick a version they have (`stackboot plan` lists the upgrade), or add the repository that has it")
+        return [self.pin(name, version) for name, version in sorted(goal.items())]
+
+    def pin(self, name, version):
+        return "%s-%s" % (name, version)
+
+    def install(self, names, release=None, wanted=None):
+        """Install names (`wanted`: at that upstream version, or the newest: "latest"; an installed
+        one is upgraded, or downgraded, to it)."""
         if release:
             raise BadInput("packages from release %s: only apt installs from a release it is told" % release,
                            "leave the release parameter out here, or configure %s's repositories" % self.name)
         if self.interrupted():
             self.repair()
-        self.host.runner.run(self.install_argv(names), change=True, env=self.install_env)
-        self.versions = None
+        words = self.pinned(self.goal_versions(names, None, wanted), wanted) if wanted else names
+        self.host.runner.run(self.install_argv(words), change=True, env=self.install_env)
+        self.forget()
 
 
 class Apt(PackageManager):
@@ -2306,14 +2369,31 @@ class Apt(PackageManager):
         return ["apt-cache"] + (["-o", "APT::Default-Release=" + release] if release else []) + ["policy"] + names
 
     def candidates(self, out):
-        """apt-cache policy: "NAME:" then "  Candidate: VERSION" ((none): apt has no version of it)."""
-        found, name = {}, None
+        """apt-cache policy: "NAME:", "  Candidate: VERSION" ((none): apt has no version of it), then
+        its version table: "     VERSION PRIORITY" (*** marks the installed one), each followed by
+        the sources that have it, "        500 URL SUITE/COMPONENT ARCH Packages"."""
+        found, offer, version = {}, None, None
         for line in out.splitlines():
+            words = line.split()
             if line and not line[0].isspace() and line.endswith(":"):
-                name = line[:-1]
-            elif line.strip().startswith("Candidate:") and line.split()[-1] != "(none)":
-                found[name] = line.split()[-1]
-        return found
+                offer = found.setdefault(line[:-1], {"candidate": None, "versions": {}})
+            elif offer is None or not words:
+                continue
+            elif words[0] == "Candidate:":
+                offer["candidate"] = words[1] if words[1] != "(none)" else None
+            elif len(words) in (2, 3) and words[-1].lstrip("-").isdigit() and words[0] in ("***", words[-2]):
+                version = words[-2]
+                offer["versions"].setdefault(version, None)
+            elif version and len(words) >= 3 and words[0].lstrip("-").isdigit() and "://" in words[1]:
+                if offer["versions"][version] is None and "/" in words[2]:   # a flat repository ("./") has no suite
+                    offer["versions"][version] = words[2].split("/")[0]
+        return dict((name, offer) for name, offer in found.items() if offer["candidate"] or offer["versions"])
+
+    def index_missing(self):
+        return self.lists_empty()
+
+    def pin(self, name, version):
+        return "%s=%s" % (name, version)
 
     def reinstall_argv(self, names):
         return self.APT + ["install", "--reinstall", "-y", "--no-install-recommends"] + names
@@ -2330,20 +2410,34 @@ class Apt(PackageManager):
 
     repair_argv = ["dpkg", "--configure", "-a"]
 
-    def install(self, names, release=None):
-        """`release`: apt's target release (trixie-backports): its versions win over the default."""
+    def install(self, names, release=None, wanted=None):
+        """`release`: apt's target release (trixie-backports): its versions win over the default.
+        A version pinned (`wanted`) comes with its own suite as the target release, so that its
+        dependencies come from there too (apt would keep moosefs-common 4.57.5 from trixie under
+        moosefs-master 4.58.1 from trixie-backports, and fail)."""
         runner = self.host.runner
         if self.interrupted():
             self.repair()
         if self.stale or self.lists_empty():
             runner.run(self.APT + ["update"], change=True, env=self.install_env, hold_lock=True)
             self.stale = False
-        argv = self.APT + ["install", "-y", "--no-install-recommends"] + (["-t", release] if release else []) + names
+            self.forget()
+        words, options = names, []
+        if wanted:
+            goal = self.goal_versions(names, release, wanted)
+            words = self.pinned(goal, wanted)
+            offers = self.offered(names, release)
+            suites = [offers[name]["versions"].get(version) for name, version in goal.items() if offers.get(name)]
+            release = release or next((suite for suite in suites if suite), None)
+            installed = self.installed(names)
+            if any(installed.get(name) and version_key(version) < version_key(installed[name]) for name, version in goal.items()):
+                options = ["--allow-downgrades"]
+        argv = self.APT + ["install", "-y", "--no-install-recommends"] + options + (["-t", release] if release else []) + words
         result = runner.run(argv, change=True, env=self.install_env, check=False, hold_lock=True)
         if result.rc != 0 and "Unable to locate package" in result.err:
             runner.run(self.APT + ["update"], change=True, env=self.install_env, hold_lock=True)
             result = runner.run(argv, change=True, env=self.install_env, check=False, hold_lock=True)
-        self.versions = None
+        self.forget()
         if result.rc != 0:
             if "lock" in result.err.lower() and ("could not get" in result.err.lower() or "unable to acquire" in result.err.lower()):
                 raise CommandFailed(result, "another package manager kept its lock for 5 minutes (a killed run's apt-get?): "
@@ -2361,7 +2455,7 @@ class Dnf(PackageManager):
         return ["rpm", "-q", "--qf", "%{NAME}\\t%{VERSION}-%{RELEASE}\\n"] + names
 
     def candidate_argv(self, names, release=None):
-        return ["dnf", "repoquery", "-q", "--latest-limit", "1", "--qf", "%{name}\\t%{version}-%{release}"] + names
+        return ["dnf", "repoquery", "-q", "--qf", "%{name}\\t%{version}-%{release}"] + names
 
 
 class Yum(Dnf):
@@ -2621,6 +2715,13 @@ def version_key(version):
     return [int(number) for number in re.findall(r"[0-9]+", version)]
 
 
+def upstream_version(version):
+    """The software's own version in a package's: 4.58.1 in 1:4.58.1-1~bpo13+1 (Debian: epoch,
+    revision), 4.58.1-1.el9 (rpm: release), 4.58.1_1,1 (FreeBSD: port revision, epoch)."""
+    version = re.sub(r"^[0-9]+:", "", version)
+    return re.split(r"[_,]", version.rsplit("-", 1)[0] if "-" in version else version)[0]
+
+
 def pid_alive(pid, names=()):
     """True for a live process; a zombie (exited, not yet reaped by its parent) counts as gone.
     With names, a process whose command line shows none of them is somebody else who got a
@@ -2700,7 +2801,7 @@ class State:
              "intents": {"*": {"actions": [None], "time": None}},
              "roles": {"*": {"inputs": {"*": None}, "installed": "text"}},
              "files": {"*": {"sha256": "sha256"}},
-             "builds": {"*": {"inputs": None, "version": "text", "files": ["text"], "previous_version": None}},
+             "builds": {"*": {"inputs": None, "version": "text", "files": ["text"], "previous_version": None, "roles": ["text"]}},
              "data_versions": {"*": "text"},
              "digests": {"*": [None]},
              "pending": {"*": {"*": ["text"]}},
@@ -2777,10 +2878,11 @@ class State:
     def build(self, name):
         return self.data["builds"].get(name)
 
-    def record_build(self, name, inputs, version, files):
+    def record_build(self, name, inputs, version, files, roles=()):
+        """`roles`: those whose software the build is (one build serves every role of a run)."""
         old = self.build(name) or {}
         self.data["builds"][name] = {"inputs": inputs, "version": version, "files": files,
-                                     "previous_version": old.get("version")}
+                                     "previous_version": old.get("version"), "roles": sorted(roles)}
 
     def forget_build(self, name):
         self.data["builds"].pop(name, None)
@@ -2861,6 +2963,7 @@ class Run:
         self.users = USER_TOOLS.get(facts["platform"], ShadowUsers)()
         self.mounts = MOUNT_TABLES.get(facts["platform"], LinuxMounts)(host)
         self.changed = set()      # ids of steps that changed in this run (while planning: would change)
+        self.roles = None         # the roles this run installs or removes (set by assess)
         self.started = time.time()
         self.probed = {}          # step kinds' own probe caches, dropped when a step changes what they saw
 
@@ -2889,6 +2992,8 @@ class Run:
 # rest: the order, re-checking, verifying, triggers, state saves and the report.
 
 GOALS = ("present", "stopped", "absent", "purged")
+# What a step may ask for when another changes (its KEY_on: the ids it watches).
+TRIGGERS = ("restart", "reload", "run", "remount")
 # present: install. stopped: nothing of it runs now or at boot (lab down, a replaced role).
 # absent: uninstall (what stackboot made goes; data, stores and metadata stay).
 # purged: uninstall --purge-data (data directories and the stores stackboot made go too).
@@ -3026,6 +3131,7 @@ class Step:
 
     def __init__(self, profile, where, spec, args, goal="present"):
         self.profile = profile
+        self.shared_by = [profile.name] if profile else []   # the profiles whose copies of it were merged into it
         self.where = where
         self.args = args
         self.data = spec.get("data", False)
@@ -3154,14 +3260,20 @@ def remove_build(run, name):
 class PackagesStep(Step):
     """Packages installed (one batch query answers for all). Where they take the place of a
     build stackboot installed (`replaces_build`), the build's recorded files go first: the
-    package manager would overwrite them, and the build's record would then claim its files."""
+    package manager would overwrite them, and the build's record would then claim its files.
+
+    An installed package stays as it is unless `version` asks for another: an upgrade is a
+    decision (a storage cluster upgrades in an order, its master first), never a side effect
+    of a re-run on a day the distribution published a new version."""
 
     machine_wide = True
     kind = "packages"
     schema = {"names": Field("list", required=True, items="package", help="packages to install (one batch query for all)"),
               "files": Field("list", items="path", help="local package files that provide `names` (a release package, say)"),
               "replaces_build": Field("name", help="a build of the same software these packages replace"),
-              "release": Field("word", help="apt: the release to install from (its target release: trixie-backports)")}
+              "release": Field("word", help="apt: the release to install from (its target release: trixie-backports)"),
+              "version": Field("word", help="the upstream version to have (4.58.1: 4.58.1-1~bpo13+1 will do), or "
+                                            "latest (the candidate: what an install would bring); an installed one is upgraded to it")}
     merge_lists = ("names",)
 
     def target(self):
@@ -3171,10 +3283,17 @@ class PackagesStep(Step):
         run.packages.want(self.args["names"])
 
     def check(self, run):
-        missing = run.packages.missing(self.args["names"])
+        names, wanted = self.args["names"], self.args.get("version")
+        missing = run.packages.missing(names)
         changes = [Change("~", "finish the package install an earlier run left half-done (%s)" % " ".join(
             run.packages.repair_argv), action="repair")] if run.packages.interrupted() else []
         build = run.state.build(self.args.get("replaces_build") or "")
+        staying = sorted(set(build.get("roles") or []) - run.roles) if build and run.roles is not None else []
+        if staying:   # one build serves them all: it goes for all of them, or stays
+            return changes + [Change("!", "build %s also serves %s, which this run leaves on it (the packages would take its "
+                                          "place under %s too): switch them in one run (stackboot install %s with the same "
+                                          "--set), or keep %s built" % (self.args["replaces_build"], ", ".join(staying), staying[0],
+                                                                        " ".join(sorted(run.roles | set(staying))), self.profile.name))]
         if build:
             changes.append(Change("-", "remove the %d files build %s %s installed: these packages replace it (the "
                                   "configuration and the data stay)" % (len(build["files"]), self.args["replaces_build"],
@@ -3182,6 +3301,20 @@ class PackagesStep(Step):
             overwritten = sorted(set(run.packages.owners(build["files"]).values()))
             if overwritten:   # an older stackboot built over them
                 changes.append(Change("~", "reinstall %s: the build overwrote their files" % " ".join(overwritten), action="reinstall"))
+        if wanted and not run.packages.index_missing():   # (a fresh host's index: the install fetches it, then pins)
+            goal = run.packages.goal_versions(names, self.args.get("release"), wanted)
+            versions = run.packages.installed(names)
+            nowhere = [name for name in names if not goal.get(name)]
+            if nowhere:
+                offer = run.packages.offered(nowhere[:1], self.args.get("release"))[nowhere[0]] or {"versions": {}}
+                return changes + [Change("!", "%s %s: the package sources have no such version (they have: %s)" % (
+                    nowhere[0], wanted, ", ".join(sorted(offer["versions"], key=version_key)) or "none"))]
+            for name in names:
+                if versions.get(name) and goal[name] != versions[name]:
+                    verb = "upgrade" if version_key(goal[name]) > version_key(versions[name]) else "downgrade"
+                    changes.append(Change("~", "%s %s %s -> %s" % (verb, name, versions[name], goal[name]), action="upgrade",
+                                          fetches=["package %s %s" % (name, goal[name])]))
+            missing = ["%s=%s" % (name, goal[name]) for name in missing]
         return changes + ([Change("+", "install " + " ".join(missing), action="install",
                                   fetches=["package %s (not installed)" % name for name in missing])] if missing else [])
 
@@ -3193,11 +3326,13 @@ class PackagesStep(Step):
             run.state.save()   # the packages may fail to install: the build is gone either way
             if owned:
                 run.packages.reinstall(sorted(set(owned.values())))
-        if not any(change.action == "install" for change in changes):
+        if not any(change.action in ("install", "upgrade") for change in changes):
             return
         if self.args.get("files"):   # a release package adds a repository: refresh before the next install
             run.packages.install(self.args["files"])
             run.packages.sources_changed()
+        elif self.args.get("version"):   # pinned, those already right too: apt keeps them
+            run.packages.install(self.args["names"], self.args.get("release"), self.args["version"])
         else:
             run.packages.install(run.packages.missing(self.args["names"]), self.args.get("release"))
 
@@ -3807,7 +3942,7 @@ class BuildStep(Step):
             raise StackbootError("%s would overwrite %s, which package %s owns (%d files in all); nothing was installed" % (
                 name, path, owned[path], len(owned)), "remove that package, or install this software from packages")
         files = host.install_tree(stage)
-        run.state.record_build(name, self.inputs(run), self.args.get("version") or "", files)
+        run.state.record_build(name, self.inputs(run), self.args.get("version") or "", files, self.shared_by)
         host.remove_tree(stage)
 
 
@@ -3821,6 +3956,11 @@ class ServiceStep(Step):
               "direct": Field("object", help="start/stop/status/reload commands and pidfile, used when no init system runs")}
     goals = {"present": "present", "stopped": "stopped", "absent": "stopped", "purged": "stopped"}
     liveness = ("stop", "running", "STOPPED")
+
+    @property
+    def meant_to_run(self):
+        """False for a service the role keeps stopped (the 3.x GUI a 4.x one replaced): no liveness to report."""
+        return self.args.get("running", True) is not False
 
     def wants(self, run):
         run.services.want(self)
@@ -3948,7 +4088,9 @@ class MountStep(Step):
               "device": Field("word", required=True), "fstype": Field("word", required=True),
               "options": Field("list", default=["defaults"], items="word"), "fstab": Field("bool", default=True),
               "mount": Field("argv", help="how to mount it now (default: mount PATH, which reads fstab; "
-                                          "without fstab, mount -t FSTYPE -o OPTIONS DEVICE PATH)")}
+                                          "without fstab, mount -t FSTYPE -o OPTIONS DEVICE PATH)"),
+              "remount_on": Field("list", default=[], items="word",
+                                  help="ids of steps whose change remounts it (a FUSE client runs new software only then)")}
     goals = {"present": "present", "stopped": "unmounted", "absent": "absent", "purged": "absent"}
     keeps_data = "data; uninstall keeps it mounted"   # a store's mount stays, even with --purge-data
     liveness = ("unmount", "mounted", "NOT MOUNTED")
@@ -3965,10 +4107,21 @@ class MountStep(Step):
             return self.mount.unmount_changes(run, fstab=False)
         if self.wanted == "absent":
             return self.mount.unmount_changes(run)
-        return self.mount.fstab_changes(run) + self.mount.mount_changes(run)
+        changes = self.mount.fstab_changes(run) + self.mount.mount_changes(run)
+        remount = run.triggered(self, "remount") if self.mount.mounted(run) else []
+        return changes + ([Change("~", "remount (%s changed): the mounted client runs the old software until then"
+                                  % ", ".join(remount), action="remount")] if remount else [])
 
     def apply(self, run, changes):
         for change in changes:
+            if change.action == "remount":   # never lazily: what has files open there must not lose them unseen
+                result = run.runner.run(["umount", self.args["path"]], change=True, check=False)
+                run.mounts.forget()
+                if result.rc != 0:
+                    raise StackbootError("%s is in use, so it still runs the old client (%s)" % (
+                        self.args["path"], one_line(result.err or result.out)),
+                        "close what uses it (fuser -vm %s), then run again: the remount stays pending" % self.args["path"])
+                change = Change("+", "mount now", action="mount")
             self.mount.apply(run, change)
 
 
@@ -4519,18 +4672,13 @@ def type_hdd(value, decl):
 
 @step_kind
 class MooseFSMetadataStep(Step):
-    """Guards MooseFS metadata: a new cluster starts only in a data directory with no history,
-    and a master version runs on it only after every older one, never before.
+    """Guards MooseFS metadata: a new cluster starts only in a data directory with no history.
 
     metadata.mfs present: never touched. Backups, changelogs or metalogger
     files without metadata.mfs: refused, because an empty metadata file there
     would orphan every chunkserver (they keep the old cluster's id).
 
-    The state records the version of the master that last ran on the metadata (the metadata
-    itself does not say: 3.x and 4.x both write "MFSM 2.0"). A newer one (an upgrade, or the
-    first run of a version stackboot did not record) gets a copy of the metadata and changelogs
-    first, in a directory the plan names, before its daemon restarts; an older one is refused
-    (a master cannot read what a newer one wrote).
+    It records which master version made the metadata; moosefs-upgrade guards what runs on it next.
     """
 
     kind = "moosefs-metadata"
@@ -4541,6 +4689,7 @@ class MooseFSMetadataStep(Step):
                   version=Field("word", help="the master version about to run (a build's)"),
                   packages=Field("list", items="package", help="else: the packages that bring the master (their version)"),
                   release=Field("word", help="the release those packages come from (apt's target release)"),
+                  packages_version=Field("word", help="the version those packages are asked for (as the packages step's)"),
                   backups=Field("path", help="where the metadata is copied before a newer master first runs on it"))
     HISTORY = re.compile(r"^(metadata\.mfs\.back.*|metadata_ml\.mfs\.back.*|changelog(_ml)?(_back)?\.[0-9]+\.mfs"
                          r"|metadata\.mfs\.emergency|metadata\.mfs\.tmp)\Z")
@@ -4561,44 +4710,22 @@ class MooseFSMetadataStep(Step):
         the package manager would install); None when nobody can tell."""
         if self.args.get("version"):
             return self.args["version"]
-        return run.packages.version(self.args["packages"], self.args.get("release")) if self.args.get("packages") else None
-
-    def backup_dir(self, run, old, new):
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(run.started))
-        return "%s/%s-%s-to-%s" % (self.args["backups"], stamp, old or "unrecorded", new)
-
-    def saved(self, run):
-        """What a backup copies: metadata.mfs and the history (the running master's .back, changelogs)."""
-        return sorted(entry for entry in run.host.listdir(self.args["data_path"])
-                      if entry == "metadata.mfs" or (self.HISTORY.match(entry) and not entry.endswith(".tmp")))
+        if not self.args.get("packages"):
+            return None
+        return run.packages.version(self.args["packages"], self.args.get("release"), self.args.get("packages_version"))
 
     def recorded_version(self, run):
         """The version recorded, or the one a run that made this metadata died before recording."""
-        began = (run.state.intent(self.id) or {}).get("actions", [])
+        began = (run.state.intent("%s:%s" % (MooseFSMetadataStep.kind, self.target())) or {}).get("actions", [])
         return run.state.data_version(self.target()) or (self.version(run) if set(began) & {"create", "restore"} else None)
 
     def finish(self, run, actions):
         if set(actions) & {"create", "restore"} and not run.state.data_version(self.target()) and self.version(run):
             run.state.record_data_version(self.target(), self.version(run))
 
-    def upgrade_changes(self, run):
-        new, old = self.version(run), self.recorded_version(run)
-        if new is None or new == old:
-            return []
-        if old and version_key(new) < version_key(old):
-            return [Change("!", "refusing mfsmaster %s on metadata that mfsmaster %s wrote: MooseFS cannot go back to an "
-                                "older master; keep version %s%s" % (new, old, old, ", or restore a copy from %s" % self.args[
-                                    "backups"] if self.args.get("backups") else ""))]
-        files = self.saved(run)
-        if not self.args.get("backups") or not files:
-            return [Change("~", "mfsmaster %s from now on (was %s)" % (new, old or "not recorded"), action="record")]
-        where = self.backup_dir(run, old, new)
-        return [Change("~", "upgrade %s -> %s: first save %s to %s" % (old or "an unrecorded version", new, ", ".join(files), where),
-                       action="save")]
-
     def check(self, run):
         if run.host.exists(self.target()) or self.master_running(run):
-            return self.upgrade_changes(run)
+            return []   # (what may run on it: the moosefs-upgrade step, before the software changes)
         history = self.history(run)
         if history and self.args.get("restore"):
             return [Change("~", "recover metadata.mfs from the cluster's history (%s) with `%s`"
@@ -4613,11 +4740,6 @@ class MooseFSMetadataStep(Step):
 
     def apply(self, run, changes):
         new = self.version(run)
-        if changes[0].action in ("save", "record"):
-            if changes[0].action == "save":
-                self.save_copy(run, self.backup_dir(run, self.recorded_version(run), new))
-            run.state.record_data_version(self.target(), new)
-            return
         if new:   # a new or recovered cluster: this master is the first to run on it
             run.state.record_data_version(self.target(), new)
         if changes[0].action == "restore":
@@ -4635,6 +4757,57 @@ class MooseFSMetadataStep(Step):
         uid, gid = self.resolved_ids(run)
         run.host.write_file(self.target(), template, parse_mode(self.args.get("mode") or "0640"), uid, gid)
 
+
+@step_kind
+class MooseFSUpgradeStep(MooseFSMetadataStep):
+    """What master version may run on existing metadata: placed before the packages and the build,
+    because a package upgrade restarts the master itself (dpkg's postinst, under systemd).
+
+    The state records the version of the master that last ran on the metadata (the metadata
+    itself does not say: 3.x and 4.x both write "MFSM 2.0"). A newer one (an upgrade, or the
+    first run of a version stackboot did not record) gets a copy of the metadata and changelogs
+    first, in a directory the plan names; an older one is refused (a master cannot read what a
+    newer one wrote). New metadata is the moosefs-metadata step's, after the software is there.
+    """
+
+    kind = "moosefs-upgrade"
+    keeps = None
+
+    def check(self, run):
+        if run.host.exists(self.target()) or self.master_running(run):
+            return self.upgrade_changes(run)
+        return []
+
+    def backup_dir(self, run, old, new):
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(run.started))
+        return "%s/%s-%s-to-%s" % (self.args["backups"], stamp, old or "unrecorded", new)
+
+    def saved(self, run):
+        """What a backup copies: metadata.mfs and the history (the running master's .back, changelogs)."""
+        return sorted(entry for entry in run.host.listdir(self.args["data_path"])
+                      if entry == "metadata.mfs" or (self.HISTORY.match(entry) and not entry.endswith(".tmp")))
+
+    def upgrade_changes(self, run):
+        new, old = self.version(run), self.recorded_version(run)
+        if new is None or new == old:
+            return []
+        if old and version_key(new) < version_key(old):
+            return [Change("!", "refusing mfsmaster %s on metadata that mfsmaster %s wrote: MooseFS cannot go back to an "
+                                "older master; keep version %s%s" % (new, old, old, ", or restore a copy from %s" % self.args[
+                                    "backups"] if self.args.get("backups") else ""))]
+        files = self.saved(run)
+        if not self.args.get("backups") or not files:
+            return [Change("~", "mfsmaster %s from now on (was %s)" % (new, old or "not recorded"), action="record")]
+        where = self.backup_dir(run, old, new)
+        return [Change("~", "upgrade %s -> %s: first save %s to %s" % (old or "an unrecorded version", new, ", ".join(files), where),
+                       action="save")]
+
+    def apply(self, run, changes):
+        new = self.version(run)
+        if changes[0].action == "save":
+            self.save_copy(run, self.backup_dir(run, self.recorded_version(run), new))
+        run.state.record_data_version(self.target(), new)
+
     def save_copy(self, run, where):
         """The metadata and changelogs copied as they are now (a running master keeps writing
         changelogs: the copy is what upstream's own backups are, metadata.mfs.back and them)."""
@@ -4643,8 +4816,6 @@ class MooseFSMetadataStep(Step):
         for entry in self.saved(run):
             run.host.copy_in(run.host.path(self.args["data_path"] + "/" + entry), where + "/" + entry)
         run.out.info("  saved the metadata to %s" % where)
-
-
 
 
 # ---------------------------------------------------------------------------
@@ -5174,11 +5345,12 @@ def render_steps(profiles, values, facts, goal, recovering=False):
                     if merged is None:
                         raise same_step_error(by_id[step.id], step, spec, values)
                     by_id[step.id].args = merged
+                    by_id[step.id].shared_by.append(profile.name)
                     continue
                 by_id[step.id] = step
                 steps.append(step)
     for step in steps:
-        for key in ("restart_on", "reload_on", "run_on"):
+        for key in [trigger + "_on" for trigger in TRIGGERS]:
             for ref in step.args.get(key) or []:
                 if ref not in by_id and ref not in explicit_ids:
                     raise ProfileError(step.profile.origin, "%s.%s" % (step.where, key), "no step has the id %s" % json.dumps(ref))
@@ -5294,6 +5466,7 @@ class Outcome:
 
 def assess(run, plans):
     """[(plan, step, changes)] for every step of the plans, in order; reads only."""
+    run.roles = set(role for plan in plans for role in plan.roles)
     for plan in plans:
         for step in plan.steps:
             step.wants(run)
@@ -5318,11 +5491,11 @@ def with_intent(run, step, changes):
 
 
 def watchers(plans):
-    """step id -> [(id of a step that watches it, "restart"|"reload"|"run")]."""
+    """step id -> [(id of a step that watches it, one of TRIGGERS)]."""
     found = {}
     for plan in plans:
         for step in plan.steps:
-            for key in ("restart", "reload", "run"):
+            for key in TRIGGERS:
                 for ref in step.args.get(key + "_on") or []:
                     found.setdefault(ref, []).append((step.id, key))
     return found
@@ -6153,10 +6326,12 @@ class LabNode:
         self.port = "n%d" % number   # its end of the veth pair, on the bridge
         self.dir = os.path.join(lab.dir, "nodes", name)
         session = lab.session
-        runner = session.host.runner.with_prefix(["nsenter", "--net=/run/netns/" + self.netns])
-        self.host = Host("/", runner, state_dir=os.path.join(self.dir, "state"), log_file=os.path.join(self.dir, "stackboot.log"))
+        self.host = self.node_host(session.host.runner.with_prefix(["nsenter", "--net=/run/netns/" + self.netns]))
         # No init system of its own: services run in direct mode, as in a container.
         self.host.facts = self.facts = dict(session.facts, init="none", lab=self.dir, address=self.address)
+
+    def node_host(self, runner):
+        return Host("/", runner, state_dir=os.path.join(self.dir, "state"), log_file=os.path.join(self.dir, "stackboot.log"))
 
     def plan(self, goal="present"):
         """The node's roles; the cluster file is their only input."""
@@ -6165,6 +6340,13 @@ class LabNode:
 
     def run(self):
         return Run(self.host, self.facts, self.lab.session.out)
+
+    def outside_run(self):
+        """The node's state and files, read from the host's own network: what a node would refuse
+        can be known before its namespace exists (a lab that was down)."""
+        host = self.node_host(self.lab.session.host.runner)
+        host.facts = self.facts
+        return Run(host, self.facts, self.lab.session.out)
 
 
 class Lab:
@@ -6248,25 +6430,67 @@ class Lab:
             raise BadInput("this host already has a route into the lab's subnet %s: %s" % (self.network, ", ".join(clash)),
                            "give the cluster file another subnet and node addresses")
         record = lab_record(self.dir)
-        if record and record["cluster"] != self.cluster.data and record["status"] == "up":
-            raise BadInput("lab %s is up with another cluster definition" % self.name,
-                           "`stackboot lab down %s` first, then up with the new one" % self.name)
+        if record and record["status"] == "up" and topology(record["cluster"]) != topology(self.cluster.data):
+            raise BadInput("lab %s is up with other nodes (names, addresses or roles)" % self.name,
+                           "`stackboot lab down %s` first, then up with the new ones" % self.name)
         plans = [(node, node.plan()) for node in self.nodes]   # every node's values checked before anything changes
+        software = self.software(plans)
+        self.refuse_conflicts(plans)
         total = converge(session.run(), self.parts("up"), event="lab up", details={"lab": self.name}, record_roles=False).changed
+        out.say("this host, for every node: %s" % " ".join(software.roles))
+        shared = converge(Run(session.host, self.nodes[0].facts, out, offline=session.args.offline, bundle=session.bundle),
+                          [software], event="lab up", details={"lab": self.name}, record_roles=False)
+        total += shared.changed
         for node, plan in plans:
             out.say("%s (%s): %s" % (node.name, node.address, " ".join(node.roles)))
-            software = Run(session.host, node.facts, out, offline=session.args.offline, bundle=session.bundle)
-            shared = converge(software, [plan.part([step for step in plan.steps if step.machine_wide])],
-                              event="lab up", details={"lab": self.name, "node": node.name}, record_roles=False)
             run = node.run()
-            own = converge(run, [plan.part([step for step in plan.steps if not step.machine_wide])], event="install",
-                           details={"lab": self.name}, changed_before=shared.ids)   # a new build restarts the node's daemons
+            own = converge(run, [self.own_part(plan)], event="install", details={"lab": self.name},
+                           changed_before=shared.ids)   # new software restarts each node's daemons, in the cluster's order
             for line in plan.report(run):
                 out.say("  " + line)
-            total += shared.changed + own.changed
+            total += own.changed
         out.say("Lab %s is up: %d nodes on %s, this host is %s (%s); %d changed."
                 % (self.name, len(self.nodes), self.network, self.host_address, self.interface, total))
         return EXIT_OK
+
+    @staticmethod
+    def own_part(plan):
+        return plan.part([step for step in plan.steps if not step.machine_wide])
+
+    def software(self, plans):
+        """One plan of every node's machine-wide steps (packages, a build with every node's
+        modules...), merged as one host's roles are: the host has one copy of the software."""
+        steps, by_id = [], {}
+        for node, plan in plans:
+            for step in plan.steps:
+                if not step.machine_wide:
+                    continue
+                if step.id not in by_id:
+                    by_id[step.id] = step
+                    steps.append(step)
+                    continue
+                merged = merged_args(by_id[step.id], step)
+                if merged is None:
+                    raise BadInput("node %s needs %s otherwise than an earlier node: the nodes share this host's software"
+                                   % (node.name, step.describe()), "give the nodes the same values for it (the cluster's parameters)")
+                by_id[step.id].args = merged
+                by_id[step.id].shared_by += [name for name in step.shared_by if name not in by_id[step.id].shared_by]
+        first = plans[0][1]
+        roles = []
+        for node, plan in plans:
+            roles += [role for role in plan.roles if role not in roles]
+        return Plan(roles, first.profiles, first.values, steps, first.facts, first.goal)
+
+    def refuse_conflicts(self, plans):
+        """What a node would refuse (a master on metadata a newer master wrote) stops the lab
+        before the shared software changes under every node."""
+        for node, plan in plans:
+            for _, step, changes in assess(node.outside_run(), [self.own_part(plan)]):
+                for change in changes:
+                    if change.symbol == "!":
+                        report_change(self.session.out, step, change)
+                        raise StackbootError("node %s refused, nothing was changed: %s" % (node.name, change.summary),
+                                             "resolve what it says, then run again")
 
     def down(self, destroy=False):
         out, session = self.session.out, self.session
@@ -6276,7 +6500,7 @@ class Lab:
             if node.netns in present:
                 out.say("%s (%s): %s" % (node.name, node.address, " ".join(node.roles)))
                 plan = node.plan("stopped")
-                stopped += converge(node.run(), [plan.part([step for step in plan.steps if not step.machine_wide])],
+                stopped += converge(node.run(), [self.own_part(plan)],
                                     event="lab down", details={"lab": self.name}).changed
         parts = self.parts("destroy" if destroy else "down")
         converge(session.run(), parts, event="lab destroy" if destroy else "lab down", details={"lab": self.name}, record_roles=False)
@@ -6305,7 +6529,7 @@ class Lab:
             run = node.run()
             things = []
             for step in reversed(plan.steps):
-                if step.liveness and step.wanted and not step.machine_wide:
+                if step.liveness and step.wanted and not step.machine_wide and getattr(step, "meant_to_run", True):
                     action, running, idle = step.liveness
                     actions = [change.action for change in step.check(run)]
                     things.append("%s %s" % (step.target(), running if action in actions else idle))
@@ -6324,6 +6548,11 @@ class Lab:
             for line in reported.get(node.name, []):
                 out.say("  %-*s    %s" % (width, "", line))
         return EXIT_OK
+
+
+def topology(cluster):
+    """What a running lab's namespaces and veths are made from (its parameters may change: an upgrade)."""
+    return cluster.get("subnet"), sorted((name, node["address"], node["roles"]) for name, node in cluster["nodes"].items())
 
 
 LAB_RECORD = {"name": "name", "origin": "text", "cluster": {"*": None}, "status": "word", "network": "text",
@@ -6414,11 +6643,17 @@ def cmd_lab(session):
     for tool, package in (("ip", "iproute2"), ("nsenter", "util-linux")):
         if not host.which(tool):
             raise BadInput("lab needs %s, which is not installed" % tool, "install %s" % package)
+    sets = parse_sets(args.set)
     if args.action != "up":
+        if sets:
+            raise BadInput("--set is for lab up (the values of its nodes)", "lab %s works with the values the lab is up with" % args.action)
         lab = Lab.open(session, args.dir or args.cluster)
         return lab.status() if args.action == "status" else lab.down(destroy=args.action == "destroy")
     where = args.cluster or "seed"
     cluster = load_cluster(session.library, session.facts, where)
+    if sets:   # as the cluster's own parameters: each node takes those its roles know
+        data = dict(cluster.data, parameters=dict(cluster.data.get("parameters", {}), **sets))
+        cluster = parse_cluster(session.library, session.facts, "%s with --set" % cluster.origin, data)
     name = os.path.basename(where)
     name = name[:-5] if name.endswith(".json") else name
     if not NODE_NAME_RE.match(name):
@@ -6815,12 +7050,14 @@ EMBEDDED_PROFILES = {
   "steps": [
     {
       "kind": "packages",
+      "id": "chunkserver-packages",
       "names": "{{chunkserver_packages}}",
       "when": {
         "method": "packages"
       },
       "replaces_build": "moosefs",
-      "release": "{{packages_release}}"
+      "release": "{{packages_release}}",
+      "version": "{{packages_version}}"
     },
     {
       "kind": "build",
@@ -7007,6 +7244,7 @@ EMBEDDED_PROFILES = {
       "name": "{{chunkserver_service}}",
       "restart_on": [
         "mfschunkserver.cfg",
+        "chunkserver-packages",
         "moosefs-build",
         "mfschunkserver-unit",
         "mfschunkserver-rcd"
@@ -7068,12 +7306,14 @@ EMBEDDED_PROFILES = {
   "steps": [
     {
       "kind": "packages",
+      "id": "cli-packages",
       "names": "{{cli_packages}}",
       "when": {
         "method": "packages"
       },
       "replaces_build": "moosefs",
-      "release": "{{packages_release}}"
+      "release": "{{packages_release}}",
+      "version": "{{packages_version}}"
     },
     {
       "kind": "build",
@@ -7169,12 +7409,14 @@ EMBEDDED_PROFILES = {
     },
     {
       "kind": "packages",
+      "id": "client-packages",
       "names": "{{client_packages}}",
       "when": {
         "method": "packages"
       },
       "replaces_build": "moosefs",
-      "release": "{{packages_release}}"
+      "release": "{{packages_release}}",
+      "version": "{{packages_version}}"
     },
     {
       "kind": "build",
@@ -7257,7 +7499,11 @@ EMBEDDED_PROFILES = {
         "_netdev",
         "{{mount_options}}"
       ],
-      "fstab": "{{mount_at_boot}}"
+      "fstab": "{{mount_at_boot}}",
+      "remount_on": [
+        "client-packages",
+        "moosefs-build"
+      ]
     },
     {
       "kind": "mount",
@@ -7272,6 +7518,10 @@ EMBEDDED_PROFILES = {
         "mountprog={{bin_dir}}/mfsmount",
         "late",
         "{{mount_options}}"
+      ],
+      "remount_on": [
+        "client-packages",
+        "moosefs-build"
       ]
     }
   ]
@@ -7880,7 +8130,8 @@ EMBEDDED_PROFILES = {
         "release": "packages_release",
         "when": {
           "method": "packages"
-        }
+        },
+        "version": "packages_version"
       },
       "help": "the GUI packages bring: mfsgui where the package manager has moosefs-gui, else mfscgiserv"
     }
@@ -7903,23 +8154,27 @@ EMBEDDED_PROFILES = {
   "steps": [
     {
       "kind": "packages",
+      "id": "gui-packages",
       "names": "{{gui_packages}}",
       "when": {
         "method": "packages",
         "gui_server": "mfsgui"
       },
       "replaces_build": "moosefs",
-      "release": "{{packages_release}}"
+      "release": "{{packages_release}}",
+      "version": "{{packages_version}}"
     },
     {
       "kind": "packages",
+      "id": "cgi-packages",
       "names": "{{cgi_packages}}",
       "when": {
         "method": "packages",
         "gui_server": "mfscgiserv"
       },
       "replaces_build": "moosefs",
-      "release": "{{packages_release}}"
+      "release": "{{packages_release}}",
+      "version": "{{packages_version}}"
     },
     {
       "kind": "service",
@@ -8054,6 +8309,7 @@ EMBEDDED_PROFILES = {
       },
       "restart_on": [
         "mfsgui.cfg",
+        "gui-packages",
         "moosefs-build",
         "mfsgui-unit",
         "mfsgui-rcd"
@@ -8102,6 +8358,7 @@ EMBEDDED_PROFILES = {
         "gui_server": "mfscgiserv"
       },
       "restart_on": [
+        "cgi-packages",
         "cgiserv-defaults"
       ],
       "direct": {
@@ -8196,13 +8453,25 @@ EMBEDDED_PROFILES = {
   },
   "steps": [
     {
+      "kind": "moosefs-upgrade",
+      "comment": "before the software changes: a package upgrade restarts the master itself (dpkg, under systemd)",
+      "data_path": "{{data_path}}",
+      "version": "{{build_version}}",
+      "packages": "{{master_packages}}",
+      "release": "{{packages_release}}",
+      "packages_version": "{{packages_version}}",
+      "backups": "{{metadata_backups}}"
+    },
+    {
       "kind": "packages",
+      "id": "master-packages",
       "names": "{{master_packages}}",
       "when": {
         "method": "packages"
       },
       "replaces_build": "moosefs",
-      "release": "{{packages_release}}"
+      "release": "{{packages_release}}",
+      "version": "{{packages_version}}"
     },
     {
       "kind": "build",
@@ -8270,8 +8539,8 @@ EMBEDDED_PROFILES = {
       ],
       "version": "{{build_version}}",
       "packages": "{{master_packages}}",
-      "backups": "{{metadata_backups}}",
-      "release": "{{packages_release}}"
+      "release": "{{packages_release}}",
+      "packages_version": "{{packages_version}}"
     },
     {
       "kind": "file",
@@ -8350,6 +8619,7 @@ EMBEDDED_PROFILES = {
       "name": "{{master_service}}",
       "restart_on": [
         "mfsmaster.cfg",
+        "master-packages",
         "moosefs-build",
         "mfsmaster-unit",
         "mfsmaster-rcd"
@@ -8429,12 +8699,14 @@ EMBEDDED_PROFILES = {
   "steps": [
     {
       "kind": "packages",
+      "id": "metalogger-packages",
       "names": "{{metalogger_packages}}",
       "when": {
         "method": "packages"
       },
       "replaces_build": "moosefs",
-      "release": "{{packages_release}}"
+      "release": "{{packages_release}}",
+      "version": "{{packages_version}}"
     },
     {
       "kind": "build",
@@ -8552,6 +8824,7 @@ EMBEDDED_PROFILES = {
       "name": "{{metalogger_service}}",
       "restart_on": [
         "mfsmetalogger.cfg",
+        "metalogger-packages",
         "moosefs-build",
         "mfsmetalogger-unit",
         "mfsmetalogger-rcd"
@@ -8800,6 +9073,11 @@ EMBEDDED_PROFILES = {
       "default": null,
       "help": "apt: the release to install MooseFS from (trixie-backports: 4.58.1 with moosefs-gui)"
     },
+    "packages_version": {
+      "type": "word",
+      "default": null,
+      "help": "method=packages: the MooseFS version to have (4.58.1 matches 4.58.1-1~bpo13+1; latest: what the package manager would install, from packages_release when set); unset: installed packages stay as they are"
+    },
     "repo_url": {
       "type": "url",
       "default": "https://repository.moosefs.com/moosefs-4/yum/el{{facts.major}}",
@@ -8836,7 +9114,8 @@ EMBEDDED_PROFILES = {
         "when": {
           "method": "packages",
           "moosefs_repository": false
-        }
+        },
+        "version": "packages_version"
       }
     },
     "package_series": {

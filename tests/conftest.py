@@ -7,6 +7,7 @@ proves idempotency without mocks of stackboot's own code.
 
 import json
 import os
+import re
 import shlex
 import sys
 
@@ -39,6 +40,7 @@ class FakeTools:
         self.mounted = {}            # mount point -> (device, fstype)
         self.package_files = {}      # package -> {path: content} its install creates
         self.versions = {}           # package -> the version an install brings (the candidate queries know only these)
+        self.offered = {}            # package -> {version: suite}: the sources' other versions (apt's version table)
         self.pools = set()           # ZFS pools
         self.datasets = {}           # ZFS dataset -> {property: value as `zfs get -p` prints it}
         self.file_packages = {}      # a local package file -> the package it installs
@@ -103,13 +105,23 @@ class FakeTools:
                 err.append("dpkg-query: no packages found matching %s" % name)
         return (1 if err else 0), "".join(line + "\n" for line in out), "\n".join(err)
 
-    def install(self, names):
+    def install(self, names, separator="="):
+        """names: NAME, NAME=VERSION (apt's pin; dnf's and pkg's: NAME-VERSION, `separator`), or a local package file."""
         names = [self.file_packages.get(n, os.path.basename(n).split("_")[0]) if n.startswith("/") else n for n in names]
+        pins = {}
+        for word in list(names):
+            for name in self.offered:
+                if word.startswith(name + separator) and word[len(name) + 1:] in self.offered[name]:
+                    pins[name] = word[len(name) + 1:]
+                    names[names.index(word)] = name
+        unknown = [n for n in names if "=" in n]   # a pinned version the sources do not have
+        if unknown:
+            return 100, "", "E: Version '%s' for '%s' was not found" % tuple(reversed(unknown[0].split("=", 1)))
         missing = [n for n in names if self.available is not None and n not in self.available]
         if missing:
             return 100, "", "E: Unable to locate package %s" % missing[0]
         for name in names:
-            self.installed[name] = self.versions.get(name, "1.0-1")
+            self.installed[name] = pins.get(name) or self.versions.get(name, "1.0-1")
             for path, content in self.package_files.get(name, {}).items():
                 full = self.path(path)
                 os.makedirs(os.path.dirname(full), exist_ok=True)
@@ -155,19 +167,36 @@ class FakeTools:
 
     def tool_apt_cache(self, args):
         """apt-cache policy NAME...: what is installed and what an install would bring."""
-        if args[0] == "-o":   # -o APT::Default-Release=...: the fake has one release
-            args = args[2:]
+        release = None
+        if args[0] == "-o":   # -o APT::Default-Release=R: R's versions are candidates first
+            release, args = args[1].split("=", 1)[1], args[2:]
         assert args[0] == "policy", args
         out = []
         for name in args[1:]:
-            if name in self.installed or name in self.versions:
+            if name in self.installed or name in self.versions or name in self.offered:
+                preferred = [v for v, suite in self.offered.get(name, {}).items() if release and suite == release]
+                candidate = max(preferred, key=lambda v: [int(n) for n in re.findall("[0-9]+", v)]) if preferred else \
+                    self.versions.get(name, self.installed.get(name, "(none)"))
                 out += ["%s:" % name, "  Installed: %s" % self.installed.get(name, "(none)"),
-                        "  Candidate: %s" % self.versions.get(name, self.installed.get(name))]
+                        "  Candidate: %s" % candidate, "  Version table:"]
+                table = dict(self.offered.get(name, {}))
+                if name in self.versions:
+                    table.setdefault(self.versions[name], "stable")
+                if name in self.installed:
+                    table.setdefault(self.installed[name], None)
+                for version in sorted(table, key=lambda v: [int(n) for n in re.findall("[0-9]+", v)], reverse=True):
+                    mark = "***" if self.installed.get(name) == version else "   "
+                    out.append(" %s %s %d" % (mark, version, 100 if table[version] and "backports" in table[version] else 500))
+                    if table[version]:
+                        out.append("        500 http://deb.debian.org/debian %s/main amd64 Packages" % table[version])
+                    if mark == "***":
+                        out.append("        100 /var/lib/dpkg/status")
         return 0, "".join(line + "\n" for line in out), ""
 
     def candidates(self, names):
-        """pkg rquery / dnf repoquery: NAME\tVERSION of what the repositories have."""
+        """pkg rquery / dnf repoquery: NAME\tVERSION of what the repositories have (every version)."""
         out = ["%s\t%s" % (name, self.versions[name]) for name in names if name in self.versions]
+        out += ["%s\t%s" % (name, version) for name in names for version in self.offered.get(name, {})]
         return 0, "".join(line + "\n" for line in out), ""
 
     def tool_rpm(self, args):
@@ -181,7 +210,7 @@ class FakeTools:
     def tool_dnf(self, args):
         if args[0] == "repoquery":
             return self.candidates([a for a in args[1:] if not a.startswith("-") and "%" not in a and a != "1"])
-        return self.install([a for a in args[1:] if not a.startswith("-")])
+        return self.install([a for a in args[1:] if not a.startswith("-")], "-")
 
     tool_yum = tool_dnf
 

@@ -44,7 +44,7 @@ CASES = [
     ("description-type", bad_profile(description=5), ["list"],
      "error: {P}: $.description: expected text, got 5; fix the profile and run again"),
     ("unknown-kind", step(kind="mkfs", path="/x"), ["plan", "demo"],
-     'error: {P}: $.steps[0].kind: unknown step kind "mkfs" (known: btrfs-filesystem, btrfs-subvolume, build, command, cvmfs-publish, cvmfs-repository, directory, download, file, group, line, moosefs-metadata, mount, netns, ownership, packages, repository, service, user, veth, zfs-dataset, zfs-pool); fix the profile and run again'),
+     'error: {P}: $.steps[0].kind: unknown step kind "mkfs" (known: btrfs-filesystem, btrfs-subvolume, build, command, cvmfs-publish, cvmfs-repository, directory, download, file, group, line, moosefs-metadata, moosefs-upgrade, mount, netns, ownership, packages, repository, service, user, veth, zfs-dataset, zfs-pool); fix the profile and run again'),
     ("unknown-step-key", step(kind="directory", path="/x", owmer="mfs"), ["plan", "demo"],
      "error: {P}: $.steps[0].owmer: unknown key for a directory step (known: as, comment, data, for_each, group, id, kind, mode, needs, owner, path, prune, when); fix the profile and run again"),
     ("mode-as-number", step(kind="directory", path="/x", mode=644), ["plan", "demo"],

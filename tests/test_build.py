@@ -411,3 +411,34 @@ def test_removing_a_build_leaves_what_a_package_owns(tmp_path):
     switch.package("other")   # installed over the build afterwards, by hand
     switch.converge(dict(BUILD_STEP, replaces=[]), goal="absent")
     assert switch.read("/usr/sbin/hello") == "another's" and switch.read("/usr/share/hello/readme") is None
+
+
+def test_one_build_serving_two_roles_goes_for_both_or_stays(tmp_path):
+    """Roles a and b share one build (as master and cli share MooseFS's): switching b alone to
+    packages would take the build's files from under a; refused, with the way that works."""
+    switch = Switch(tmp_path)
+    switch.tools.package_files["hello-a"] = {"/usr/sbin/hello": "packaged"}
+    method = {"method": {"type": "string", "default": "source", "choices": ["source", "packages"]}}
+
+    def role(name):
+        return {"description": name, "parameters": method, "steps": [
+            dict(BUILD_STEP, id="hello-build", replaces=[], configure=["--enable-" + name], when={"method": "source"}),
+            {"kind": "packages", "names": ["hello-" + name], "replaces_build": "hello", "when": {"method": "packages"}}]}
+    library = library_of(a=role("a"), b=role("b"))
+
+    def assess(roles, *sets):
+        run = stackboot.Run(stackboot.Host(str(switch.root), switch.runner, DEBIAN), DEBIAN, stackboot.Output(io.StringIO()))
+        plan = plan_of(library, roles, DEBIAN, sets)
+        return run, plan, [change.symbol + " " + change.summary for _, _, changes in stackboot.assess(run, [plan]) for change in changes]
+
+    run, plan, _ = assess(["a", "b"])
+    stackboot.converge(run, [plan])
+    assert run.state.build("hello")["roles"] == ["a", "b"]
+    assert [argv for argv in switch.runner.changes() if argv[0] == "./configure"] == [["./configure", "--enable-a", "--enable-b"]]
+    _, _, alone = assess(["b"], "method=packages")
+    assert alone == ["! build hello also serves a, which this run leaves on it (the packages would take its place under a "
+                     "too): switch them in one run (stackboot install a b with the same --set), or keep b built"]
+    run, plan, together = assess(["a", "b"], "method=packages")
+    assert together[0].startswith("- remove the 2 files build hello 2.0 installed")
+    stackboot.converge(run, [plan])
+    assert run.state.build("hello") is None and switch.read("/usr/sbin/hello") == "packaged"

@@ -17,6 +17,7 @@ import urllib.request
 import pytest
 
 from conftest import TOP, run_main
+from stackboot import topology
 
 pytestmark = [pytest.mark.root]
 
@@ -210,3 +211,28 @@ def test_lab_refuses_bad_clusters_and_missing_labs(tmp_path, monkeypatch):
     assert code == 64 and "is mode 0700: the nodes' daemons, which run as their own user, cannot reach" in err
     assert not os.path.exists(str(private / "far"))
     assert "Traceback" not in err
+
+
+def test_lab_set_values_and_what_may_change_while_it_is_up(workdir, monkeypatch):
+    """--set is a lab's upgrade path (lab up only); a lab that is up keeps its nodes, not its values."""
+    import pathlib
+    tmp_path = pathlib.Path(workdir)
+    monkeypatch.setattr("stackboot.LAB_BASE", str(tmp_path / "labs"))
+    cluster = {"subnet": "10.217.0.0/24", "parameters": {"method": "packages", "master_host": "10.217.0.10"},
+               "nodes": {"master": {"address": "10.217.0.10", "roles": ["master"]}}}
+    path = tmp_path / "held.json"
+    path.write_text(json.dumps(cluster))
+    code, out, err = run_main(["lab", "status", "--set", "version=4.58.1"], None, None)
+    assert code == 64 and "error: --set is for lab up (the values of its nodes)" in err
+    code, out, err = run_main(["lab", "up", str(path), "--set", "verison=4.58.1"], None, None)
+    assert code == 64 and 'unknown parameter "verison"' in err
+    labdir = tmp_path / "labs" / "held"
+    labdir.mkdir(parents=True)
+    (labdir / "lab.json").write_text(json.dumps({"name": "held", "origin": str(path), "cluster": cluster, "status": "up",
+                                                 "network": "10.217.0.0/24", "host_address": "10.217.0.1"}))
+    moved = dict(cluster, nodes={"master": {"address": "10.217.0.11", "roles": ["master"]}})
+    path.write_text(json.dumps(moved))
+    code, out, err = run_main(["lab", "up", str(path)], None, None)
+    assert code == 64 and "error: lab held is up with other nodes (names, addresses or roles)" in err
+    assert topology(cluster) == topology(dict(cluster, parameters={"method": "source"}))
+    assert topology(cluster) != topology(moved)

@@ -154,16 +154,17 @@ def test_from_debian_packages_to_an_upstream_build(root):
         "moosefs-master", "moosefs-cli", "moosefs-cgi", "moosefs-cgiserv", "moosefs-client")), plan.stdout
     assert "their configuration, the data and the metadata stay" in removal[0]
 
-    upgrade = [line for line in plan.stdout.splitlines() if line.startswith("~ moosefs-metadata")]
+    upgrade = [line for line in plan.stdout.splitlines() if line.startswith("~ moosefs-upgrade")]
     assert len(upgrade) == 1 and " upgrade 3.0.117-1 -> %s: first save " % upstream.MOOSEFS["version"] in upgrade[0], plan.stdout
 
     first = piped(root, "install", *(ROLES + ("--set", "method=source") + tuple(BUILD)))
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     # the 3.x metadata was copied before the 4.x master first ran on it
     lines = first.stdout.splitlines()
-    saved_at = [index for index, line in enumerate(lines) if line.startswith("~ moosefs-metadata") and "first save" in line]
+    saved_at = [index for index, line in enumerate(lines) if line.startswith("~ moosefs-upgrade") and "first save" in line]
+    removed = [index for index, line in enumerate(lines) if "remove packages" in line]
     restart = [index for index, line in enumerate(lines) if line.startswith("~ service moosefs-master: restart")]
-    assert saved_at and restart and saved_at[0] < restart[0], first.stdout
+    assert saved_at and removed and restart and saved_at[0] < removed[0] < restart[0], first.stdout
     [backup] = os.listdir(os.path.join(root, "var/lib/mfs.backups"))
     assert backup.endswith("-3.0.117-1-to-" + upstream.MOOSEFS["version"])
     assert "metadata.mfs.back" in os.listdir(os.path.join(root, "var/lib/mfs.backups", backup))
@@ -239,6 +240,50 @@ def test_debian_4x_packages_pick_series_4_by_themselves(trixie):
     status, body = browse("http://%s:9425/mfs.cgi?masterhost=%s" % (MASTER, MASTER))
     assert status == 200 and "MooseFS" in body and "4.57.5" in body, body[:500]
     assert piped(trixie, "install", "gui").stdout.splitlines()[-1].startswith("Install: 0 changed")
+
+
+def test_a_package_upgrade_is_planned_and_saves_the_metadata_first(trixie):
+    """Debian's 4.57.5 master and CLI, upgraded to 4.58.1 from trixie-backports because the user
+    asked for that version: the metadata copied before dpkg touches the master, the master
+    restarted on the new binary, the way back refused."""
+    sets = ["--set", "method=packages", "--set", "master_host=" + MASTER]
+    first = piped(trixie, "install", "master", "cli", *sets)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert "4.57.5" in sh("chroot", trixie, "/usr/sbin/mfsmaster", "-v").stdout
+    assert piped(trixie, "install", "master", "cli").stdout.splitlines()[-1].startswith("Install: 0 changed")
+
+    wanted = ["--set", "packages_version=4.58.1"]
+    plan = piped(trixie, "plan", "master", "cli", *wanted)
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    lines = plan.stdout.splitlines()
+    new = "4.58.1-1~bpo13+1"
+    guard = [index for index, line in enumerate(lines) if line.startswith("~ moosefs-upgrade /var/lib/mfs/metadata.mfs: upgrade "
+                                                                          "4.57.5-1 -> %s: first save " % new)]
+    master = lines.index("~ packages moosefs-master: upgrade moosefs-master 4.57.5-1 -> " + new)
+    restart = lines.index("~ service moosefs-master: restart (master-packages changed)")
+    assert guard and guard[0] < master < restart, plan.stdout
+    assert "~ packages moosefs-cli: upgrade moosefs-cli 4.57.5-1 -> " + new in lines, plan.stdout
+
+    upgraded = piped(trixie, "install", "master", "cli", *wanted)
+    assert upgraded.returncode == 0, upgraded.stdout[-3000:] + upgraded.stderr[-3000:]
+    for name in ("moosefs-master", "moosefs-cli", "moosefs-common"):   # its dependency came from backports with it
+        assert sh("chroot", trixie, "dpkg-query", "-W", "-f=${Version}", name).stdout == new, name
+    [backup] = os.listdir(os.path.join(trixie, "var/lib/mfs.backups"))
+    assert backup.endswith("-4.57.5-1-to-" + new) and "metadata.mfs.back" in os.listdir(os.path.join(trixie, "var/lib/mfs.backups", backup))
+    cli = sh("ip", "netns", "exec", SERVER, "chroot", trixie, "mfscli", "-H", MASTER, "-SIN")
+    assert cli.returncode == 0 and "4.58.1" in cli.stdout, cli.stdout + cli.stderr   # the running master is the new one
+    verified = sh("chroot", trixie, "dpkg", "-V")
+    assert verified.returncode == 0 and verified.stdout == "", verified.stdout
+    again = piped(trixie, "install", "master", "cli")   # the version asked for is remembered
+    assert again.stdout.splitlines()[-1].startswith("Install: 0 changed"), again.stdout
+
+    back = piped(trixie, "install", "master", "cli", "--set", "packages_version=4.57.5")
+    assert back.returncode == 1, back.stdout + back.stderr
+    assert "refusing mfsmaster 4.57.5-1 on metadata that mfsmaster %s wrote" % new in back.stdout + back.stderr
+    assert sh("chroot", trixie, "dpkg-query", "-W", "-f=${Version}", "moosefs-master").stdout == new
+    nowhere = piped(trixie, "plan", "cli", "--set", "packages_version=4.99.0")
+    assert nowhere.returncode == 0 and ("! packages moosefs-cli: moosefs-cli 4.99.0: the package sources have no such version "
+                                        "(they have: 4.57.5-1, %s)" % new) in nowhere.stdout, nowhere.stdout + nowhere.stderr
 
 
 def test_from_an_upstream_build_back_to_debian_packages(trixie):

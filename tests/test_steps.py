@@ -409,6 +409,33 @@ def test_offline_run_lists_everything_missing_before_changing_anything(fakefs):
     assert h.runner.changes() == [] and not os.path.exists("/srv/early")
 
 
+def test_new_client_software_remounts_a_mount_and_a_busy_one_stays_pending(fakefs):
+    """A FUSE client runs the binary it started with: new software (a package, a build) is in use
+    only after a remount, never a lazy one, and one refused while busy is owed to the next run."""
+    fakefs.create_file("/proc/self/mountinfo", contents="22 1 8:1 / / rw - ext4 /dev/sda1 rw\n")
+    fakefs.create_file("/etc/fstab", contents="# fstab\n")
+    tools = FakeTools("/")
+    steps = [{"kind": "packages", "id": "client-packages", "names": ["moosefs-client"], "version": "4.58.1"},
+             {"kind": "mount", "path": "/mnt/mfs", "device": "mfsmaster:9421:/", "fstype": "moosefs", "remount_on": ["client-packages"]}]
+    tools.offered["moosefs-client"] = {"4.57.5-1": "trixie", "4.58.1-1~bpo13+1": "trixie-backports"}
+    tools.installed["moosefs-client"] = "4.58.1-1~bpo13+1"
+    assert Harness(steps, tools=tools).converge() == [["mount", "/mnt/mfs"]]   # a first mount: nothing to remount
+    tools.installed["moosefs-client"] = "4.57.5-1"
+    h = Harness(steps, tools=tools)
+    assert h.plan() == ["~ packages moosefs-client: upgrade moosefs-client 4.57.5-1 -> 4.58.1-1~bpo13+1",
+                        "~ mount /mnt/mfs: remount (client-packages changed): the mounted client runs the old software until then"]
+    busy = []
+    tools.on(lambda argv: argv[0] == "umount" and busy, lambda argv: (32, "", "umount: /mnt/mfs: target is busy."))
+    busy.append(True)
+    with pytest.raises(stackboot.StackbootError) as caught:
+        h.apply()
+    assert caught.value.message == "mount /mnt/mfs: /mnt/mfs is in use, so it still runs the old client (umount: /mnt/mfs: target is busy.)"
+    assert "the remount stays pending" in caught.value.fix
+    assert h.plan() == ["~ mount /mnt/mfs: remount (client-packages changed): the mounted client runs the old software until then"]
+    busy.clear()
+    assert h.converge() == [["umount", "/mnt/mfs"], ["mount", "/mnt/mfs"]]
+
+
 def test_a_reused_pid_is_not_the_daemon():
     """A daemon's pidfile can outlive it and its pid be handed to another process."""
     with open("/proc/self/cmdline", "rb") as handle:
@@ -436,19 +463,24 @@ def test_mount_converges_and_uninstall_unmounts_it_and_forgets_its_fstab_line(fa
     assert h.plan() == [] and h.notes() == ["/mnt/mfs: data; uninstall keeps it mounted"]
 
 
-# -- moosefs-metadata: the master version that runs on it --------------------------------
+# -- moosefs-metadata and moosefs-upgrade: the master version that runs on it -------------
 
 def metadata_step(**fields):
-    return dict({"kind": "moosefs-metadata", "data_path": "/var/lib/mfs", "backups": "/var/lib/mfs.backups"}, **fields)
+    return dict({"kind": "moosefs-metadata", "data_path": "/var/lib/mfs"}, **fields)
+
+
+def upgrade_step(**fields):
+    return dict({"kind": "moosefs-upgrade", "data_path": "/var/lib/mfs", "backups": "/var/lib/mfs.backups"}, **fields)
 
 
 def test_an_upgrade_saves_the_metadata_first_and_a_downgrade_is_refused(fakefs):
     os.makedirs("/var/lib/mfs")
     with open("/var/lib/mfs/metadata.mfs.empty", "w") as handle:
         handle.write("MFSM NEW")
-    first = Harness([metadata_step(version="3.0.117")])
+    first = Harness([upgrade_step(version="3.0.117"), metadata_step(version="3.0.117")])
     assert first.plan() == ["+ moosefs-metadata /var/lib/mfs/metadata.mfs: new cluster: metadata.mfs from /var/lib/mfs/metadata.mfs.empty"]
     first.converge()
+    assert first.plan() == []
     for name, text in (("metadata.mfs.back", "MFSM 2.0 tree"), ("changelog.0.mfs", "1: SESSION"), ("metadata.mfs.tmp", "x")):
         with open("/var/lib/mfs/" + name, "w") as handle:
             handle.write(text)
@@ -456,12 +488,12 @@ def test_an_upgrade_saves_the_metadata_first_and_a_downgrade_is_refused(fakefs):
     with open("/var/lib/mfs/.mfsmaster.lock", "w") as handle:
         handle.write("%d\n" % os.getpid())
 
-    upgrade = Harness([metadata_step(version="4.58.1")])
+    upgrade = Harness([upgrade_step(version="4.58.1"), metadata_step(version="4.58.1")])
     [line] = upgrade.plan()
     stamp = re.search(r"to /var/lib/mfs\.backups/([0-9]{8}T[0-9]{6}Z)-3\.0\.117-to-4\.58\.1\Z", line)
-    assert line.startswith("~ moosefs-metadata /var/lib/mfs/metadata.mfs: upgrade 3.0.117 -> 4.58.1: first save "
+    assert line.startswith("~ moosefs-upgrade /var/lib/mfs/metadata.mfs: upgrade 3.0.117 -> 4.58.1: first save "
                            "changelog.0.mfs, metadata.mfs.back, metadata.mfs.back.1 to ") and stamp, line
-    assert upgrade.apply() == (1, 0)
+    assert upgrade.apply() == (1, 1)
     [saved] = os.listdir("/var/lib/mfs.backups")
     assert saved.endswith("-3.0.117-to-4.58.1") and sorted(os.listdir("/var/lib/mfs.backups/" + saved)) == [
         "changelog.0.mfs", "metadata.mfs.back", "metadata.mfs.back.1"]
@@ -469,8 +501,8 @@ def test_an_upgrade_saves_the_metadata_first_and_a_downgrade_is_refused(fakefs):
     assert os.stat("/var/lib/mfs.backups").st_mode & 0o777 == 0o700
     assert upgrade.plan() == []
 
-    downgrade = Harness([metadata_step(version="4.57.5")])
-    assert downgrade.plan() == ["! moosefs-metadata /var/lib/mfs/metadata.mfs: refusing mfsmaster 4.57.5 on metadata that "
+    downgrade = Harness([upgrade_step(version="4.57.5")])
+    assert downgrade.plan() == ["! moosefs-upgrade /var/lib/mfs/metadata.mfs: refusing mfsmaster 4.57.5 on metadata that "
                                 "mfsmaster 4.58.1 wrote: MooseFS cannot go back to an older master; keep version 4.58.1, "
                                 "or restore a copy from /var/lib/mfs.backups"]
     with pytest.raises(stackboot.StackbootError):
@@ -483,17 +515,17 @@ def test_packages_give_the_version_installed_or_about_to_be(fakefs):
         handle.write("MFSM 2.0")
     tools = FakeTools("/")
     tools.installed["moosefs-master"] = "3.0.117-1"
-    step = metadata_step(packages=["moosefs-master"])
+    step = upgrade_step(packages=["moosefs-master"])
     [line] = Harness([step], tools=tools).plan()   # a master stackboot did not record: saved before anything
-    assert line.startswith("~ moosefs-metadata /var/lib/mfs/metadata.mfs: upgrade an unrecorded version -> 3.0.117-1: "
+    assert line.startswith("~ moosefs-upgrade /var/lib/mfs/metadata.mfs: upgrade an unrecorded version -> 3.0.117-1: "
                            "first save metadata.mfs to /var/lib/mfs.backups/") and line.endswith("-unrecorded-to-3.0.117-1")
     Harness([step], tools=tools).apply()
     del tools.installed["moosefs-master"]   # the packages went; what apt would bring now is older
     tools.versions["moosefs-master"] = "3.0.116-1"
-    assert Harness([step], tools=tools).plan()[0].startswith("! moosefs-metadata /var/lib/mfs/metadata.mfs: refusing "
+    assert Harness([step], tools=tools).plan()[0].startswith("! moosefs-upgrade /var/lib/mfs/metadata.mfs: refusing "
                                                              "mfsmaster 3.0.116-1 on metadata that mfsmaster 3.0.117-1 wrote")
     tools.versions["moosefs-master"] = "3.0.118-1"
-    assert Harness([step], tools=tools).plan()[0].startswith("~ moosefs-metadata /var/lib/mfs/metadata.mfs: upgrade "
+    assert Harness([step], tools=tools).plan()[0].startswith("~ moosefs-upgrade /var/lib/mfs/metadata.mfs: upgrade "
                                                              "3.0.117-1 -> 3.0.118-1: first save metadata.mfs to")
 
 
@@ -524,8 +556,54 @@ def test_the_series_is_what_the_package_manager_has():
 
     assert values()["series"] == ("3", "known for method packages")   # apt knows no moosefs: Debian's overlay stands
     tools.versions["moosefs-master"] = "4.57.5-1"
-    packages.versions = None
+    packages.forget()
     assert values()["series"][0] == "4" and values()["gui_server"][0] == "mfscgiserv"
     tools.versions["moosefs-gui"] = "4.58.1-1~bpo13+1"
     assert values("packages_release=trixie-backports")["gui_server"][0] == "mfsgui"
     assert values("packages_release=trixie-backports", "distro_package_series=3")["series"][0] == "3"   # a value given wins
+
+
+# -- packages at a version: an upgrade is asked for, never a side effect --------------------
+
+def test_packages_upgrade_only_to_the_version_asked_for(fakefs):
+    tools = FakeTools("/")
+    tools.installed.update({"moosefs-master": "4.57.5-1", "moosefs-common": "4.57.5-1"})
+    tools.offered["moosefs-master"] = {"4.57.5-1": "trixie", "4.58.1-1~bpo13+1": "trixie-backports"}
+    step = {"kind": "packages", "id": "master-packages", "names": ["moosefs-master"]}
+    h = Harness([step], tools=tools)
+    assert h.plan() == [] and h.runner.probes() == [["dpkg-query", "-W", "-f=${Package}\\t${db:Status-Abbrev}\\t${Version}\\n",
+                                                     "moosefs-master"]]   # installed stays: apt is not even asked
+    h = Harness([dict(step, version="4.57.5")], tools=tools)
+    assert h.plan() == [] and len(h.runner.probes()) == 1   # the version asked for is installed: nothing asked either
+    h = Harness([dict(step, version="4.58.1")], tools=tools)
+    assert h.plan() == ["~ packages moosefs-master: upgrade moosefs-master 4.57.5-1 -> 4.58.1-1~bpo13+1"]
+    h.apply()
+    # pinned, with the suite the version comes from as apt's target release (its dependencies come from there too)
+    assert h.runner.changes() == [["apt-get", "-q", "-o", "DPkg::Lock::Timeout=300", "install", "-y", "--no-install-recommends",
+                                   "-t", "trixie-backports", "moosefs-master=4.58.1-1~bpo13+1"]]
+    assert tools.installed["moosefs-master"] == "4.58.1-1~bpo13+1" and Harness([dict(step, version="4.58.1")], tools=tools).plan() == []
+    h = Harness([dict(step, version="4.57.5")], tools=tools)   # (the master's own guard refuses this one: not the packages')
+    assert h.plan() == ["~ packages moosefs-master: downgrade moosefs-master 4.58.1-1~bpo13+1 -> 4.57.5-1"]
+    h.apply()
+    assert "--allow-downgrades" in h.runner.changes()[0] and h.runner.changes()[0][-3:] == ["-t", "trixie", "moosefs-master=4.57.5-1"]
+    assert Harness([dict(step, version="latest")], tools=tools).plan() == []   # apt's candidate: trixie's, 500 over 100
+    assert Harness([dict(step, version="latest", release="trixie-backports")], tools=tools).plan() == [
+        "~ packages moosefs-master: upgrade moosefs-master 4.57.5-1 -> 4.58.1-1~bpo13+1"]
+    assert Harness([dict(step, version="4.99")], tools=tools).plan() == [
+        "! packages moosefs-master: moosefs-master 4.99: the package sources have no such version (they have: 4.57.5-1, "
+        "4.58.1-1~bpo13+1)"]
+    fresh = Harness([{"kind": "packages", "names": ["moosefs-cli"], "version": "4.58.1"}], tools=tools)
+    tools.offered["moosefs-cli"] = {"4.57.5-1": "trixie", "4.58.1-1~bpo13+1": "trixie-backports"}
+    assert fresh.plan() == ["+ packages moosefs-cli: install moosefs-cli=4.58.1-1~bpo13+1"]
+
+
+def test_package_versions_on_the_rpm_and_freebsd_side(fakefs):
+    tools = FakeTools("/")
+    tools.installed["moosefs-master"] = "4.57.5-1.el9"
+    tools.offered["moosefs-master"] = {"4.57.5-1.el9": None, "4.58.1-1.el9": None}
+    h = Harness([{"kind": "packages", "names": ["moosefs-master"], "version": "4.58.1"}], facts=ROCKY, tools=tools)
+    assert h.plan() == ["~ packages moosefs-master: upgrade moosefs-master 4.57.5-1.el9 -> 4.58.1-1.el9"]
+    h.apply()
+    assert h.runner.changes() == [["dnf", "install", "-y", "moosefs-master-4.58.1-1.el9"]]
+    assert tools.installed["moosefs-master"] == "4.58.1-1.el9"
+    assert [stackboot.upstream_version(v) for v in ("1:4.58.1-1~bpo13+1", "4.58.1-1.el9", "4.58.1_1,1", "4.58.1")] == ["4.58.1"] * 4
