@@ -6,7 +6,7 @@ SYSTEM_PYTHON ?= /usr/bin/python3
 
 # Everything the tests need, from scratch (root; Debian's and PyPI's registries).
 DEBS = debootstrap gpgv debian-archive-keyring make gcc libc6-dev tar gzip ca-certificates iproute2 util-linux fdisk btrfs-progs zfs-fuse moosefs-master moosefs-metalogger moosefs-chunkserver moosefs-client moosefs-cli moosefs-cgi moosefs-cgiserv fuse3 cloud-init
-PIPS = pytest pyfakefs vermin ruff
+PIPS = pytest pyfakefs vermin ruff ansible-core==2.19.14
 
 deps:
 	apt-get update -q

@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """stackboot: turn a bare Linux or FreeBSD host into a working storage node.
 
 One file, standard library only, Python 3.6 or newer. Plain JSON profiles say
@@ -494,11 +494,17 @@ def write_output(path, data, mode=0o600):
 
 class Output:
     """Terminal output: colour only on a terminal and never with NO_COLOR. `secrets` is the
-    session's one set of values never to be printed (the runner's log shares it)."""
+    session's one set of values never to be printed (the runner's log shares it).
+
+    With --json, `document` is the one JSON document the command prints on stdout at the end
+    (JSON_FORMAT): the text a command says goes to stderr, as progress."""
 
     COLORS = {"+": "32", "~": "33", "-": "31", "!": "31", "error": "31"}
 
-    def __init__(self, stream=None, quiet=False, verbose=False, secrets=None):
+    def __init__(self, stream=None, quiet=False, verbose=False, secrets=None, document=None):
+        self.document = document
+        if document is not None and stream is None:
+            stream = sys.stderr
         self.stream = stream or sys.stdout or open(os.devnull, "w")   # started with stdout closed: say nothing
         self.quiet = quiet
         self.verbose = verbose
@@ -539,6 +545,42 @@ class Output:
         if self.tty and not self.quiet:
             self.stream.write("\n")
             self.stream.flush()
+
+    # -- the --json document: what a command did, as data ----------------------------
+    def put(self, key, value):
+        if self.document is not None:
+            self.document[key] = value
+
+    def add(self, key, items):
+        """Append to a list of the document (several converges in one command: a lab's nodes)."""
+        if self.document is not None:
+            self.document.setdefault(key, []).extend(items)
+
+    def tally(self, **counts):
+        if self.document is not None:
+            summary = self.document.setdefault("summary", {})
+            for key, number in counts.items():
+                summary[key] = summary.get(key, 0) + number
+
+
+# The --json document, format 1: {"format_version": 1, "command": NAME, "exit_code": N, then what
+# the command gives: "steps" (each {"id", "kind", "target", "profile", "node"?, "changes": [{"action",
+# "summary", "diff"}]}: plan and check list every step, the changing commands the steps they
+# changed), "summary" (counts), "report" (lines for the user), "error" and "fix" when it failed,
+# or the command's own keys (facts, roles, parameters, nodes, bundle, user_data).
+JSON_FORMAT = 1
+
+
+def redact_data(value, secrets):
+    """A JSON value with every secret replaced in each of its strings (not in the dumped text,
+    where a secret's escaped form would slip past)."""
+    if isinstance(value, str):
+        return redact(value, secrets)
+    if isinstance(value, list):
+        return [redact_data(item, secrets) for item in value]
+    if isinstance(value, dict):
+        return dict((redact_data(key, secrets), redact_data(item, secrets)) for key, item in value.items())
+    return value
 
 
 # ---------------------------------------------------------------------------
@@ -2964,6 +3006,7 @@ class Run:
         self.mounts = MOUNT_TABLES.get(facts["platform"], LinuxMounts)(host)
         self.changed = set()      # ids of steps that changed in this run (while planning: would change)
         self.roles = None         # the roles this run installs or removes (set by assess)
+        self.node = None          # the lab node this run is for (named in the --json document)
         self.started = time.time()
         self.probed = {}          # step kinds' own probe caches, dropped when a step changes what they saw
 
@@ -5519,6 +5562,7 @@ def converge(run, plans, verb=None, event=None, details=None, confirm=None, chan
         if conflicts:
             for plan, step, change in conflicts:
                 report_change(out, step, change)
+            out.add("steps", [step_json(step, [change], run.node) for _, step, change in conflicts])
             raise StackbootError("%d step(s) refused, nothing was changed: %s" % (len(conflicts), conflicts[0][2].summary),
                                  "resolve what it says, then run again (--force only replaces files edited by hand)")
         if run.offline:
@@ -5549,6 +5593,7 @@ def converge(run, plans, verb=None, event=None, details=None, confirm=None, chan
                         for role in plan.roles:
                             run.state.remember_role(role, plan.inputs_to_remember(role))
                 run.state.save()
+    out.tally(changed=outcome.changed, already_right=outcome.right)
     if verb:
         report_outcome(run, plans, verb, outcome)
     return outcome
@@ -5593,6 +5638,7 @@ def act(run, plan, step, changes, watching, outcome):
         outcome.ids.add(step.id)
         run.state.save()
         outcome.changed += 1
+        run.out.add("steps", [step_json(step, changes, run.node)])
 
 
 def mark_triggered(run, watching, step_id):
@@ -5623,11 +5669,15 @@ def report_outcome(run, plans, verb, outcome):
     """After a converge: what removals kept and why, the roles' summaries, then the last line."""
     out = run.out
     removing = all(plan.goal in ("absent", "purged") for plan in plans)
-    for note in outcome.notes + [note for plan in plans for note in plan.notes]:
+    kept = outcome.notes + [note for plan in plans for note in plan.notes]
+    for note in kept:
         out.say("  kept %s" % note)
+    out.add("kept", kept)
     for plan in plans:
         if plan.goal == "present":
-            for line in plan.report(run):
+            lines = plan.report(run)
+            out.add("report", lines)
+            for line in lines:
                 out.say(line)
     if removing:
         out.say("%s: %d removed, %d kept." % (verb, outcome.changed, len(outcome.notes)))
@@ -5635,9 +5685,16 @@ def report_outcome(run, plans, verb, outcome):
         out.say("%s: %d changed, %d already right." % (verb, outcome.changed, outcome.right))
 
 
-def planned_json(assessed):
-    return [{"id": step.id, "kind": step.kind, "target": step.target(), "profile": step.profile.name,
-             "changes": [change.as_json() for change in changes]} for _, step, changes in assessed]
+def step_json(step, changes, node=None):
+    found = {"id": step.id, "kind": step.kind, "target": step.target(), "profile": step.profile.name,
+             "changes": [change.as_json() for change in changes]}
+    if node:
+        found["node"] = node
+    return found
+
+
+def planned_json(assessed, node=None):
+    return [step_json(step, changes, node) for _, step, changes in assessed]
 
 
 def summary_counts(assessed):
@@ -5749,10 +5806,10 @@ class Session:
     """What every command needs: output, the host under --root, its facts, the profiles, and
     the one set of secret values every output is redacted with."""
 
-    def __init__(self, args, runner=None, uname=None):
+    def __init__(self, args, runner=None, uname=None, document=None):
         self.args = args
         self.secrets = set()
-        self.out = Output(quiet=args.quiet, verbose=args.verbose, secrets=self.secrets)
+        self.out = Output(quiet=args.quiet, verbose=args.verbose, secrets=self.secrets, document=document)
         if args.root == "":
             raise BadInput("--root is empty", "give the directory of the system to act on, or leave --root out for this one")
         root = os.path.abspath(args.root or "/")
@@ -5813,9 +5870,7 @@ class Session:
 
 
 def cmd_facts(session):
-    if session.args.json:
-        session.out.say(json.dumps(session.facts, indent=2, sort_keys=True))
-        return EXIT_OK
+    session.out.put("facts", session.facts)
     for key in ("platform", "distro", "id_like", "version", "codename", "pretty_name", "init", "package_manager",
                 "arch", "cores", "python"):
         value = session.facts[key]
@@ -5825,10 +5880,7 @@ def cmd_facts(session):
 
 def cmd_list(session):
     profiles = sorted(session.library.profiles.values(), key=lambda profile: profile.name)
-    if session.args.json:
-        session.out.say(json.dumps([{"name": p.name, "description": p.description, "origin": p.origin}
-                                    for p in profiles], indent=2))
-        return EXIT_OK
+    session.out.put("roles", [{"name": p.name, "description": p.description, "origin": p.origin} for p in profiles])
     width = max([len(p.name) for p in profiles] + [4])
     for profile in profiles:
         session.out.say("%-*s  %s" % (width, profile.name, profile.description))
@@ -5838,14 +5890,12 @@ def cmd_list(session):
 def cmd_show(session):
     plan = session.plan([session.args.role], steps=False, complete=False)   # every parameter, even before all are given
     values = plan.values
-    if session.args.json:
-        session.out.say(json.dumps({"role": session.args.role, "requires": [p.name for p in plan.profiles[:-1]],
-                                    "parameters": dict((name, {
-                                        "value": "***" if name in values.secrets and values.values[name] else values.values[name],
-                                        "source": values.sources[name], "type": values.decls[name].get("type", "string"),
-                                        "help": values.decls[name].get("help", "")}) for name in sorted(values.values))},
-                                   indent=2, sort_keys=True))
-        return EXIT_OK
+    session.out.put("role", session.args.role)
+    session.out.put("requires", [p.name for p in plan.profiles[:-1]])
+    session.out.put("parameters", dict((name, {
+        "value": "***" if name in values.secrets and values.values[name] else values.values[name],
+        "source": values.sources[name], "type": values.decls[name].get("type", "string"),
+        "help": values.decls[name].get("help", "")}) for name in sorted(values.values)))
     role = plan.profiles[-1]
     session.out.say("%s: %s" % (role.name, role.description))
     if role.requires:
@@ -5862,10 +5912,8 @@ def cmd_show(session):
 
 def print_plan(session, assessed, verb):
     pending, right = summary_counts(assessed)
-    if session.args.json:
-        session.out.say(json.dumps({"steps": planned_json(assessed), "to_change": pending, "already_right": right},
-                                   indent=2))
-        return pending
+    session.out.put("steps", planned_json(assessed))
+    session.out.put("summary", {"to_change": pending, "already_right": right})
     for plan, step, changes in assessed:
         if real_changes(changes):
             report_step(session.out, step, real_changes(changes), plan.reason)
@@ -5876,6 +5924,11 @@ def print_plan(session, assessed, verb):
 
 
 def cmd_plan(session):
+    if session.args.uninstall:   # what `uninstall ROLE...` would do
+        state = State(session.host)
+        plan = uninstall_plan(session, state, session.args.roles, session.args.purge_data)
+        pending = print_plan(session, assess(session.run(state), [plan]), "Plan")
+        return EXIT_PENDING if pending and session.args.detailed_exitcode else EXIT_OK
     plan = session.plan(session.args.roles)
     pending = print_plan(session, assess(session.run(), [plan]), "Plan")
     return EXIT_PENDING if pending and session.args.detailed_exitcode else EXIT_OK
@@ -5906,17 +5959,10 @@ def cmd_uninstall(session):
     files it wrote that nobody edited since, the files a build installed, client mounts.
     Packages, users, stores and data stay (--purge-data, after a yes, deletes the data and the
     stores stackboot made, where they hold nothing else)."""
-    roles, out, host = session.args.roles, session.out, session.host
-    state = State(host)
-    missing = [role for role in roles if role not in state.roles()]
-    if missing:
-        raise BadInput("%s not installed here (installed: %s)" % (", ".join(missing), ", ".join(state.roles()) or "none"),
-                       "uninstall only what `stackboot install` put here")
+    out = session.out
+    state = State(session.host)
     purge = session.args.purge_data
-    plan = session.plan(roles, goal="purged" if purge else "absent", state=state)
-    remaining = [role for role in state.roles() if role not in roles]
-    if remaining:   # what the other installed roles still use stays (the shared build, the user...)
-        plan = plan.without(session.plan(remaining, state=state))
+    plan = uninstall_plan(session, state, session.args.roles, purge)
 
     def confirm(planned):
         purging = [(step, changes) for step, changes in planned if step.goal == "purged" and
@@ -5932,6 +5978,18 @@ def cmd_uninstall(session):
 
     converge(session.run(state), [plan], verb="Uninstall", event="uninstall", details={"purge": purge}, confirm=confirm)
     return EXIT_OK
+
+
+def uninstall_plan(session, state, roles, purge):
+    missing = [role for role in roles if role not in state.roles()]
+    if missing:
+        raise BadInput("%s not installed here (installed: %s)" % (", ".join(missing), ", ".join(state.roles()) or "none"),
+                       "uninstall only what `stackboot install` put here")
+    plan = session.plan(roles, goal="purged" if purge else "absent", state=state)
+    remaining = [role for role in state.roles() if role not in roles]
+    if remaining:   # what the other installed roles still use stays (the shared build, the user...)
+        plan = plan.without(session.plan(remaining, state=state))
+    return plan
 
 
 def cmd_recover(session):
@@ -6026,6 +6084,7 @@ def cmd_bundle(session):
                 raise StackbootError("%s: sha256 is %s, expected %s; no bundle was written" % (url, digest, sha),
                                      "check the URL and the sha256 you gave")
             out.say("+ %s (sha256 %s…, %d KiB) for %s" % (url, sha[:12], os.path.getsize(part) // 1024, ", ".join(users)))
+            out.add("artifacts", [{"url": url, "sha256": sha, "bytes": os.path.getsize(part), "roles": users}])
             members.append(("artifacts/" + sha, part))
         manifest = {"stackboot": __version__, "parameters": given,
                     "artifacts": dict((sha, url) for sha, (url, _, _) in artifacts.items())}
@@ -6033,6 +6092,7 @@ def cmd_bundle(session):
         write_zipapp(output, own_source(), members, 0o600 if secret else 0o755)
     if secret:
         out.say("  it carries the secret values of %s: the bundle is mode 0600, keep it that way" % ", ".join(sorted(secret)))
+    out.put("bundle", {"path": output, "bytes": os.path.getsize(output), "secret": sorted(secret)})
     out.say("Bundle: %s, %d file(s), %d KiB; it runs offline: python3 %s install ROLE" % (
         args.output, len(artifacts), os.path.getsize(args.output) // 1024, os.path.basename(args.output)))
     return EXIT_OK
@@ -6111,7 +6171,69 @@ def cmd_self_install(session):
     return EXIT_OK
 
 
-CLOUD_INIT_LIMIT = 16384   # EC2's user-data limit, the smallest of the common clouds
+# How much user-data each cloud takes, as it counts it: the raw bytes, or their base64 form.
+CLOUD_TARGETS = {"ec2": ("raw", 16384, "EC2 user data: 16 KB before base64"),
+                 "azure": ("raw", 65536, "Azure custom data: 64 KB"),
+                 "openstack": ("base64", 65535, "OpenStack Nova user_data: 65,535 bytes of base64"),
+                 "gce": ("raw", 262144, "a GCE metadata value: 256 KB"),
+                 "nocloud": ("raw", None, "a NoCloud seed: no limit")}
+
+
+def cloud_size(text, target):
+    import base64
+    how = CLOUD_TARGETS[target][0]
+    data = text.encode()
+    return len(data) if how == "raw" else len(base64.b64encode(data))
+
+
+def clouds_fitting(text):
+    return [target for target, (_, limit, _) in sorted(CLOUD_TARGETS.items()) if limit is None or cloud_size(text, target) <= limit]
+
+
+def carried_source(source):
+    """stackboot as user-data carries it: without its comments and docstrings (the code, its
+    strings and line order untouched), so that more clouds take it; the whole source where that
+    would not compile (it always should)."""
+    import ast
+    import io
+    import tokenize
+    text = source.decode("utf-8")
+    inside, comments, strings = set(), {}, {}
+    for token in tokenize.generate_tokens(io.StringIO(text).readline):
+        if token.type == tokenize.STRING:
+            strings[token.start] = token.end[0]
+            inside.update(range(token.start[0] + 1, token.end[0] + 1))   # a string's own lines stay as they are
+        elif token.type == tokenize.COMMENT:
+            comments[token.start[0]] = token.start[1]
+    docstrings = {}   # first line -> (last line, whether it is the body's only statement)
+    for node in ast.walk(ast.parse(text)):
+        body = getattr(node, "body", None)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef)) and body and isinstance(body[0], ast.Expr):
+            value = body[0].value
+            if type(value).__name__ in ("Str", "Constant") and isinstance(getattr(value, "s", getattr(value, "value", None)), str):
+                start = (body[0].lineno, body[0].col_offset)
+                docstrings[start[0]] = (strings.get(start, start[0]), len(body) == 1)
+    lines, skip = [], 0
+    for number, line in enumerate(text.splitlines(True), 1):
+        if number <= skip:
+            continue
+        if number in docstrings:
+            skip, alone = docstrings[number]
+            if alone:
+                lines.append(line[:len(line) - len(line.lstrip())] + "pass\n")
+            continue
+        if number in inside:
+            lines.append(line)
+            continue
+        line = line[:comments[number]] if number in comments else line
+        if line.strip():
+            lines.append(line.rstrip() + "\n")
+    result = "".join(lines)
+    try:
+        compile(result, "stackboot.py", "exec")
+    except SyntaxError:
+        return source
+    return result.encode("utf-8")
 # Runs on the new host when the user-data fetches stackboot instead of carrying it: nothing is
 # installed unless the sha256 matches, and the file appears whole (rename) or not at all.
 FETCH_PROGRAM = (
@@ -6148,7 +6270,7 @@ def cloud_config(roles, parameters, source=None, url=None, digest=None):
         commands.append(["python3", "-c", FETCH_PROGRAM, url, digest, module])
     else:
         files.append({"path": module, "owner": "root:root", "permissions": "0644", "encoding": "gz+b64",
-                      "content": base64.b64encode(gzip_bytes(source)).decode("ascii")})
+                      "content": base64.b64encode(gzip_bytes(carried_source(source))).decode("ascii")})
     commands.append(["python3", LAUNCHER, "install"] + list(roles))
     body = {"write_files": files, "runcmd": commands}
     return "#cloud-config\n# stackboot %s: install %s\n%s\n" % (__version__, " ".join(roles), json.dumps(body, indent=2))
@@ -6190,14 +6312,29 @@ def cmd_cloud_init(session):
     for name, roles, parameters in targets:
         text = cloud_config(roles, parameters, source, args.from_url, digest)
         size = len(text.encode())
-        over = " (over the %d bytes EC2 allows: use --from-url there)" % CLOUD_INIT_LIMIT if size > CLOUD_INIT_LIMIT else ""
+        fits = clouds_fitting(text)
+        if args.target and args.target not in fits:
+            how, limit, what = CLOUD_TARGETS[args.target]
+            raise BadInput("the user-data%s is %d bytes%s, and %s takes at most %d (%s)" % (
+                " for " + name if name else "", cloud_size(text, args.target), " as base64" if how == "base64" else "",
+                args.target, limit, what), "give --from-url URL --sha256 HEX: the host fetches stackboot, the user-data is "
+                                           "about 1 KB" if source else "give fewer parameters")
+        over = "; fits %s; too big for %s: use --from-url there" % (", ".join(fits), ", ".join(
+            sorted(set(CLOUD_TARGETS) - set(fits)))) if len(fits) < len(CLOUD_TARGETS) else "; fits every cloud"
         if name is None:
-            sys.stdout.write(text)   # the user-data itself, secrets included: that is where they go
-            sys.stdout.flush()
+            if out.document is not None:
+                out.put("user_data", text)
+            else:
+                sys.stdout.write(text)   # the user-data itself, secrets included: that is where they go
+                sys.stdout.flush()
+            out.put("bytes", size)
+            out.put("fits", fits)
             sys.stderr.write("user-data: %d bytes%s\n" % (size, over))
             continue
         path = os.path.join(args.out, name + ".yaml")
         write_output(path, text.encode())
+        out.add("files", [{"node": name, "path": path, "roles": roles, "address": cluster.nodes[name]["address"], "bytes": size,
+                           "fits": fits}])
         out.say("%s: %s (%s), %d bytes%s" % (path, " ".join(roles), cluster.nodes[name]["address"], size, over))
     return EXIT_OK
 
@@ -6339,7 +6476,9 @@ class LabNode:
         return make_plan(session.library, self.roles, self.facts, self.lab.cluster.node_inputs(self.name), goal, session.secrets)
 
     def run(self):
-        return Run(self.host, self.facts, self.lab.session.out)
+        run = Run(self.host, self.facts, self.lab.session.out)
+        run.node = self.name
+        return run
 
     def outside_run(self):
         """The node's state and files, read from the host's own network: what a node would refuse
@@ -6448,6 +6587,7 @@ class Lab:
                            changed_before=shared.ids)   # new software restarts each node's daemons, in the cluster's order
             for line in plan.report(run):
                 out.say("  " + line)
+            out.add("report", plan.report(run))
             total += own.changed
         out.say("Lab %s is up: %d nodes on %s, this host is %s (%s); %d changed."
                 % (self.name, len(self.nodes), self.network, self.host_address, self.interface, total))
@@ -6543,10 +6683,14 @@ class Lab:
                 for other in self.nodes:
                     if re.search(r"(^|[^0-9.])%s([^0-9.]|$)" % re.escape(other.address), line):
                         reported.setdefault(other.name, []).append("%s says: %s" % (node.name, " ".join(line.split())))
+        out.put("lab", {"name": self.name, "status": self.recorded_status, "network": str(self.network),
+                        "host_address": self.host_address, "interface": self.interface})
         for node, things in rows:
             out.say("  %-*s  %-15s %-22s %s" % (width, node.name, node.address, " ".join(node.roles), "; ".join(things)))
             for line in reported.get(node.name, []):
                 out.say("  %-*s    %s" % (width, "", line))
+            out.add("nodes", [{"name": node.name, "address": node.address, "roles": node.roles, "running": things,
+                               "reported": reported.get(node.name, [])}])
         return EXIT_OK
 
 
@@ -6683,6 +6827,8 @@ COMMANDS = [
     ("self-install", cmd_self_install, "install stackboot itself as %s (a module whose bytecode Python keeps)" % LAUNCHER),
 ]
 
+COMMAND_NAMES = set(name for name, _, _ in COMMANDS)
+
 EXIT_HELP = """exit codes:
   %d  success (plan: nothing to change)
   %d  failure
@@ -6737,6 +6883,8 @@ def build_parser(argv=None):
             sub.add_argument("--dir", metavar="DIR", help="the lab's directory (default: %s/NAME)" % LAB_BASE)
         if name == "plan":
             sub.add_argument("--detailed-exitcode", action="store_true", help="exit %d when changes are pending" % EXIT_PENDING)
+            sub.add_argument("--uninstall", action="store_true", help="what `uninstall ROLE...` would do")
+            sub.add_argument("--purge-data", action="store_true", help="with --uninstall: and `uninstall --purge-data`")
         if name == "bundle":
             sub.add_argument("roles", nargs="*", metavar="ROLE", help="default: every role that downloads something")
             sub.add_argument("--with", dest="with_", action="append", metavar="NAME=VERSION",
@@ -6751,6 +6899,8 @@ def build_parser(argv=None):
             sub.add_argument("--from-url", metavar="URL", help="fetch stackboot.py from URL on the host instead of carrying it "
                                                                "(small user-data, for EC2's 16 KiB)")
             sub.add_argument("--sha256", metavar="HEX", help="the sha256 of stackboot.py at --from-url")
+            sub.add_argument("--target", choices=sorted(CLOUD_TARGETS),
+                             help="the cloud it is for: fail unless the user-data fits what it takes")
         if name == "cvmfs":
             sub.add_argument("action", choices=["publish"])
             sub.add_argument("repository", metavar="REPO")
@@ -6794,17 +6944,25 @@ def merge_global_options(args):
 def main(argv=None, runner=None, uname=None):
     """Run one command; returns the exit code. `runner` and `uname` let tests fake the host."""
     argv = sys.argv[1:] if argv is None else argv
+    if len(argv) == 1 and argv[0] not in COMMAND_NAMES and not argv[0].startswith("-") and os.path.isfile(argv[0]):
+        return ansible_module(argv[0], runner, uname)   # Ansible's one argument: its file of JSON arguments
     verbose = "-v" in argv or "--verbose" in argv
     code = EXIT_FAILED
     session = None
     secrets = set()
+    # --json: one document on stdout, whatever happens (an error in the command line too)
+    document = {"format_version": JSON_FORMAT, "command": next((word for word in argv if word in COMMAND_NAMES), None)} \
+        if "--json" in argv else None
     SIGNALS.install()
 
-    def report(line):
+    def report(line, exc=None):
         if verbose:
             import traceback
             sys.stderr.write(printable(redact(traceback.format_exc(), secrets)))
         sys.stderr.write(one_line(redact(line, secrets)) + "\n")
+        if document is not None:
+            document["error"] = one_line(redact(exc.message if exc else line[len("error: "):], secrets))
+            document["fix"] = redact(exc.fix, secrets) if exc and exc.fix else None
     try:
         try:
             args = merge_global_options(build_parser(argv).parse_args(argv))
@@ -6812,7 +6970,7 @@ def main(argv=None, runner=None, uname=None):
             return exc.code or EXIT_OK
         if not args.command:
             raise BadInput("no command given", "see `stackboot --help`")
-        session = Session(args, runner=runner, uname=uname)
+        session = Session(args, runner=runner, uname=uname, document=document)
         secrets = session.secrets
         code = dict((name, func) for name, func, _ in COMMANDS)[args.command](session)
     except BrokenPipeError:   # `stackboot ... | head`: the reader has what it wanted
@@ -6822,10 +6980,12 @@ def main(argv=None, runner=None, uname=None):
             pass
         return EXIT_BROKEN_PIPE
     except StackbootError as exc:
-        report(exc.line())
+        report(exc.line(), exc)
         code = exc.exit_code
     except KeyboardInterrupt:   # where stackboot's own handler is not in place (not the main thread)
         sys.stderr.write("error: interrupted; run the same command again to finish the job\n")
+        if document is not None:
+            document.update(error="interrupted", fix="run the same command again to finish the job")
         code = EXIT_INTERRUPTED
     except (IOError, OSError) as exc:
         report("error: %s: %s; check permissions (install needs root) and free space"
@@ -6837,8 +6997,88 @@ def main(argv=None, runner=None, uname=None):
         code = EXIT_FAILED
     finally:
         SIGNALS.restore()
+    if document is not None:
+        document["exit_code"] = code
+        user_data = document.pop("user_data", None)   # cloud-init's: secrets included, that is where they go
+        document = redact_data(document, secrets)
+        if user_data is not None:
+            document["user_data"] = user_data
+        try:
+            if sys.stdout is not None:   # (started with stdout closed: nobody to give it to)
+                sys.stdout.write(json.dumps(document, indent=2, sort_keys=True) + "\n")
+                sys.stdout.flush()
+        except BrokenPipeError:
+            return EXIT_BROKEN_PIPE
+        except OSError:
+            pass
     # A last line, so a truncated or empty download (curl | python3 -) is noticed.
     sys.stderr.write("stackboot: %s (exit %d)\n" % ("done" if code in (EXIT_OK, EXIT_PENDING) else "failed", code))
+    return code
+
+
+# WANT_JSON: these words make Ansible run this file as a module named after it (library/stackboot.py),
+# with one argument, the path of a JSON file holding the task's arguments; it reads one JSON object back.
+ANSIBLE_ARGUMENTS = {"roles": list, "state": str, "set": dict, "site": str, "root": str, "offline": bool,
+                     "repair": bool, "force": bool, "purge_data": bool}
+ANSIBLE_SYMBOLS = dict((action, symbol) for symbol, action in Change.ACTIONS.items())
+
+
+def ansible_module(path, runner=None, uname=None):
+    """stackboot as an Ansible module: the task's arguments become one command (install, or
+    uninstall for state=absent; plan in check mode), run with --json, and its document becomes
+    the module's result: `changed` exactly, the plan lines, the file diffs in diff mode, `failed`
+    with the one error line as `msg`. The document is redacted already: no secret in the result."""
+    result = {"changed": False}
+    try:
+        with open(path) as handle:
+            given = json.load(handle)
+        if not isinstance(given, dict):
+            raise ValueError("expected a JSON object of arguments")
+        for key, value in sorted(given.items()):
+            if key.startswith("_ansible_"):
+                continue
+            if key not in ANSIBLE_ARGUMENTS:
+                raise ValueError("unsupported argument %s (supported: %s)" % (key, ", ".join(sorted(ANSIBLE_ARGUMENTS))))
+            if not isinstance(value, ANSIBLE_ARGUMENTS[key]):
+                raise ValueError("argument %s: expected %s, got %s" % (key, ANSIBLE_ARGUMENTS[key].__name__, json.dumps(value)))
+        state = given.get("state", "present")
+        if state not in ("present", "absent") or not given.get("roles"):
+            raise ValueError("give roles (a list) and state present or absent, not %s" % json.dumps(state))
+    except ValueError as exc:   # (json's own errors are ValueErrors)
+        result.update(failed=True, msg="stackboot: %s" % exc)
+        sys.stdout.write(json.dumps(result) + "\n")
+        return EXIT_BAD_INPUT
+    check = given.get("_ansible_check_mode", False)
+    argv = ["plan" if check else "install" if state == "present" else "uninstall"] + [str(role) for role in given["roles"]]
+    argv += ["--uninstall"] if check and state == "absent" else []
+    for name, value in sorted(given.get("set", {}).items()):
+        text = json.dumps(value) if isinstance(value, (list, dict)) else render_scalar(value)
+        argv += ["--set", "%s=%s" % (name, text)]
+    for option in ("site", "root"):
+        if given.get(option):
+            argv += ["--" + option, given[option]]
+    flags = {"offline": "--offline", "purge_data": "--purge-data"}   # (--purge-data: uninstall's, and plan --uninstall's)
+    if not check:
+        flags.update(repair="--repair", force="--force")
+    argv += [flag for key, flag in sorted(flags.items()) if given.get(key)]
+    argv += ["--yes", "--json"]   # (nobody is there to answer: the playbook's purge_data is the yes)
+    import contextlib
+    import io
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code = main(argv, runner, uname)
+    document = json.loads(stdout.getvalue())
+    summary = document.get("summary", {})
+    result["changed"] = bool(summary.get("to_change" if check else "changed"))
+    result["stackboot"] = document
+    result["plan"] = ["%s %s %s: %s" % (ANSIBLE_SYMBOLS[change["action"]], step["kind"], step["target"], change["summary"])
+                      for step in document.get("steps", []) for change in step["changes"]]
+    if given.get("_ansible_diff"):
+        result["diff"] = [{"before_header": step["target"], "after_header": step["target"], "prepared": change["diff"]}
+                          for step in document.get("steps", []) for change in step["changes"] if change["diff"]]
+    if code not in (EXIT_OK, EXIT_PENDING):
+        result.update(failed=True, rc=code, msg="%s%s" % (document.get("error"), "; " + document["fix"] if document.get("fix") else ""))
+    sys.stdout.write(json.dumps(result) + "\n")
     return code
 
 

@@ -15,6 +15,7 @@ import zlib
 
 import pytest
 
+import stackboot as stackboot_module
 from conftest import TOP
 
 SCRIPT = os.path.join(TOP, "stackboot.py")
@@ -55,7 +56,10 @@ def test_user_data_carries_stackboot_whole_and_passes_the_schema(tmp_path):
     carried = files["/usr/local/lib/stackboot/stackboot.py"]   # a module: Python keeps its bytecode
     assert (carried["encoding"], carried["permissions"]) == ("gz+b64", "0644")
     with open(SCRIPT, "rb") as handle:
-        assert zlib.decompress(base64.b64decode(carried["content"]), 47) == handle.read()
+        source = handle.read()
+    copy = zlib.decompress(base64.b64decode(carried["content"]), 47)
+    assert copy == stackboot_module.carried_source(source) and len(copy) < 0.9 * len(source)   # no comments, no docstrings
+    assert b"# ----" not in copy and b"# ----" in source and b"def main(" in copy
     launcher = files["/usr/local/sbin/stackboot"]
     assert launcher["permissions"] == "0755" and "import stackboot" in launcher["content"]
     site = files["/etc/stackboot/site.json"]
@@ -63,9 +67,41 @@ def test_user_data_carries_stackboot_whole_and_passes_the_schema(tmp_path):
     assert json.loads(site["content"]) == {"parameters": {"method": "packages", "master_listen_host": "0.0.0.0"}}
     assert config["runcmd"] == [["python3", "/usr/local/sbin/stackboot", "install", "master"]]
     size = len(result.stdout.encode())
-    assert "user-data: %d bytes (over the 16384 bytes EC2 allows: use --from-url there)" % size in result.stderr
+    assert 65536 < size < 200000   # (as it is today: GCE's 256 KB and NoCloud, not the others)
+    assert "user-data: %d bytes; fits gce, nocloud; too big for azure, ec2, openstack: use --from-url there" % size in result.stderr
     again = stackboot("cloud-init", "master", "--set", "method=packages", "--set", "master_listen_host=0.0.0.0")
     assert again.stdout == result.stdout   # the same input gives the same user-data
+
+
+def test_the_carried_copy_does_what_stackboot_does(tmp_path):
+    """Stripped of comments and docstrings, it plans the same plan, byte for byte."""
+    with open(SCRIPT, "rb") as handle:
+        copy = stackboot_module.carried_source(handle.read())
+    (tmp_path / "carried.py").write_bytes(copy)
+    argv = ["plan", "master", "cli", "--set", "method=packages", "--root", str(tmp_path / "root")]
+    (tmp_path / "root" / "etc").mkdir(parents=True)
+    shutil.copy(os.path.join(TOP, "tests/fixtures/hosts/debian-12/os-release"), str(tmp_path / "root/etc/os-release"))
+    for extra in ([], ["--json"], ["--help"]):
+        original = stackboot(*(argv + extra))
+        carried = subprocess.run([sys.executable, str(tmp_path / "carried.py")] + argv + extra, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, universal_newlines=True)
+        assert (carried.returncode, carried.stdout) == (original.returncode, original.stdout), extra
+
+
+@pytest.mark.parametrize("target,fits", [("ec2", False), ("azure", False), ("openstack", False), ("gce", True), ("nocloud", True)])
+def test_each_cloud_counts_the_user_data_its_own_way(target, fits):
+    result = stackboot("cloud-init", "master", "--set", "method=packages", "--target", target)
+    assert result.returncode == (0 if fits else 64), result.stderr
+    if not fits:
+        how, limit, _ = stackboot_module.CLOUD_TARGETS[target]
+        assert ("and %s takes at most %d" % (target, limit)) in result.stderr and "give --from-url URL --sha256 HEX" in result.stderr
+        assert result.stdout == ""
+    small = stackboot("cloud-init", "master", "--set", "method=packages", "--target", target,
+                      "--from-url", "https://example.org/stackboot.py", "--sha256", "a" * 64)
+    assert small.returncode == 0 and "fits every cloud" in small.stderr
+    text = small.stdout
+    assert stackboot_module.cloud_size(text, "openstack") == len(base64.b64encode(text.encode())) > len(text.encode())
+    assert stackboot_module.clouds_fitting(text) == sorted(stackboot_module.CLOUD_TARGETS)
 
 
 @need_cloud_init

@@ -12,6 +12,7 @@ import os
 import pytest
 
 from conftest import TESTS, FakeTools, RecordingRunner, run_main
+from test_json import document
 
 UNAME = ("Linux", "x86_64")
 REPO = "sw.example.org"
@@ -288,6 +289,11 @@ def test_publish_is_the_cvmfs_publish_role_converged_once(host, fs, plan_spy):
     assert code == 0 and "cvmfs-publish" not in out   # a one-shot publish is not an installed role
     code, out, err, runner = stackboot(host, "cvmfs", "publish", REPO, "/work/site")
     assert code == 0 and runner.changes() == [] and "nothing to publish" in out
+    fs.create_file("/work/site/second", contents="v2")
+    code, out, err, runner = stackboot(host, "cvmfs", "publish", REPO, "/work/site", "--json")
+    data = document(out, "cvmfs", 0)   # the publish as data; its progress on stderr
+    assert [step["kind"] for step in data["steps"]] == ["cvmfs-publish"] and data["summary"]["changed"] == 1
+    assert "publish %s: 1 new" % REPO in data["steps"][0]["changes"][0]["summary"]
 
 
 def test_publish_failure_aborts_and_leaves_nothing_open(host, fs):

@@ -81,7 +81,8 @@ def test_plan_runs_no_mutating_command_and_changes_nothing(env, capsys):
     assert "Plan: 11 to change, 0 already right." in out
     assert env.main("plan", "every", "--json") == 0
     data = json.loads(capsys.readouterr().out)
-    assert data["to_change"] == 11 and data["steps"][5]["changes"][0]["action"] == "create"
+    assert data["summary"]["to_change"] == 11 and data["steps"][5]["changes"][0]["action"] == "create"
+    assert data["format_version"] == 1 and data["command"] == "plan" and data["exit_code"] == 0
 
 
 def test_runner_refuses_changes_while_planning():

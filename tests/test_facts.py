@@ -54,7 +54,7 @@ def test_facts_match_the_platform(fs, name):
 def test_facts_command_text_and_json(fs, name, capsys):
     spec = fake_host(fs, name)
     assert stackboot.main(["facts", "--json"], uname=(spec["system"], spec["machine"])) == 0
-    data = json.loads(capsys.readouterr().out)
+    data = json.loads(capsys.readouterr().out)["facts"]
     assert data["platform"] == spec["expected"]["platform"] and data["package_manager"] == spec["expected"]["package_manager"]
     assert stackboot.main(["facts"], uname=(spec["system"], spec["machine"])) == 0
     text = capsys.readouterr().out

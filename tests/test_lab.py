@@ -18,6 +18,7 @@ import pytest
 
 from conftest import TOP, run_main
 from stackboot import topology
+from test_json import document
 
 pytestmark = [pytest.mark.root]
 
@@ -150,6 +151,11 @@ def test_lab_up_down_up_destroy(workdir):
         assert re.match(r"^ +master says: chunk servers: %s\.2\d 9422 \d %s " % (SUBNET, re.escape(labels)), lines[at + 1]), out
     assert "master says: metadata backup loggers: %s.12 " % SUBNET in out
     assert "master says: active mounts, parameters: " in out and "%s.31 %s " % (SUBNET, client1) in out
+    code, out, err = stackboot("lab", "status", "--dir", labdir, "--json")
+    data = document(out, "lab", 0)   # the same, as data
+    assert data["lab"]["name"] == NAME and [node["name"] for node in data["nodes"]] == list(nodes)
+    assert data["nodes"][0]["running"] == ["moosefs-master running"]
+    assert any(line.startswith("master says: chunk servers: %s.21 " % SUBNET) for line in data["nodes"][3]["reported"])
 
     code, out, err = stackboot("lab", "up", cluster_file, "--dir", labdir)
     assert code == 0 and out.splitlines()[-1].endswith("; 0 changed."), out + err
