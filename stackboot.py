@@ -1662,6 +1662,7 @@ class Profile:
         self.recover = data.get("recover")
         self.summary = data.get("summary", [])   # lines printed after an install: where to find what it made
         self.status = data.get("status")          # argv whose output tells how the cluster sees each address (lab status)
+        self.aliases = data.get("aliases", [])    # names the other nodes reach its host by (cloud-init --cluster: /etc/hosts)
         self.parameters = data.get("parameters", {})
         self.overlays = data.get("overlays", {})
         self.steps = data.get("steps", [])
@@ -1693,7 +1694,7 @@ PARAMETER_SHAPE = {"type": "word", "default": None, "help": "text", "choices": [
                    "items": "word", "min": "int", "max": "int", "allow": "text", "lookup": {"key": "name", "table": {"*": None}},
                    "from_packages": {"names": ["name"], "value": "text", "release": "name", "version": "name",
                                      "when": {"*": None}}}
-PROFILE_SHAPE = {"description": "text", "requires": ["name"], "platforms": ["word"], "platforms_why": "text",
+PROFILE_SHAPE = {"description": "text", "requires": ["name"], "platforms": ["word"], "platforms_why": "text", "aliases": ["text"],
                  "summary": ["text"], "status": "argv", "parameters": {"*": PARAMETER_SHAPE}, "overlays": {"*": {"*": None}},
                  "recover": {"evidence": ["text"], "replaces": ["name"], "steps": [None]}, "steps": [None]}
 PARAM_KEYS = set(PARAMETER_SHAPE)
@@ -1870,6 +1871,7 @@ class Library:
             for member in self.closure([profile.name]):
                 known |= set(member.parameters)
             for where, value in [("$.overlays", profile.overlays), ("$.summary", profile.summary), ("$.status", profile.status),
+                                 ("$.aliases", profile.aliases),
                                  ("$.recover.evidence", (profile.recover or {}).get("evidence", [])),
                                  ("$.parameters", {k: v.get("default") for k, v in profile.parameters.items()})]:
                 for ref in template_refs(value):
@@ -3707,6 +3709,88 @@ class LineStep(Step):
             uid, gid = self.resolved_ids(run)
             mode = parse_mode(self.args.get("mode") or "0644")
         run.host.write_file(self.args["path"], new.encode("utf-8"), mode, uid, gid)
+
+
+def own_address():
+    """This host's own address (not loopback): the one its default route leaves from (a UDP
+    connect sends nothing), else the first local one the kernel lists; None when it has none."""
+    import socket
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("192.0.2.1", 9))   # TEST-NET-1: never answered, only routed
+            return probe.getsockname()[0]
+    except OSError:
+        pass
+    try:
+        with open("/proc/net/fib_trie") as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return None
+    for before, line in zip(lines, lines[1:]):
+        if line.strip() == "/32 host LOCAL" and not before.split()[-1].startswith("127."):
+            return before.split()[-1]
+    return None
+
+
+@step_kind
+class HostNameStep(Step):
+    """A name in /etc/hosts, for hosts without DNS: `address` (default: this host's own, never
+    loopback: MooseFS chunkservers refuse a master on 127.x). `unless_resolves`: only where the
+    name does not resolve already (the resolver is asked; under --root, the root's /etc/hosts)."""
+
+    kind = "host-name"
+    schema = {"name": Field("host", required=True), "address": Field("host", help="default: this host's own address"),
+              "unless_resolves": Field("bool", default=False)}
+    keeps = "a name other software may use by now"
+    HOSTS = "/etc/hosts"
+
+    def entries(self, run):
+        """{name: address} as /etc/hosts says (the first line naming it wins, as for the resolver)."""
+        found = {}
+        for line in as_text(run.host.read(self.HOSTS) or b"").splitlines():
+            words = line.split("#", 1)[0].split()
+            for name in words[1:]:
+                found.setdefault(name, words[0])
+        return found
+
+    def resolves(self, run):
+        if run.host.root != "/":
+            return False
+        import socket
+        try:
+            return bool(socket.getaddrinfo(self.args["name"], None))
+        except (OSError, UnicodeError):
+            return False
+
+    def check(self, run):
+        name, entries = self.args["name"], self.entries(run)
+        if IPV4_RE.match(name) or ":" in name:   # an address needs no name
+            return []
+        if self.args.get("unless_resolves") and (name in entries or self.resolves(run)):
+            return []
+        address = self.args.get("address") or own_address()
+        if address is None:
+            return [Change("!", "%s does not resolve, and this host has no address but loopback to give it" % name)]
+        if entries.get(name) == address:
+            return []
+        return [Change("+" if name not in entries else "~", "%s -> %s in %s%s" % (
+            name, address, self.HOSTS, " (was %s)" % entries[name] if name in entries else ""), action="add")]
+
+    def apply(self, run, changes):
+        name, address = self.args["name"], self.args.get("address") or own_address()
+        current = as_text(run.host.read(self.HOSTS) or b"")
+        lines = []
+        for line in current.splitlines():   # the name leaves any line that gave it another address
+            words = line.split("#", 1)[0].split()
+            if name in words[1:]:
+                rest = [word for word in words[1:] if word != name]
+                if not rest:
+                    continue
+                line = " ".join([words[0]] + rest)
+            lines.append(line)
+        lines.append("%s %s" % (address, name))
+        st = run.host.stat(self.HOSTS)
+        run.host.write_file(self.HOSTS, ("\n".join(lines) + "\n").encode(), st.st_mode & 0o7777 if st else 0o644)
 
 
 class RepositoryFormat:
@@ -6253,7 +6337,7 @@ def gzip_bytes(data):
     return packer.compress(data) + packer.flush()
 
 
-def cloud_config(roles, parameters, source=None, url=None, digest=None):
+def cloud_config(roles, parameters, source=None, url=None, digest=None, hostname=None, hosts=()):
     """#cloud-config user-data (JSON is YAML) that installs stackboot as the host keeps it (a
     module and its launcher) and installs the roles.
 
@@ -6273,6 +6357,9 @@ def cloud_config(roles, parameters, source=None, url=None, digest=None):
                       "content": base64.b64encode(gzip_bytes(carried_source(source))).decode("ascii")})
     commands.append(["python3", LAUNCHER, "install"] + list(roles))
     body = {"write_files": files, "runcmd": commands}
+    if hostname:   # a cluster's node: its name, and every node's, without DNS (kept: cloud-init leaves /etc/hosts alone)
+        body.update(hostname=hostname, manage_etc_hosts=False)
+        files.insert(0, {"path": "/etc/hosts", "append": True, "content": "".join(line + "\n" for line in hosts)})
     return "#cloud-config\n# stackboot %s: install %s\n%s\n" % (__version__, " ".join(roles), json.dumps(body, indent=2))
 
 
@@ -6298,6 +6385,7 @@ def cmd_cloud_init(session):
     source = None if args.from_url else own_source()
     sets = parse_sets(args.set)
     targets = []   # (node name, roles, the site file's parameters), each checked by the node's plan now
+    hosts = []     # every node's address and names: its own, and its roles' aliases (mfsmaster for the master)
     if args.cluster:
         cluster = load_cluster(session.library, session.facts, args.cluster)
         for name, node in sorted(cluster.nodes.items()):
@@ -6305,12 +6393,17 @@ def cmd_cloud_init(session):
             given = dict(cluster.data.get("parameters", {}), **node.get("parameters", {}))
             given.update(sets)
             targets.append((name, node["roles"], dict((key, value) for key, value in given.items() if key in plan.values.decls)))
+            names = [name]
+            for alias in [plan.render(alias) for profile in plan.profiles for alias in profile.aliases]:
+                if alias and alias not in names and not IPV4_RE.match(alias) and HOST_RE.match(alias):
+                    names.append(alias)
+            hosts.append("%s %s" % (node["address"], " ".join(names)))
     else:
         make_plan(session.library, args.roles, session.facts, Inputs().add("--set", sets, "strict"), secrets=session.secrets,
                   steps=False)   # the values, checked here; the new host plans its own steps
         targets = [(None, args.roles, sets)]
     for name, roles, parameters in targets:
-        text = cloud_config(roles, parameters, source, args.from_url, digest)
+        text = cloud_config(roles, parameters, source, args.from_url, digest, name, hosts)
         size = len(text.encode())
         fits = clouds_fitting(text)
         if args.target and args.target not in fits:
@@ -8627,6 +8720,10 @@ EMBEDDED_PROFILES = {
   "requires": [
     "moosefs-common"
   ],
+  "aliases": [
+    "mfsmaster",
+    "{{master_host}}"
+  ],
   "recover": {
     "evidence": [
       "{{data_path}}/metadata.mfs",
@@ -8764,6 +8861,15 @@ EMBEDDED_PROFILES = {
       "mode": "0644",
       "header": "# mfsexports.cfg: written by stackboot",
       "template": "{{exports}}"
+    },
+    {
+      "kind": "host-name",
+      "comment": "the name the other daemons and tools on this host use for the master (mfsmaster by default): where no DNS has it, this host's own address",
+      "name": "{{master_host}}",
+      "unless_resolves": true,
+      "when": {
+        "facts.lab": ""
+      }
     },
     {
       "kind": "moosefs-metadata",

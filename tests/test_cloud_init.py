@@ -155,11 +155,21 @@ def test_one_user_data_per_node_of_the_seed_cluster(tmp_path):
         ok, why = valid(os.path.join(out, name))
         assert ok, why
     cs2 = as_cloud_init_reads_it(os.path.join(out, "cs2.yaml"))
-    assert json.loads(cs2["write_files"][0]["content"])["parameters"] == {
+    assert json.loads(cs2["write_files"][1]["content"])["parameters"] == {
         "labels": "M,B", "master_host": "10.42.0.10", "method": "packages"}
     assert cs2["runcmd"][-1] == ["python3", "/usr/local/sbin/stackboot", "install", "chunkserver"]
     master = as_cloud_init_reads_it(os.path.join(out, "master.yaml"))
     assert master["runcmd"][-1][-2:] == ["master", "cli"]
+    # every node reachable by name without DNS, mfsmaster the master (the name MooseFS daemons use by default)
+    seed = json.load(open(os.path.join(TOP, "profiles/clusters/seed.json")))
+    for name, node in seed["nodes"].items():
+        config = as_cloud_init_reads_it(os.path.join(out, name + ".yaml"))
+        assert config["hostname"] == name and config["manage_etc_hosts"] is False
+        hosts = config["write_files"][0]
+        assert hosts["path"] == "/etc/hosts" and hosts["append"] is True
+        assert sorted(hosts["content"].splitlines()) == sorted(
+            "%s %s%s" % (other["address"], other_name, " mfsmaster" if other_name == "master" else "")
+            for other_name, other in seed["nodes"].items())
     assert "cs4.yaml: chunkserver (10.42.0.24)" in result.stdout
 
 
@@ -213,10 +223,10 @@ def boot(node, config):
 @pytest.mark.root
 @pytest.mark.bareroot
 def test_running_the_user_data_again_on_a_booted_host_is_harmless(tmp_path):
-    from cluster import Cluster
+    from cluster import Cluster, wait_for
     from conftest import need_bare_root
     need_bare_root("bookworm")
-    result = stackboot("cloud-init", "master", "--set", "method=packages")
+    result = stackboot("cloud-init", "master", "metalogger", "cli", "--set", "method=packages")
     path = str(tmp_path / "user-data")
     with open(path, "w") as handle:
         handle.write(result.stdout)
@@ -228,6 +238,14 @@ def test_running_the_user_data_again_on_a_booted_host_is_harmless(tmp_path):
         assert first.returncode == 0, first.stdout + first.stderr
         assert "+ moosefs-metadata /var/lib/mfs/metadata.mfs: new cluster" in first.stdout
         assert node.pid_of("/var/lib/mfs/.mfsmaster.lock")
+        # no DNS, no /etc/hosts: mfsmaster, the name the metalogger and the CLI use, is this host's own address
+        assert "+ host-name mfsmaster: mfsmaster -> %s in /etc/hosts" % node.ip in first.stdout
+        with open(node.path("/etc/hosts")) as handle:
+            assert handle.read() == "%s mfsmaster\n" % node.ip
+        wait_for("the metalogger's copy of the metadata", lambda: os.path.exists(node.path("/var/lib/mfs/metadata_ml.mfs.back")))
+        assert node.run(["mfscli", "-SIN"], check=False).returncode == 0
+        cached = os.listdir(node.path("/usr/local/lib/stackboot/__pycache__"))   # the installed copy keeps its bytecode
+        assert [name for name in cached if name.startswith("stackboot.cpython-") and name.endswith(".pyc")], cached
         again = boot(node, config)[-1]
         assert again.returncode == 0 and again.stdout.splitlines()[-1].startswith("Install: 0 changed"), again.stdout
         with open(node.path("/etc/stackboot/site.json")) as handle:

@@ -68,6 +68,7 @@ def profile(version):
                 {"kind": "line", "path": "/etc/hosts", "line": "10.0.0.1 widgets"},
                 {"kind": "download", "id": "tarball", "url": "file://" + BUILD, "sha256": hashlib.sha256(tarball()).hexdigest(),
                  "dest": "/var/cache/widget.tar"},
+                {"kind": "host-name", "name": "widget-master", "address": "10.9.9.%d" % version},
                 {"kind": "moosefs-upgrade", "data_path": "/srv/widget", "version": str(version), "backups": "/srv/widget.backups"},
                 {"kind": "build", "name": "widget", "archive": "/var/cache/widget.tar", "version": str(version),
                  "configure": ["--prefix=/usr"], "replaces": ["widget-pkg"]},

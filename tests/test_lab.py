@@ -186,9 +186,12 @@ def test_lab_up_down_up_destroy(workdir):
 
     pids = lab_pids()
     assert len(pids) >= 9
-    code, out, err = stackboot("lab", "destroy", "--dir", labdir)
+    code, out, err = stackboot("lab", "destroy", "--dir", labdir, "--json")
     assert code == 0, out + err
-    assert "Lab %s destroyed: 9 stopped" % NAME in out
+    assert "Lab %s destroyed: 9 stopped" % NAME in err   # (--json: the text is progress, on stderr)
+    destroyed = document(out, "lab", 0)
+    assert {step["node"] for step in destroyed["steps"] if "node" in step} == set(nodes)
+    assert any(step["kind"] == "netns" and step["changes"][0]["action"] == "remove" for step in destroyed["steps"])
     assert namespaces() == [] and not os.path.exists("/run/netns/sb-%s-switch" % NAME)
     assert mounts_under(workdir) == []
     assert not any(alive(pid) for pid in pids)

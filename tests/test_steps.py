@@ -436,6 +436,26 @@ def test_new_client_software_remounts_a_mount_and_a_busy_one_stays_pending(fakef
     assert h.converge() == [["umount", "/mnt/mfs"], ["mount", "/mnt/mfs"]]
 
 
+def test_a_name_in_etc_hosts_where_nothing_else_resolves_it(fakefs, monkeypatch):
+    fakefs.create_file("/etc/hosts", contents="127.0.0.1 localhost\n127.0.1.1 node1 mfsmaster old\n# mfsmaster in a comment\n")
+    monkeypatch.setattr(stackboot, "own_address", lambda: "10.1.2.3")
+    h = Harness([{"kind": "host-name", "name": "mfsmaster"}])   # 127.0.1.1 is loopback to the chunkservers: replaced
+    assert h.plan() == ["~ host-name mfsmaster: mfsmaster -> 10.1.2.3 in /etc/hosts (was 127.0.1.1)"]
+    h.converge()
+    assert open("/etc/hosts").read() == ("127.0.0.1 localhost\n127.0.1.1 node1 old\n# mfsmaster in a comment\n"
+                                         "10.1.2.3 mfsmaster\n")
+    assert Harness([{"kind": "host-name", "name": "10.0.0.7"}]).plan() == []   # an address needs no name
+    assert Harness([{"kind": "host-name", "name": "node1", "unless_resolves": True}]).plan() == []   # /etc/hosts has it
+    monkeypatch.setattr(stackboot.HostNameStep, "resolves", lambda self, run: self.args["name"] == "in-dns")
+    assert Harness([{"kind": "host-name", "name": "in-dns", "unless_resolves": True}]).plan() == []
+    h = Harness([{"kind": "host-name", "name": "cs1", "address": "10.1.2.21"}, {"kind": "host-name", "name": "cs2", "address": "10.1.2.22"}])
+    assert h.plan() == ["+ host-name cs1: cs1 -> 10.1.2.21 in /etc/hosts", "+ host-name cs2: cs2 -> 10.1.2.22 in /etc/hosts"]
+    h.converge()
+    monkeypatch.setattr(stackboot, "own_address", lambda: None)
+    assert Harness([{"kind": "host-name", "name": "nowhere", "unless_resolves": True}]).plan() == [
+        "! host-name nowhere: nowhere does not resolve, and this host has no address but loopback to give it"]
+
+
 def test_a_reused_pid_is_not_the_daemon():
     """A daemon's pidfile can outlive it and its pid be handed to another process."""
     with open("/proc/self/cmdline", "rb") as handle:
