@@ -3386,13 +3386,14 @@ class PackagesStep(Step):
 class GroupStep(Step):
     machine_wide = True
     kind = "group"
-    schema = {"name": Field("name", required=True), "gid": Field("int"), "system": Field("bool", default=True)}
+    schema = {"name": Field("name", required=True), "gid": Field("int"), "system": Field("bool", default=True),
+              "keep_existing_id": Field("bool", default=False, help="the gid is for creating the group: an existing one keeps its own")}
 
     def check(self, run):
         row = run.host.table("group").get(self.args["name"])
         if row is None:
-            return [Change("+", "create group %s" % self.args["name"])]
-        if self.args.get("gid") is not None and row[2] != str(self.args["gid"]):
+            return [Change("+", "create group %s%s" % (self.args["name"], " (gid %s)" % self.args["gid"] if self.args.get("gid") else ""))]
+        if self.args.get("gid") is not None and row[2] != str(self.args["gid"]) and not self.args.get("keep_existing_id"):
             return [Change("!", "group exists with gid %s, not %s; stackboot never renumbers groups" % (row[2], self.args["gid"]))]
         return []
 
@@ -3407,7 +3408,8 @@ class UserStep(Step):
     kind = "user"
     schema = {"name": Field("name", required=True), "uid": Field("int"), "group": Field("name"),
               "home": Field("path"), "shell": Field("path"), "comment": Field("text"),
-              "system": Field("bool", default=True)}
+              "system": Field("bool", default=True),
+              "keep_existing_id": Field("bool", default=False, help="the uid is for creating the user: an existing one keeps its own")}
 
     def wanted_fields(self):
         wanted = {}
@@ -3421,14 +3423,15 @@ class UserStep(Step):
     def check(self, run):
         row = run.host.table("passwd").get(self.args["name"])
         if row is None:
-            return [Change("+", "create user %s" % self.args["name"], action="create")]
+            return [Change("+", "create user %s%s" % (self.args["name"], " (uid %s)" % self.args["uid"] if self.args.get("uid") else ""),
+                           action="create")]
         current = {"uid": row[2], "comment": row[4] if len(row) > 4 else "",
                    "home": row[5] if len(row) > 5 else "", "shell": row[6] if len(row) > 6 else ""}
         group = self.args.get("group")
         differ = [key for key, value in self.wanted_fields().items() if key not in ("group", "uid") and current.get(key) != value]
         if group is not None and run.host.gid(group) != int(row[3]):
             differ.append("group")
-        if self.args.get("uid") is not None and current["uid"] != str(self.args["uid"]):
+        if self.args.get("uid") is not None and current["uid"] != str(self.args["uid"]) and not self.args.get("keep_existing_id"):
             return [Change("!", "user exists with uid %s, not %s; stackboot never renumbers users" % (current["uid"], self.args["uid"]))]
         if differ and current["uid"] == "0":
             return [Change("!", "%s is the superuser (uid 0): stackboot never changes its %s" % (self.args["name"], ", ".join(differ)))]
@@ -7540,7 +7543,8 @@ EMBEDDED_PROFILES = {
         "#!/bin/sh",
         "#",
         "# PROVIDE: mfschunkserver",
-        "# REQUIRE: NETWORKING",
+        "# REQUIRE: DAEMON",
+        "# BEFORE: mountlate",
         "# KEYWORD: shutdown",
         "#",
         "# Written by stackboot for a MooseFS source build.",
@@ -7554,6 +7558,7 @@ EMBEDDED_PROFILES = {
         "",
         ": ${mfschunkserver_enable:=\"NO\"}",
         ": ${mfschunkserver_config:=\"{{config_dir}}/mfschunkserver.cfg\"}",
+        "required_files=\"${mfschunkserver_config}\"",
         "",
         "command=\"{{sbin_dir}}/mfschunkserver\"",
         "command_args=\"-c ${mfschunkserver_config} start\"",
@@ -8617,7 +8622,7 @@ EMBEDDED_PROFILES = {
         "#!/bin/sh",
         "#",
         "# PROVIDE: mfsgui",
-        "# REQUIRE: NETWORKING",
+        "# REQUIRE: DAEMON",
         "# KEYWORD: shutdown",
         "",
         ". /etc/rc.subr",
@@ -8626,6 +8631,7 @@ EMBEDDED_PROFILES = {
         "rcvar=\"mfsgui_enable\"",
         "load_rc_config $name",
         ": ${mfsgui_enable:=\"NO\"}",
+        "required_files=\"{{config_dir}}/mfsgui.cfg\"",
         "command=\"{{sbin_dir}}/mfsgui\"",
         "command_args=\"-c {{config_dir}}/mfsgui.cfg start\"",
         "pidfile=\"{{data_path}}/.mfsgui.lock\"",
@@ -8928,7 +8934,8 @@ EMBEDDED_PROFILES = {
         "#!/bin/sh",
         "#",
         "# PROVIDE: mfsmaster",
-        "# REQUIRE: NETWORKING",
+        "# REQUIRE: DAEMON",
+        "# BEFORE: mountlate",
         "# KEYWORD: shutdown",
         "#",
         "# Written by stackboot for a MooseFS source build.",
@@ -8942,6 +8949,7 @@ EMBEDDED_PROFILES = {
         "",
         ": ${mfsmaster_enable:=\"NO\"}",
         ": ${mfsmaster_config:=\"{{config_dir}}/mfsmaster.cfg\"}",
+        "required_files=\"${mfsmaster_config}\"",
         "",
         "command=\"{{sbin_dir}}/mfsmaster\"",
         "command_args=\"-c ${mfsmaster_config} start\"",
@@ -9133,7 +9141,7 @@ EMBEDDED_PROFILES = {
         "#!/bin/sh",
         "#",
         "# PROVIDE: mfsmetalogger",
-        "# REQUIRE: NETWORKING",
+        "# REQUIRE: DAEMON",
         "# KEYWORD: shutdown",
         "#",
         "# Written by stackboot for a MooseFS source build.",
@@ -9147,6 +9155,7 @@ EMBEDDED_PROFILES = {
         "",
         ": ${mfsmetalogger_enable:=\"NO\"}",
         ": ${mfsmetalogger_config:=\"{{config_dir}}/mfsmetalogger.cfg\"}",
+        "required_files=\"${mfsmetalogger_config}\"",
         "",
         "command=\"{{sbin_dir}}/mfsmetalogger\"",
         "command_args=\"-c ${mfsmetalogger_config} start\"",
@@ -9359,6 +9368,20 @@ EMBEDDED_PROFILES = {
       "pattern": "[a-z_][a-z0-9_-]{0,31}",
       "help": "group the MooseFS daemons run as"
     },
+    "working_uid": {
+      "type": "int",
+      "default": null,
+      "min": 1,
+      "max": 4294967294,
+      "help": "the working user's uid when stackboot creates it (an existing user keeps its own; FreeBSD: the ports' 925)"
+    },
+    "working_gid": {
+      "type": "int",
+      "default": null,
+      "min": 1,
+      "max": 4294967294,
+      "help": "the working group's gid when stackboot creates it (an existing group keeps its own; FreeBSD: the ports' 925)"
+    },
     "working_home": {
       "type": "path",
       "default": "{{data_path}}",
@@ -9548,7 +9571,9 @@ EMBEDDED_PROFILES = {
         "pkgconf",
         "fusefs-libs3"
       ],
-      "repo_url": "https://repository.moosefs.com/moosefs-4/freebsd/{{facts.major}}"
+      "repo_url": "https://repository.moosefs.com/moosefs-4/freebsd/{{facts.major}}",
+      "working_uid": 925,
+      "working_gid": 925
     },
     "lab": {
       "config_dir": "{{facts.lab}}/etc/mfs",
@@ -9559,14 +9584,18 @@ EMBEDDED_PROFILES = {
   "steps": [
     {
       "kind": "group",
-      "name": "{{working_group}}"
+      "name": "{{working_group}}",
+      "gid": "{{working_gid}}",
+      "keep_existing_id": true
     },
     {
       "kind": "user",
       "name": "{{working_user}}",
       "group": "{{working_group}}",
       "home": "{{working_home}}",
-      "shell": "{{nologin_shell}}"
+      "shell": "{{nologin_shell}}",
+      "uid": "{{working_uid}}",
+      "keep_existing_id": true
     },
     {
       "kind": "directory",

@@ -178,7 +178,7 @@ def test_group_and_user_created_then_left_alone(fakefs):
     h = Harness([{"kind": "group", "name": "mfs", "gid": 420},
                  {"kind": "user", "name": "mfs", "uid": 420, "group": "mfs", "home": "/var/lib/mfs",
                   "shell": "/usr/sbin/nologin"}])
-    assert h.plan() == ["+ group mfs: create group mfs", "+ user mfs: create user mfs"]
+    assert h.plan() == ["+ group mfs: create group mfs (gid 420)", "+ user mfs: create user mfs (uid 420)"]
     assert h.converge() == [
         ["groupadd", "--system", "-g", "420", "mfs"],
         ["useradd", "--system", "--no-create-home", "-u", "420", "-g", "mfs", "-d", "/var/lib/mfs", "-s",
@@ -193,6 +193,22 @@ def test_user_shell_drift_is_fixed_with_usermod(fakefs):
     h = Harness([{"kind": "user", "name": "mfs", "home": "/var/lib/mfs", "shell": "/usr/sbin/nologin"}])
     assert h.plan() == ["~ user mfs: shell -> /usr/sbin/nologin"]
     assert h.converge() == [["usermod", "-d", "/var/lib/mfs", "-s", "/usr/sbin/nologin", "mfs"]]
+
+
+def test_a_fixed_id_is_for_creating_an_existing_user_keeps_its_own(fakefs):
+    """FreeBSD's ports give mfs uid and gid 925: stackboot creates it so, and leaves an mfs user
+    another tool made (renumbering would orphan every file it owns)."""
+    h = Harness([{"kind": "group", "name": "mfs", "gid": 925, "keep_existing_id": True},
+                 {"kind": "user", "name": "mfs", "uid": 925, "group": "mfs", "keep_existing_id": True}], facts=FREEBSD)
+    assert h.plan() == ["+ group mfs: create group mfs (gid 925)", "+ user mfs: create user mfs (uid 925)"]
+    assert h.converge() == [["pw", "groupadd", "mfs", "-g", "925"], ["pw", "useradd", "mfs", "-u", "925", "-g", "mfs"]]
+    with open("/etc/group", "w") as handle:
+        handle.write("root:x:0:\nmfs:x:1001:\n")
+    with open("/etc/passwd", "w") as handle:
+        handle.write("root:x:0:0:root:/root:/bin/sh\nmfs:x:1001:1001::/var/mfs:/usr/sbin/nologin\n")
+    assert h.plan() == []
+    assert Harness([{"kind": "group", "name": "mfs", "gid": 925}], facts=FREEBSD).plan() == [
+        "! group mfs: group exists with gid 1001, not 925; stackboot never renumbers groups"]
 
 
 def test_user_with_other_uid_is_refused(fakefs):
