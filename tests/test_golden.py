@@ -19,12 +19,12 @@ HOSTS = os.path.join(TESTS, "fixtures", "hosts")
 GOLDEN = os.path.join(TESTS, "golden")
 FAKE_KEY = "-----BEGIN PGP PUBLIC KEY BLOCK-----\nfake MooseFS key for the golden tests\n-----END PGP PUBLIC KEY BLOCK-----\n"
 ROLE_SETS = [["master"], ["metalogger"], ["chunkserver"], ["client"], ["gui"], ["cli"], ["master", "metalogger", "gui", "cli"]]
-CASES = [(host, roles, method) for host in ("freebsd-13", "freebsd-14", "rocky-9") for roles in ROLE_SETS
+CASES = [(host, roles, method) for host in ("freebsd-13", "freebsd-14", "rocky-9", "ubuntu-22.04") for roles in ROLE_SETS
          for method in ("packages", "source")]
 # Stores (method names the case; the sets below say what it installs).
 CASES += [("freebsd-14", ["zfs-store"], "zfs"), ("freebsd-14", ["zfs-store", "chunkserver"], "zfs")]
 # CernVM-FS (Linux only): a server (one case with its storage and spool on ZFS datasets) and a client.
-CASES += [(host, roles, method) for host in ("rocky-9", "ubuntu-24.04")
+CASES += [(host, roles, method) for host in ("rocky-9", "ubuntu-22.04", "ubuntu-24.04")
           for roles, method in ((["cvmfs-server"], "cvmfs"), (["cvmfs-client"], "cvmfs"))]
 CASES += [("ubuntu-24.04", ["cvmfs-server"], "cvmfs-zfs")]
 FAKE_RELEASE = b"fake cvmfs-release package for the golden tests\n"
@@ -33,7 +33,7 @@ STORE_SETS = ["--set", "zfs_pool=tank", "--set", "zfs_datasets=images,volumes"]
 CHUNKS_ON_ZFS = ["--set", "method=packages", "--set", "master_host=10.1.0.1", "--set", "disk_store=zfs-dataset",
                  "--set", "disk_dataset_root=tank/mfs", "--set", "disks=/srv/mfs/hdd1 100GiB,/srv/mfs/hdd2"]
 FIXTURES = {}
-for _host in ("freebsd-13", "freebsd-14", "rocky-9", "ubuntu-24.04"):
+for _host in ("freebsd-13", "freebsd-14", "rocky-9", "ubuntu-22.04", "ubuntu-24.04"):
     with open(os.path.join(HOSTS, _host, "host.json")) as _handle, open(os.path.join(HOSTS, _host, "os-release")) as _release:
         FIXTURES[_host] = (json.load(_handle), _release.read())
 
