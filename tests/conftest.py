@@ -80,6 +80,21 @@ class FakeTools:
             return 127, "", "%s: command not found (fake)" % argv[0]
         return method(argv[1:])
 
+    def tool_grep(self, args):
+        """grep -q[s][x] PATTERN FILE...: a fixed line (-x) or a substring, in any of the files."""
+        flags = "".join(arg[1:] for arg in args if arg.startswith("-"))
+        words = [arg for arg in args if not arg.startswith("-")]
+        pattern, files = words[0], words[1:]
+        for name in files:
+            try:
+                with open(self.path(name)) as handle:
+                    lines = handle.read().splitlines()
+            except OSError:
+                continue
+            if any(line == pattern if "x" in flags else pattern in line for line in lines):
+                return 0, "", ""
+        return 1, "", ""
+
     def tool_dpkg(self, args):
         """dpkg --configure -a: finishes what an interrupted dpkg left in its journal."""
         assert args == ["--configure", "-a"], args

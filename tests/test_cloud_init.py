@@ -242,7 +242,9 @@ def test_running_the_user_data_again_on_a_booted_host_is_harmless(tmp_path):
         assert "+ host-name mfsmaster: mfsmaster -> %s in /etc/hosts" % node.ip in first.stdout
         with open(node.path("/etc/hosts")) as handle:
             assert handle.read() == "%s mfsmaster\n" % node.ip
-        wait_for("the metalogger's copy of the metadata", lambda: os.path.exists(node.path("/var/lib/mfs/metadata_ml.mfs.back")))
+        # what the metalogger downloads from the master once connected (metadata_ml.*, changelog_ml_back.*)
+        wait_for("the metalogger's copies from the master", lambda: [name for name in os.listdir(node.path("/var/lib/mfs"))
+                                                                     if name.startswith(("metadata_ml", "changelog_ml_back"))])
         assert node.run(["mfscli", "-SIN"], check=False).returncode == 0
         cached = os.listdir(node.path("/usr/local/lib/stackboot/__pycache__"))   # the installed copy keeps its bytecode
         assert [name for name in cached if name.startswith("stackboot.cpython-") and name.endswith(".pyc")], cached
