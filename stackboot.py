@@ -7143,7 +7143,7 @@ def ansible_module(path, runner=None, uname=None):
         sys.stdout.write(json.dumps(result) + "\n")
         return EXIT_BAD_INPUT
     check = given.get("_ansible_check_mode", False)
-    argv = ["plan" if check else "install" if state == "present" else "uninstall"] + [str(role) for role in given["roles"]]
+    argv = ["plan" if check else "install" if state == "present" else "uninstall"]
     argv += ["--uninstall"] if check and state == "absent" else []
     for name, value in sorted(given.get("set", {}).items()):
         text = json.dumps(value) if isinstance(value, (list, dict)) else render_scalar(value)
@@ -7156,6 +7156,7 @@ def ansible_module(path, runner=None, uname=None):
         flags.update(repair="--repair", force="--force")
     argv += [flag for key, flag in sorted(flags.items()) if given.get(key)]
     argv += ["--yes", "--json"]   # (nobody is there to answer: the playbook's purge_data is the yes)
+    argv += ["--"] + [str(role) for role in given["roles"]]   # a role is never an option ("--root=/")
     import contextlib
     import io
     stdout, stderr = io.StringIO(), io.StringIO()

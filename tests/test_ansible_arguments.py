@@ -12,7 +12,8 @@ from conftest import FakeTools, RecordingRunner, run_main
 from test_adversarial import snapshot
 from test_one_plan import fixture_root
 
-PAYLOADS = ["", "master\n", "master; rm -rf /", "../../etc", "'\"`$(id)`", " ", "\x00", "é" * 3, "a" * 5000, "--json", "-v"]
+PAYLOADS = ["", "master\n", "master; rm -rf /", "../../etc", "'\"`$(id)`", " ", "\x00", "é" * 3, "a" * 5000, "--json", "-v",
+            "--root=/", "--profiles=/tmp"]
 WRONG_TYPES = [None, 1, 1.5, True, [], {}, [[[[[[]]]]]], {"a": {"b": {"c": {}}}}]
 GOOD = {"roles": ["cli"], "set": {"method": "packages"}}
 
