@@ -8324,6 +8324,8 @@ EMBEDDED_PROFILES = {
                   "[Install]", "WantedBy=timers.target"]},
     {"kind": "service", "for_each": "{{repositories}}", "as": "repo", "when": {"facts.init": "systemd"},
      "name": "stackboot-cvmfs-resign@{{repo}}.timer", "restart_on": ["cvmfs-resign-timer"]},
+    {"kind": "directory", "path": "/var/log/cvmfs", "mode": "0755", "when": {"garbage_collection": true},
+     "comment": "gc -a logs there and fails (rc 2) without it; the package makes it, a build or an old install may not"},
     {"kind": "file", "id": "cvmfs-gc-unit", "when": {"facts.init": "systemd", "garbage_collection": true},
      "path": "/etc/systemd/system/stackboot-cvmfs-gc.service",
      "template": ["[Unit]", "Description=Collect old CernVM-FS revisions (written by stackboot)", "",

@@ -286,6 +286,8 @@ class Cvmfs:
         return self.result(0)
 
     def server_gc(self, args):
+        if "-a" in args and not os.path.isdir(self.path("/var/log/cvmfs")):   # as 2.11.5: its log lives there
+            return self.failed("cannot write /var/log/cvmfs/gc.log", rc=2)
         return self.result(0)
 
     def server_mount(self, args):

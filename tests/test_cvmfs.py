@@ -86,6 +86,9 @@ def test_server_creates_each_repository_once_and_converges(host):
         assert host.units[unit]["enabled"] and host.units[unit]["active"], unit
     assert host.units["stackboot-cvmfs-mount.service"]["enabled"]
     assert "OnCalendar=weekly" in read("/etc/systemd/system/stackboot-cvmfs-resign@.timer").decode()
+    gc = read("/etc/systemd/system/stackboot-cvmfs-gc.service").decode()
+    argv = [line for line in gc.splitlines() if line.startswith("ExecStart=")][0][len("ExecStart="):].split()
+    assert os.path.basename(argv[0]) == "cvmfs_server" and host.cvmfs().server(argv[1:])[0] == 0   # its log directory is there
     digest = hashlib.sha256(pub).hexdigest()
     assert "CVMFS repository %s: clients need" % REPO in out
     assert "  CVMFS_SERVER_URL=http://localhost/cvmfs/@fqrn@" in out
