@@ -3328,40 +3328,54 @@ class PackagesStep(Step):
         run.packages.want(self.args["names"])
 
     def check(self, run):
-        names, wanted = self.args["names"], self.args.get("version")
-        missing = run.packages.missing(names)
+        missing = run.packages.missing(self.args["names"])
         changes = [Change("~", "finish the package install an earlier run left half-done (%s)" % " ".join(
             run.packages.repair_argv), action="repair")] if run.packages.interrupted() else []
-        build = run.state.build(self.args.get("replaces_build") or "")
-        staying = sorted(set(build.get("roles") or []) - run.roles) if build and run.roles is not None else []
-        if staying:   # one build serves them all: it goes for all of them, or stays
-            return changes + [Change("!", "build %s also serves %s, which this run leaves on it (the packages would take its "
-                                          "place under %s too): switch them in one run (stackboot install %s with the same "
-                                          "--set), or keep %s built" % (self.args["replaces_build"], ", ".join(staying), staying[0],
-                                                                        " ".join(sorted(run.roles | set(staying))), self.profile.name))]
-        if build:
-            changes.append(Change("-", "remove the %d files build %s %s installed: these packages replace it (the "
-                                  "configuration and the data stay)" % (len(build["files"]), self.args["replaces_build"],
-                                                                         build.get("version") or ""), action="unbuild"))
-            overwritten = sorted(set(run.packages.owners(build["files"]).values()))
-            if overwritten:   # an older stackboot built over them
-                changes.append(Change("~", "reinstall %s: the build overwrote their files" % " ".join(overwritten), action="reinstall"))
-        if wanted and not run.packages.index_missing():   # (a fresh host's index: the install fetches it, then pins)
-            goal = run.packages.goal_versions(names, self.args.get("release"), wanted)
-            versions = run.packages.installed(names)
-            nowhere = [name for name in names if not goal.get(name)]
-            if nowhere:
-                offer = run.packages.offered(nowhere[:1], self.args.get("release"))[nowhere[0]] or {"versions": {}}
-                return changes + [Change("!", "%s %s: the package sources have no such version (they have: %s)" % (
-                    nowhere[0], wanted, ", ".join(sorted(offer["versions"], key=version_key)) or "none"))]
-            for name in names:
-                if versions.get(name) and goal[name] != versions[name]:
-                    verb = "upgrade" if version_key(goal[name]) > version_key(versions[name]) else "downgrade"
-                    changes.append(Change("~", "%s %s %s -> %s" % (verb, name, versions[name], goal[name]), action="upgrade",
-                                          fetches=["package %s %s" % (name, goal[name])]))
+        changes += self.build_changes(run)
+        if self.args.get("version") and not run.packages.index_missing():   # (a fresh host's index: the install fetches it, then pins)
+            changes += self.version_changes(run)
+            goal = run.packages.goal_versions(missing, self.args.get("release"), self.args["version"]) if missing else {}
             missing = ["%s=%s" % (name, goal[name]) for name in missing]
+        if any(change.symbol == "!" for change in changes):
+            return changes
         return changes + ([Change("+", "install " + " ".join(missing), action="install",
                                   fetches=["package %s (not installed)" % name for name in missing])] if missing else [])
+
+    def build_changes(self, run):
+        """The build these packages take the place of: it goes first, for every role it serves, or stays."""
+        build = run.state.build(self.args.get("replaces_build") or "")
+        if not build:
+            return []
+        staying = sorted(set(build.get("roles") or []) - run.roles) if run.roles is not None else []
+        if staying:
+            return [Change("!", "build %s also serves %s, which this run leaves on it (the packages would take its place "
+                                "under %s too): switch them in one run (stackboot install %s with the same --set), or keep %s "
+                                "built" % (self.args["replaces_build"], ", ".join(staying), staying[0],
+                                           " ".join(sorted(run.roles | set(staying))), self.profile.name))]
+        changes = [Change("-", "remove the %d files build %s %s installed: these packages replace it (the configuration "
+                               "and the data stay)" % (len(build["files"]), self.args["replaces_build"], build.get("version") or ""),
+                          action="unbuild")]
+        overwritten = sorted(set(run.packages.owners(build["files"]).values()))
+        if overwritten:   # an older stackboot built over them
+            changes.append(Change("~", "reinstall %s: the build overwrote their files" % " ".join(overwritten), action="reinstall"))
+        return changes
+
+    def version_changes(self, run):
+        """Installed packages moved to the version asked for; a version the sources lack refused."""
+        names, wanted, release = self.args["names"], self.args["version"], self.args.get("release")
+        goal, versions = run.packages.goal_versions(names, release, wanted), run.packages.installed(names)
+        nowhere = [name for name in names if not goal.get(name)]
+        if nowhere:
+            offer = run.packages.offered(nowhere[:1], release)[nowhere[0]] or {"versions": {}}
+            return [Change("!", "%s %s: the package sources have no such version (they have: %s)" % (
+                nowhere[0], wanted, ", ".join(sorted(offer["versions"], key=version_key)) or "none"))]
+        changes = []
+        for name in names:
+            if versions.get(name) and goal[name] != versions[name]:
+                verb = "upgrade" if version_key(goal[name]) > version_key(versions[name]) else "downgrade"
+                changes.append(Change("~", "%s %s %s -> %s" % (verb, name, versions[name], goal[name]), action="upgrade",
+                                      fetches=["package %s %s" % (name, goal[name])]))
+        return changes
 
     def apply(self, run, changes):
         if run.packages.interrupted():
