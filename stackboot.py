@@ -221,6 +221,11 @@ def read_bytes(path, limit=None):
         raise
 
 
+def process_name(pid):
+    """What a process calls itself (/proc/PID/comm); "?" once it is gone."""
+    return as_text(read_bytes("/proc/%s/comm" % pid) or b"?").strip()
+
+
 def remove_stale_temps(directory, name):
     """Drop temp files a killed run left beside `name` (they never replaced it)."""
     prefix = "." + name + TEMP_MARK
@@ -347,12 +352,14 @@ def fetch(url, part, out=None, offline=False):
     total = response.headers.get("Content-Length")
     total = int(total) + (have if resumed else 0) if total and total.isdigit() else None
     done = have if resumed else 0
-    last = 0.0
+    last, shown = 0.0, [None]
 
     def show():
-        if out is not None:
-            share = " %3d%%" % (done * 100 // total) if total else ""
-            out.progress("  downloading %s%s (%d KiB)" % (url.rsplit("/", 1)[-1], share, done // 1024))
+        share = " %3d%%" % (done * 100 // total) if total else ""
+        line = "  downloading %s%s (%d KiB)" % (url.rsplit("/", 1)[-1], share, done // 1024)
+        if out is not None and line != shown[0]:   # a small file is done at its first block: one line, not two
+            shown[0] = line
+            out.progress(line)
 
     with response, open(part, "ab" if resumed else "wb") as handle:
         while True:
@@ -1294,13 +1301,14 @@ def detect_facts(host, uname=None):
         "arch": ARCH_NAMES.get(machine, machine),
         "cores": os.cpu_count() or 1,
         "python": "%d.%d.%d" % sys.version_info[:3],
+        "selinux": {b"1": "enforcing", b"0": "permissive"}.get((read_bytes("/sys/fs/selinux/enforce") or b"").strip(), "off"),
         "lab": "",   # a lab node's own directory (see `lab`); empty on a real host
         "address": as_text(host.read("/etc/hostname") or b"").strip() or socket_hostname(),   # how others reach it
     }
 
 
 FACT_NAMES = ("platform", "distro", "version", "major", "codename", "init", "package_manager", "arch", "cores", "python",
-              "lab", "address")
+              "selinux", "lab", "address")
 
 
 def facts_context(facts):
@@ -1314,12 +1322,14 @@ def socket_hostname():
 
 
 def os_matches(facts, selector):
-    """True when an OS selector ("freebsd", "debian", "rhel", "ubuntu-24.04") names this host."""
+    """True when an OS selector ("freebsd", "debian", "rhel", "ubuntu-24.04", "rhel-9") names this
+    host. A versioned one names the family too: rhel-9 is Rocky 9 and AlmaLinux 9, which follow
+    RHEL 9 release for release."""
     names = [facts["platform"], facts["distro"]] + facts["id_like"]
     if selector in names:
         return True
     distro, _, version = selector.partition("-")
-    return bool(version) and distro == facts["distro"] and (
+    return bool(version) and distro in [facts["distro"]] + facts["id_like"] and (
         facts["version"] == version or facts["version"].startswith(version + "."))
 
 
@@ -1659,6 +1669,7 @@ class Profile:
         self.requires = data.get("requires", [])
         self.platforms = data.get("platforms")
         self.platforms_why = data.get("platforms_why")
+        self.refused_on = data.get("refused_on", {})   # {OS selector: why this role cannot run there}
         self.recover = data.get("recover")
         self.summary = data.get("summary", [])   # lines printed after an install: where to find what it made
         self.status = data.get("status")          # argv whose output tells how the cluster sees each address (lab status)
@@ -1694,7 +1705,8 @@ PARAMETER_SHAPE = {"type": "word", "default": None, "help": "text", "choices": [
                    "items": "word", "min": "int", "max": "int", "allow": "text", "lookup": {"key": "name", "table": {"*": None}},
                    "from_packages": {"names": ["name"], "value": "text", "release": "name", "version": "name",
                                      "when": {"*": None}}}
-PROFILE_SHAPE = {"description": "text", "requires": ["name"], "platforms": ["word"], "platforms_why": "text", "aliases": ["text"],
+PROFILE_SHAPE = {"description": "text", "requires": ["name"], "platforms": ["word"], "platforms_why": "text",
+                 "refused_on": {"*": "text"}, "aliases": ["text"],
                  "summary": ["text"], "status": "argv", "parameters": {"*": PARAMETER_SHAPE}, "overlays": {"*": {"*": None}},
                  "recover": {"evidence": ["text"], "replaces": ["name"], "steps": [None]}, "steps": [None]}
 PARAM_KEYS = set(PARAMETER_SHAPE)
@@ -3808,6 +3820,279 @@ class HostNameStep(Step):
         run.host.write_file(self.HOSTS, ("\n".join(lines) + "\n").encode(), st.st_mode & 0o7777 if st else 0o644)
 
 
+PORTS_RE = re.compile(r"^([0-9]{1,5})(?:-([0-9]{1,5}))?/(tcp|udp)\Z")
+
+
+@value_type("ports", "ports and a protocol, like 9422/tcp or 9419-9421/tcp")
+def type_ports(value, decl):
+    match = PORTS_RE.match(value) if isinstance(value, str) else None
+    low, high = (int(match.group(1)), int(match.group(2) or match.group(1))) if match else (0, 0)
+    if not match or not 1 <= low <= high <= 65535:
+        raise ValueError("expected PORT/tcp, PORT-PORT/tcp or the same with udp, got %s" % json.dumps(value))
+    return value
+
+
+def port_spans(items):
+    """["9419/tcp", "9420/tcp", "9421/tcp"] -> [(9419, 9421, "tcp")]: what a firewall opens as one rule."""
+    ports = set()
+    for item in items:
+        low, high, protocol = PORTS_RE.match(item).groups()
+        ports.update((protocol, port) for port in range(int(low), int(high or low) + 1))
+    spans = []
+    for protocol, port in sorted(ports):
+        if spans and spans[-1][2] == protocol and spans[-1][1] == port - 1:
+            spans[-1] = (spans[-1][0], port, protocol)
+        else:
+            spans.append((port, port, protocol))
+    return spans
+
+
+def span_text(span, dash="-"):
+    low, high, protocol = span
+    return "%d%s%d/%s" % (low, dash, high, protocol) if low != high else "%d/%s" % (low, protocol)
+
+
+def let_in(spans, rules):
+    """The spans some port of which no rule (low, high, protocol or "any") lets in."""
+    return [span for span in spans if not all(any(low <= port <= high and protocol in (span[2], "any")
+                                                  for low, high, protocol in rules) for port in range(span[0], span[1] + 1))]
+
+
+class Firewalld:
+    """The RHEL family's firewall. Its permanent zones are XML files, read here; a running daemon
+    also has a runtime set, asked once (`firewall-cmd --list-all`) and changed with the permanent
+    one. Without a daemon (a chroot, a host being built), `firewall-offline-cmd` edits the files."""
+
+    def __init__(self, run, running):
+        self.run, self.running = run, running
+        conf = as_text(run.host.read("/etc/firewalld/firewalld.conf") or b"")
+        zones = [line.split("=", 1)[1].strip() for line in conf.splitlines() if line.startswith("DefaultZone=")]
+        self.zone = (zones or ["public"])[-1] or "public"
+        self.where = "firewalld zone " + self.zone
+
+    def element(self, kind, name):
+        """A zone's or service's XML: /etc's copy overrides the package's."""
+        import xml.etree.ElementTree as ElementTree
+        for base in ("/etc/firewalld", "/usr/lib/firewalld"):
+            data = self.run.host.read("%s/%s/%s.xml" % (base, kind, name))
+            if data is not None:
+                try:
+                    return ElementTree.fromstring(data)
+                except ElementTree.ParseError as exc:
+                    raise StackbootError("%s/%s/%s.xml is not valid XML (%s)" % (base, kind, name, exc),
+                                         "fix the file, or let firewall-cmd rewrite it")
+        return None
+
+    @staticmethod
+    def rule(port, protocol):
+        low, _, high = (port or "").partition("-")
+        return (int(low), int(high or low), protocol) if low.isdigit() and (high or low).isdigit() else None
+
+    def service_rules(self, names):
+        services = [self.element("services", name) for name in names]
+        return [self.rule(port.get("port"), port.get("protocol")) for service in services if service is not None
+                for port in service.iter("port")]
+
+    def permanent(self):
+        zone = self.element("zones", self.zone)
+        if zone is None:
+            return []
+        ports = [self.rule(port.get("port"), port.get("protocol")) for port in zone.iter("port")]
+        return [rule for rule in ports + self.service_rules(service.get("name") for service in zone.iter("service")) if rule]
+
+    def runtime(self):
+        if "firewalld" not in self.run.probed:
+            result = self.run.runner.run(["firewall-cmd", "--zone=" + self.zone, "--list-all"], check=False)
+            fields = dict((key.strip(), value.split()) for key, _, value in
+                          (line.partition(":") for line in result.out.splitlines()) if key.strip() in ("ports", "services"))
+            ports = [self.rule(*item.split("/", 1)) for item in fields.get("ports", []) if "/" in item]
+            self.run.probed["firewalld"] = [rule for rule in ports + self.service_rules(fields.get("services", [])) if rule]
+        return self.run.probed["firewalld"]
+
+    def closed(self, spans):
+        """Spans not let in at boot (permanent) or, with a daemon, now (runtime)."""
+        closed = set(let_in(spans, self.permanent())) | set(let_in(spans, self.runtime()) if self.running else ())
+        return sorted(closed)
+
+    def stale(self, spans, label):
+        """Ports opened for an earlier value of a port parameter: a zone's port carries no label, so none is known."""
+        return []
+
+    def ours(self, spans, label):
+        """What removing closes: exactly the ports this step opens, where the zone has them."""
+        zone = self.element("zones", self.zone)
+        have = set((port.get("port"), port.get("protocol")) for port in (zone.iter("port") if zone is not None else ()))
+        return [span for span in spans if tuple(span_text(span).split("/")) in have]
+
+    def argv(self, verb, span, label):
+        port = "--%s-port=%s" % (verb, span_text(span))
+        if not self.running:
+            return [["firewall-offline-cmd", "--zone=" + self.zone, port]]
+        return [["firewall-cmd", "--permanent", "--zone=" + self.zone, port], ["firewall-cmd", "--zone=" + self.zone, port]]
+
+
+class Ufw:
+    """Debian's and Ubuntu's firewall, when enabled. Its rules are read from user.rules, where each
+    has a "### tuple ###" line (action, protocol, ports, ..., direction, comment=HEX). stackboot's
+    rules carry the comment "stackboot: LABEL": removing finds its own by it, and so does a port
+    parameter's change (the old port's rule goes)."""
+
+    RULES = "/etc/ufw/user.rules"
+    where = "ufw"
+
+    def __init__(self, run):
+        self.run = run
+
+    def rules(self, label=None):
+        """(low, high, protocol) of each rule letting connections in (with a label: only stackboot's for it)."""
+        found = []
+        for line in as_text(self.run.host.read(self.RULES) or b"").splitlines():
+            words = line[len("### tuple ### "):].split() if line.startswith("### tuple ### ") else []
+            if len(words) < 4 or words[0] != "allow" or "in" not in words[3:]:
+                continue
+            comment = "".join(word[8:] for word in words if word.startswith("comment="))
+            if label is not None and comment != ("stackboot: " + label).encode().hex():
+                continue
+            for part in words[2].split(","):
+                low, _, high = part.partition(":")
+                if low.isdigit() and (high or low).isdigit():
+                    found.append((int(low), int(high or low), words[1]))
+        return found
+
+    def closed(self, spans):
+        return let_in(spans, self.rules())
+
+    def stale(self, spans, label):
+        return [rule for rule in self.rules(label) if rule not in spans]
+
+    def ours(self, spans, label):
+        return self.rules(label)
+
+    def argv(self, verb, span, label):
+        port = span_text(span, ":")
+        return [["ufw", "allow", port, "comment", "stackboot: " + label]] if verb == "add" else [["ufw", "delete", "allow", port]]
+
+
+def host_firewall(run):
+    """The firewall that filters incoming connections now or from the next boot, or None:
+    firewalld when running or enabled at boot, ufw when enabled. Read from files, once a run."""
+    if "firewall" in run.probed:
+        return run.probed["firewall"]
+    host, found = run.host, None
+    if host.exists("/usr/sbin/firewalld"):
+        running = host.root == "/" and any(process_name(pid) == "firewalld" for pid in os.listdir("/proc") if pid.isdigit())
+        if running or host.exists("/etc/systemd/system/multi-user.target.wants/firewalld.service"):
+            found = Firewalld(run, running)
+    conf = as_text(host.read("/etc/ufw/ufw.conf") or b"") if found is None else ""
+    if any(line.replace(" ", "").lower() == "enabled=yes" for line in conf.splitlines()):
+        found = Ufw(run)
+    run.probed["firewall"] = found
+    return found
+
+
+@step_kind
+class FirewallStep(Step):
+    """Lets a role's ports in through the host firewall, where one is active (firewalld, ufw);
+    where none is, there is nothing to say. Removing the role closes what stackboot opened:
+    ufw's rules with its comment, firewalld's exact ports. FreeBSD's pf and ipfw are left to
+    their owners: a rule set is one file, of which stackboot cannot safely own a part."""
+
+    kind = "firewall"
+    schema = {"ports": Field("list", required=True, items="ports", help="what comes in: 9422/tcp, 9419-9421/tcp"),
+              "label": Field("text", required=True, help="whose ports they are (ufw's rule comment)")}
+    goals = {"present": "open", "absent": "closed", "purged": "closed"}
+
+    def target(self):
+        return ",".join(self.args["ports"])
+
+    def todo(self, firewall):
+        """[(add or remove, span)]: what is left to open, and to close (an old port; all of ours when removing)."""
+        spans, label = port_spans(self.args["ports"]), self.args["label"]
+        if self.wanted == "open":
+            return [("remove", span) for span in firewall.stale(spans, label)] + [("add", span) for span in firewall.closed(spans)]
+        return [("remove", span) for span in firewall.ours(spans, label)]
+
+    def check(self, run):
+        firewall = host_firewall(run)
+        if firewall is None:
+            return []
+        return [Change("+", "let %s in (%s, for %s)" % (span_text(span), firewall.where, self.args["label"]), action="add")
+                if verb == "add" else Change("-", "close %s (%s)" % (span_text(span), firewall.where), action="remove")
+                for verb, span in self.todo(firewall)]
+
+    def apply(self, run, changes):
+        firewall = host_firewall(run)
+        for verb, span in self.todo(firewall):
+            for argv in firewall.argv(verb, span, self.args["label"]):
+                run.runner.run(argv, change=True)
+        run.probed.pop("firewalld", None)
+        run.host.forget()
+
+
+@step_kind
+class DnfRepoStep(Step):
+    """A repository the distribution ships but leaves off (CodeReady Builder, PowerTools), switched
+    on: `enabled=1` in its section of /etc/yum.repos.d, as `dnf config-manager --set-enabled`
+    writes it (a section without the key counts as on, as for dnf). Its id differs by
+    distribution and release, so `names` lists them: the first one configured here is it.
+    RHEL's come from subscription-manager, which rewrites redhat.repo: asked there."""
+
+    kind = "dnf-repo"
+    schema = {"names": Field("list", required=True, items="name", help="its ids: crb, codeready-builder-for-rhel-9-x86_64-rpms"),
+              "why": Field("text", help="what needs it, for the refusal where it is not configured at all")}
+    DIRECTORY = "/etc/yum.repos.d"
+
+    def target(self):
+        return self.args["names"][0]
+
+    def section(self, run):
+        """(id, file, its lines, the index of its enabled= line or None) of the first id configured, or None."""
+        for wanted in self.args["names"]:
+            found = self.find(run, wanted)
+            if found:
+                return (wanted,) + found
+        return None
+
+    def find(self, run, wanted):
+        for name in run.host.listdir(self.DIRECTORY):
+            if not name.endswith(".repo"):
+                continue
+            path = "%s/%s" % (self.DIRECTORY, name)
+            lines, inside, found = as_text(run.host.read(path) or b"").splitlines(), False, None
+            for index, line in enumerate(lines):
+                if line.strip().startswith("["):
+                    if inside:
+                        break
+                    inside = line.strip() == "[%s]" % wanted
+                    found = index if inside else found
+                elif inside and line.partition("=")[0].strip() == "enabled":
+                    return path, lines, index
+            if found is not None:
+                return path, lines, None
+        return None
+
+    def check(self, run):
+        found = self.section(run)
+        if found is None:
+            return [Change("!", "none of the repositories %s is in %s%s: add one (or one with the same packages), then "
+                                "run again" % (", ".join(self.args["names"]), self.DIRECTORY,
+                                               " (%s)" % self.args["why"] if self.args.get("why") else ""))]
+        name, path, lines, index = found
+        enabled = index is None or lines[index].partition("=")[2].strip().lower() in ("1", "yes", "true", "on")
+        return [] if enabled else [Change("~", "enable %s in %s" % (name, path), action="enable")]
+
+    def apply(self, run, changes):
+        name, path, lines, index = self.section(run)
+        if os.path.basename(path) == "redhat.repo":
+            run.runner.run(["subscription-manager", "repos", "--enable", name], change=True)
+        else:
+            lines[index] = "enabled=1"
+            st = run.host.stat(path)
+            run.host.write_file(path, ("\n".join(lines) + "\n").encode(), st.st_mode & 0o7777, st.st_uid, st.st_gid)
+        run.host.forget()
+        run.packages.sources_changed()
+
+
 class RepositoryFormat:
     """How one package manager wants a signed third-party repository on disk."""
 
@@ -4298,6 +4583,61 @@ class CommandStep(Step):
         if result.rc != 0:   # a pending run_on stays pending: the next run tries again
             raise CommandFailed(result, self.args.get("fails") or "see the command's message above")
         run.host.forget(self.args.get("creates") or "")
+
+
+@step_kind
+class RequireStep(Step):
+    """Something stackboot does not install itself (a kernel module's tools from a third party):
+    where it is missing, the plan refuses with how to get it."""
+
+    kind = "require"
+    schema = {"path": Field("path", required=True, help="what must exist (a program, usually)"),
+              "fix": Field("text", required=True, help="how to get it, for the refusal")}
+
+    def check(self, run):
+        return [] if run.host.exists(self.args["path"]) else [Change("!", "%s is missing: %s" % (self.args["path"], self.args["fix"]))]
+
+    def apply(self, run, changes):
+        """Never reached: check only refuses."""
+
+
+@step_kind
+class SelinuxContextStep(Step):
+    """A directory's SELinux type where SELinux enforces (facts.selinux), for good: a file-context
+    rule (`semanage fcontext`, kept in file_contexts.local, so a relabel keeps it; a policy
+    module's own rule in file_contexts will do) and the label on what is there now (`restorecon
+    -R`), read from the security.selinux attribute. A directory not made yet gets the rule only."""
+
+    kind = "selinux-context"
+    schema = {"path": Field("path", required=True), "type": Field("name", required=True, help="an SELinux type: httpd_sys_content_t")}
+    RULES = ("/etc/selinux/targeted/contexts/files/file_contexts.local", "/etc/selinux/targeted/contexts/files/file_contexts")
+
+    def pattern(self):
+        return "%s(/.*)?" % self.args["path"].rstrip("/")
+
+    def has_rule(self, run):
+        return any(line.split()[:1] == [self.pattern()] and (":%s:" % self.args["type"]) in line
+                   for path in self.RULES for line in as_text(run.host.read(path) or b"").splitlines())
+
+    def labelled(self, run):
+        try:
+            label = os.getxattr(run.host.path(self.args["path"]), "security.selinux")
+        except (OSError, AttributeError):   # no such path yet, no xattrs here: restorecon will say
+            return False
+        return (":%s:" % self.args["type"]).encode() in label
+
+    def check(self, run):
+        changes = [] if self.has_rule(run) else [Change("+", "file-context rule %s -> %s" % (self.pattern(), self.args["type"]), action="rule")]
+        if run.host.exists(self.args["path"]) and (changes or not self.labelled(run)):
+            changes.append(Change("~", "label %s %s (restorecon -R)" % (self.args["path"], self.args["type"]), action="label"))
+        return changes
+
+    def apply(self, run, changes):
+        if any(change.action == "rule" for change in changes):
+            run.runner.run(["semanage", "fcontext", "-a", "-t", self.args["type"], self.pattern()], change=True)
+        if run.host.exists(self.args["path"]):   # (made since the plan, maybe: a new rule is for what is there too)
+            run.runner.run(["restorecon", "-R", self.args["path"]], change=True)
+        run.host.forget()
 
 
 
@@ -4999,13 +5339,17 @@ class CvmfsRepositoryStep(Step):
 
     mkfs's only "exists" test is its config directory, which a failed mkfs leaves
     behind, and other leftovers (a partial key set, a stale spool, fstab lines)
-    make the next mkfs fail. So every trace is looked for; a half-made repository
-    is listed and refused, and --repair clears it only when nothing was ever
-    published. Keys are never touched: a full set is reused by mkfs.
+    make the next mkfs fail; an S3 repository whose bucket holds no manifest is
+    unusable whatever the local files say. So every trace is looked for; a
+    half-made repository is listed with the commands that clear it, in an order
+    that works, and refused. --repair runs those commands: it clears what never
+    published, and gives a published repository that lost its config that config
+    back (import). Keys are never touched (the real `rmfs -f` deletes them, so it
+    is never used): a full set is reused by mkfs and needed by import.
     """
 
     kind = "cvmfs-repository"
-    keeps = "a CVMFS repository; remove one only with cvmfs_server rmfs"
+    keeps = "a CVMFS repository; remove one only with cvmfs_server rmfs, which deletes its keys too (copy them first)"
     schema = {"name": Field("fqrn", required=True), "owner": Field("name", required=True),
               "stratum0": Field("url", required=True, help="the repository's URL for mkfs -w; @fqrn@ becomes its name"),
               "s3_config": Field("path", help="S3 backend: the config file (mkfs -s); local backend when absent"),
@@ -5048,9 +5392,18 @@ class CvmfsRepositoryStep(Step):
                 "transaction": [mark for mark in self.TRANSACTION_MARKS if host.exists(spool + "/" + mark)],
                 "fstab": fstab, "mounts": mounts}
 
-    def complete(self, found):
-        return (found["server_conf"] and len(found["keys"]) == len(self.KEY_SUFFIXES) and found["spool"]
+    def complete(self, run, found):
+        """Made and usable. An S3 bucket with no manifest (a mkfs that failed to upload) is not,
+        whatever the local files say: only its 404 proves that, so an unreachable one counts as made."""
+        made = (found["server_conf"] and len(found["keys"]) == len(self.KEY_SUFFIXES) and found["spool"]
                 and (found["manifest"] or not self.local()))
+        return made and (self.local() or self.stratum0_published(run, found) is not False)
+
+    def stratum0_published(self, run, found):
+        """published(), asked once per check."""
+        if "published" not in found:
+            found["published"] = self.published(run, found)
+        return found["published"]
 
     def leftovers(self, found):
         name, items = self.args["name"], []
@@ -5070,23 +5423,32 @@ class CvmfsRepositoryStep(Step):
             items.append("an open transaction (%s/%s/%s)" % (self.SPOOL, name, found["transaction"][0]))
         if found["fstab"]:
             items.append("%d fstab line(s) added by CernVM-FS for %s" % (len(found["fstab"]), name))
+        if found.get("published") is False and not self.local():
+            items.append("no manifest in its bucket (%s/.cvmfspublished: not found)" % self.repository_url())
         return items + ["mounted: %s" % point for point in found["mounts"]]
 
-    def cleanup_commands(self, found):
-        """What removes these leftovers by hand: rmfs needs the config directory to work from."""
-        name = self.args["name"]
-        if found["config"]:
-            return ["cvmfs_server rmfs -f %s" % name]
-        commands = ["umount %s" % point for point in sorted(found["mounts"], key=len, reverse=True)]
+    def restorable(self, found):
+        """A published repository whose config is gone: import brings it back from the storage and the keys."""
+        return (found["manifest"] and not found["server_conf"] and len(found["keys"]) == len(self.KEY_SUFFIXES))
+
+    def cleanup(self, found):
+        """What clears the leftovers, in an order that works: (the command as printed, what stackboot
+        does for it under --repair). No `rmfs -f`: it deletes the keys, and without a server.conf it
+        fails (rc 2). A published repository keeps its storage; import gives it its config back, and
+        only after its stale mounts, fstab lines and spool are gone (it fails on them: read-only)."""
+        name, config, spool = self.args["name"], "%s/%s" % (self.CONFIG, self.args["name"]), "%s/%s" % (self.SPOOL, self.args["name"])
+        # the union at /cvmfs/NAME before the read-only layer under it, each deepest first
+        mounts = sorted(found["mounts"], key=lambda point: (not point.startswith("/cvmfs/"), -len(point)))
+        steps = [("umount %s" % point, ("umount", point)) for point in mounts]
         if found["fstab"]:
-            commands.append("sed -i '/# added by CernVM-FS for %s$/d' /etc/fstab" % name.replace(".", "\\."))
-        if found["spool"]:
-            commands.append("rm -rf %s/%s" % (self.SPOOL, name))
-        if found["manifest"]:   # a published repository that lost its config: bring the config back
-            commands.insert(0, "cvmfs_server import -o %s %s" % (self.args["owner"], name))
-        elif found["storage"]:
-            commands.append("rm -rf %s/%s" % (self.STORAGE, name))
-        return commands
+            steps.append(("sed -i '/# added by CernVM-FS for %s$/d' /etc/fstab" % name.replace(".", "\\."), ("fstab", None)))
+        for present, path in ((found["spool"], spool), (found["config"], config),
+                              (found["storage"] and not found["manifest"], "%s/%s" % (self.STORAGE, name))):
+            if present:
+                steps.append(("rm -rf " + path, ("remove", path)))
+        if self.restorable(found):
+            steps.append(("cvmfs_server import -o %s %s" % (self.args["owner"], name), ("import", None)))
+        return steps
 
     def published(self, run, found):
         """True when clients may have seen a revision; None when that cannot be told from here."""
@@ -5111,7 +5473,7 @@ class CvmfsRepositoryStep(Step):
     def check(self, run):
         name = self.args["name"]
         found = self.traces(run)
-        if self.complete(found):
+        if self.complete(run, found):
             if found["transaction"]:
                 return [Change("!", "%s is in an open transaction; publish it (`cvmfs_server publish %s`) or drop it "
                                     "(`cvmfs_server abort -f %s`), then run again" % (name, name, name))]
@@ -5124,13 +5486,21 @@ class CvmfsRepositoryStep(Step):
         leftovers = self.leftovers(found)
         if not leftovers:
             return [Change("+", "create repository: " + create, action="create")]
-        commands = self.cleanup_commands(found)
-        cleanup = "clean it up with " + "; ".join("`%s`" % command for command in commands) + "; " if commands else ""
         partial_keys = 0 < len(found["keys"]) < len(self.KEY_SUFFIXES)
+        commands = [] if partial_keys else [text for text, _ in self.cleanup(found)]
+        cleanup = "clean it up with " + "; ".join("`%s`" % command for command in commands) + "; " if commands else ""
         if partial_keys:
             why = "stackboot never touches keys: move the partial key set away (keep it if it is the only copy)"
+        elif found["manifest"] and not self.restorable(found):
+            cleanup = ""
+            why = ("it has published (clients may hold it) and %s, so --repair leaves it alone: only you can decide"
+                   % ("its keys are gone from %s (import needs all four)" % self.KEYS if not found["server_conf"]
+                      else "still has its server.conf (see `cvmfs_server check %s`)" % name))
         elif found["manifest"]:
-            why = "it has published (clients may hold it), so --repair leaves it alone"
+            if run.repair:
+                return [Change("~", "restore published repository (%s): %s" % ("; ".join(leftovers), "; ".join(commands)),
+                               action="restore")]
+            why = "or run install again with --repair: it keeps what was published and brings the config back"
         elif not run.repair:
             why = "or run install again with --repair if it never published anything"
         else:
@@ -5183,18 +5553,19 @@ class CvmfsRepositoryStep(Step):
                 for key, value in sorted(self.wanted_settings().items()) if current.get(key) != render_scalar(value)]
 
     def apply(self, run, changes):
-        if changes[0].action in ("repair", "create"):
+        if changes[0].action in ("repair", "create", "restore"):
             missing = [path for path in self.args.get("mounts", []) if run.host.path(path) not in run.mounts.table()]
             if missing:   # else mkfs would write into the empty directory under the store
                 raise StackbootError("%s is not mounted, and the repository belongs on it" % ", ".join(missing),
                                      "mount the store (see /etc/fstab), then run again")
-            if changes[0].action == "repair":
+            if changes[0].action in ("repair", "restore"):
                 self.repair(run, self.traces(run))
-            result = run.runner.run(self.mkfs_argv(), change=True, check=False, timeout=600)
-            run.host.forget()
-            if result.rc != 0:
-                raise CommandFailed(result, "mkfs left the repository half-made; `stackboot plan` lists what is there "
-                                            "and how to clean it up")
+            if changes[0].action != "restore":   # a restored repository was made long ago
+                result = run.runner.run(self.mkfs_argv(), change=True, check=False, timeout=600)
+                run.host.forget()
+                if result.rc != 0:
+                    raise CommandFailed(result, "mkfs left the repository half-made; `stackboot plan` lists what is "
+                                                "there and how to clean it up")
             changes = self.settings_changes(run)
         if changes and changes[0].action == "settings":
             self.write_settings(run)
@@ -5213,20 +5584,27 @@ class CvmfsRepositoryStep(Step):
         run.host.write_file(path, ("\n".join(lines) + "\n").encode(), st.st_mode & 0o7777, st.st_uid, st.st_gid)
 
     def repair(self, run, found):
-        """Remove what a failed mkfs left; only called when nothing was published and no key is partial."""
-        name = self.args["name"]
-        for point in sorted(found["mounts"], key=len, reverse=True):
-            run.runner.run(["umount", point], change=True)
-        if found["fstab"]:
-            text = as_text(run.host.read("/etc/fstab") or b"")
-            kept = [line for line in text.splitlines() if line not in found["fstab"]]
-            st = run.host.stat("/etc/fstab")
-            run.host.write_file("/etc/fstab", ("\n".join(kept) + "\n").encode(), st.st_mode & 0o7777)
-        for path in ("%s/%s" % (self.CONFIG, name), "%s/%s" % (self.SPOOL, name), "%s/%s" % (self.STORAGE, name)):
-            if run.host.exists(path):
-                run.out.info("  removing %s" % path)
+        """Run the cleanup that was printed: what never published goes, a published repository's
+        config comes back. Only called with no partial key set."""
+        for text, (what, path) in self.cleanup(found):
+            run.out.info("  " + text)
+            if what == "umount":
+                run.runner.run(["umount", path], change=True)
+                run.mounts.forget()
+            elif what == "fstab":
+                current = as_text(run.host.read("/etc/fstab") or b"")
+                kept = [line for line in current.splitlines() if line not in found["fstab"]]
+                st = run.host.stat("/etc/fstab")
+                run.host.write_file("/etc/fstab", ("\n".join(kept) + "\n").encode(), st.st_mode & 0o7777)
+            elif what == "remove":
                 run.host.remove_tree(path)
-        run.mounts.forget()
+            else:
+                result = run.runner.run(["cvmfs_server", "import", "-o", self.args["owner"], self.args["name"]],
+                                        change=True, check=False, timeout=600)
+                run.host.forget()
+                if result.rc != 0:
+                    raise CommandFailed(result, "import could not bring the configuration back; `stackboot plan` "
+                                                "lists what is left")
 
     def report(self, run):
         name = self.args["name"]
@@ -5274,6 +5652,12 @@ class CvmfsPublishStep(Step):
         if busy:
             return [Change("!", "%s already has an open transaction (%s): %s" % (name, busy[0], self.busy_fix()))]
         counts = sync_tree(host, source, "/cvmfs/" + name, dry_run=True)
+        problems = counts.pop("problems")
+        if problems:
+            return [Change("!", "%d entr%s of %s cannot be published: %s%s; a repository holds readable files, directories "
+                                "and links only: fix or remove them" % (
+                                    len(problems), "y" if len(problems) == 1 else "ies", source, "; ".join(problems[:3]),
+                                    "; ..." if len(problems) > 3 else ""))]
         if not any(counts.values()) and not self.args.get("tag"):
             return []
         return [Change("~", "publish %s: %d new, %d changed, %d removed%s" % (
@@ -5288,13 +5672,21 @@ class CvmfsPublishStep(Step):
             maybe = True
             result = runner.run(["cvmfs_server", "transaction", "-t", str(self.args["timeout"]), name], change=True, check=False)
             maybe = False
-            if result.rc != 0:   # 17 is somebody else's transaction: never abort that
+            if result.rc != 0:   # 17 is somebody else's transaction (after -t seconds of retrying): never abort that
                 if result.rc == 17:
-                    raise StackbootError("%s already has an open transaction; nothing was changed" % name, self.busy_fix())
+                    raise StackbootError("%s already has an open transaction (waited %d s for it); nothing was changed"
+                                         % (name, self.args["timeout"]), self.busy_fix())
                 raise CommandFailed(result, "see cvmfs_server's message")
             ours = True
             out.say("+ transaction opened on %s" % name)
-            counts = sync_tree(run.host, source, "/cvmfs/" + name)
+            try:
+                counts = sync_tree(run.host, source, "/cvmfs/" + name)
+            except OSError as exc:   # a source file that became unreadable, a full spool: the transaction is aborted below
+                reading = (exc.filename or "").startswith(source.rstrip("/") + "/")
+                raise StackbootError("cannot %s %s: %s; the transaction is aborted, nothing was published" % (
+                    "read" if reading else "write", exc.filename, exc.strerror or exc),
+                    "make it readable to the user stackboot runs as" if reading else
+                    "check the free space of the spool (/var/spool/cvmfs/%s) and the store" % name)
             out.say("~ synced %s into /cvmfs/%s: %d new, %d changed, %d removed" % (
                 source, name, counts["new"], counts["changed"], counts["removed"]))
             argv = ["cvmfs_server", "publish"] + (["-a", self.args["tag"]] if self.args.get("tag") else []) + \
@@ -5313,12 +5705,33 @@ class CvmfsPublishStep(Step):
         """A publish is done when cvmfs_server said so; its tag would make check want another."""
 
 
+def unpublishable(path, st):
+    """Why a source entry cannot go into a repository, or None: a copy would fail half-way."""
+    import stat as stat_module
+    if stat_module.S_ISDIR(st.st_mode) or stat_module.S_ISLNK(st.st_mode):
+        return None if stat_module.S_ISLNK(st.st_mode) or os.access(path, os.R_OK | os.X_OK) else "%s: not readable" % path
+    if not stat_module.S_ISREG(st.st_mode):
+        return "%s: a socket, pipe or device" % path
+    try:   # root reads anything on a local disk, but not on root-squashed NFS or another user's FUSE mount
+        os.close(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)))
+    except OSError as exc:
+        return "%s: %s" % (path, exc.strerror or "not readable")
+    return None
+
+
 def sync_tree(host, source, dest, dry_run=False):
     """Make the host's `dest` hold exactly what `source` (a directory here) holds, deletions
     included; counts of new, changed and removed entries. Files count as the same when size
-    and mtime match, as rsync's quick check does. With dry_run, only count."""
+    and mtime match, as rsync's quick check does. With dry_run, only count, and list in
+    "problems" the source entries a copy would fail on."""
     import stat as stat_module
     counts = {"new": 0, "changed": 0, "removed": 0}
+    if dry_run:
+        counts["problems"] = []
+        problem = unpublishable(source, os.lstat(source))
+        if problem:
+            counts["problems"].append(problem)
+            return counts
     wanted = set(os.listdir(source))
     for name in sorted(set(host.listdir(dest)) - wanted):
         target = dest + "/" + name
@@ -5338,8 +5751,14 @@ def sync_tree(host, source, dest, dry_run=False):
                 if same_kind:
                     for key, value in sync_tree(host, src, target, dry_run).items():
                         counts[key] += value
-                else:
-                    counts["new"] += sum(len(dirs) + len(files) for _, dirs, files in os.walk(src))
+                    continue
+                for top, dirs, files in os.walk(src, onerror=lambda exc: counts["problems"].append(
+                        "%s: %s" % (exc.filename, exc.strerror or "not readable"))):
+                    counts["new"] += len(dirs) + len(files)
+                    for entry in dirs + files:
+                        problem = unpublishable(os.path.join(top, entry), os.lstat(os.path.join(top, entry)))
+                        if problem and entry in files:   # a directory's own problem is the walk's
+                            counts["problems"].append(problem)
                 continue
             if have is not None and not same_kind:
                 host.remove(target)
@@ -5355,6 +5774,9 @@ def sync_tree(host, source, dest, dry_run=False):
             differs = not same_kind or (have.st_size, int(have.st_mtime)) != (st.st_size, int(st.st_mtime))
         if differs:
             counts["new" if have is None else "changed"] += 1
+            problem = dry_run and unpublishable(src, st)
+            if problem:
+                counts["problems"].append(problem)
         elif (have.st_mode & 0o7777) != (st.st_mode & 0o7777) and not stat_module.S_ISLNK(st.st_mode):
             counts["changed"] += 1
             if not dry_run:
@@ -5426,6 +5848,10 @@ def check_platforms(profiles, facts):
             raise BadInput("role %s supports only %s%s; this host is %s" % (
                 profile.name, ", ".join(profile.platforms), " (%s)" % profile.platforms_why if profile.platforms_why else "",
                 facts["pretty_name"]), "run it on a %s host" % " or ".join(profile.platforms))
+        for selector, why in sorted(profile.refused_on.items()):
+            if os_matches(facts, selector):
+                raise BadInput("role %s cannot run on %s (%s): %s" % (profile.name, facts["pretty_name"], selector, why),
+                               "run it on another host, or leave this role out")
 
 
 def make_plan(library, roles, facts, inputs=None, goal="present", secrets=None, reason=None, recovering=False, steps=True,
@@ -6880,10 +7306,6 @@ def check_lab_dir(directory):
         path = os.path.dirname(path)
 
 
-def process_name(pid):
-    return as_text(read_bytes("/proc/%d/comm" % pid) or b"?").strip()
-
-
 def cmd_lab(session):
     args, host = session.args, session.host
     if host.root != "/":
@@ -7279,6 +7701,10 @@ EMBEDDED_PROFILES = {
   "platforms": [
     "linux"
   ],
+  "refused_on": {
+    "rhel-8": "RHEL 8 removed btrfs: its kernel has no btrfs module and its repositories no btrfs-progs (Rocky and AlmaLinux 8 follow it); use zfs-store or plain directories",
+    "rhel-9": "RHEL 9 has no btrfs: no kernel module, no btrfs-progs (Rocky and AlmaLinux 9 follow it); use zfs-store or plain directories"
+  },
   "steps": [
     {
       "kind": "packages",
@@ -7589,6 +8015,16 @@ EMBEDDED_PROFILES = {
         ],
         "os": "freebsd"
       }
+    },
+    {
+      "kind": "firewall",
+      "when": {
+        "firewall": "auto"
+      },
+      "ports": [
+        "{{chunkserver_listen_port}}/tcp"
+      ],
+      "label": "MooseFS chunkserver"
     },
     {
       "kind": "service",
@@ -7912,6 +8348,17 @@ EMBEDDED_PROFILES = {
       "min": 1000,
       "help": "local cache size in MB (CVMFS_QUOTA_LIMIT)"
     },
+    "client_mount": {
+      "type": "string",
+      "default": "autofs",
+      "choices": ["autofs", "fstab"],
+      "help": "autofs: /cvmfs/FQRN mounts on first use (cvmfs_config setup); fstab: each repository mounted now and at boot from /etc/fstab, for hosts without autofs (containers, minimal images; keep autofs off /cvmfs there)"
+    },
+    "cache_base": {
+      "type": "path",
+      "default": "/var/lib/cvmfs",
+      "help": "the cache directory (CVMFS_CACHE_BASE); where SELinux enforces it gets the type cvmfs_cache_t"
+    },
     "client_extra": {
       "type": "settings",
       "default": {},
@@ -7936,18 +8383,23 @@ EMBEDDED_PROFILES = {
     {"kind": "file", "id": "default.local", "path": "/etc/cvmfs/default.local", "mode": "0644", "separator": "=", "quote": true,
      "header": "# CernVM-FS client settings: written by stackboot",
      "settings": {"CVMFS_REPOSITORIES": "{{client_repositories.name}}", "CVMFS_HTTP_PROXY": "{{http_proxy}}",
-                  "CVMFS_QUOTA_LIMIT": "{{cache_quota}}", "extra": "{{client_extra}}"}},
+                  "CVMFS_QUOTA_LIMIT": "{{cache_quota}}", "CVMFS_CACHE_BASE": "{{cache_base}}", "extra": "{{client_extra}}"}},
+    {"kind": "selinux-context", "when": {"facts.selinux": "enforcing"}, "path": "{{cache_base}}", "type": "cvmfs_cache_t"},
     {"kind": "file", "id": "cvmfs-client-repository", "for_each": "{{client_repositories}}", "as": "repo",
      "path": "/etc/cvmfs/config.d/{{repo.name}}.conf", "mode": "0644", "separator": "=", "quote": true,
      "header": "# written by stackboot",
      "settings": {"CVMFS_SERVER_URL": "{{server_url}}", "CVMFS_PUBLIC_KEY": "/etc/cvmfs/keys/{{repo.name}}.pub"}},
-    {"kind": "command", "id": "cvmfs-setup", "argv": ["cvmfs_config", "setup"],
+    {"kind": "mount", "id": "cvmfs-mount", "when": {"client_mount": "fstab"}, "for_each": "{{client_repositories}}", "as": "repo",
+     "path": "/cvmfs/{{repo.name}}", "device": "{{repo.name}}", "fstype": "cvmfs", "options": ["defaults", "_netdev", "nodev"],
+     "remount_on": ["cvmfs-client-packages"],
+     "comment": "as CernVM-FS documents it; mount makes its directory first (mount.cvmfs wants it)"},
+    {"kind": "command", "id": "cvmfs-setup", "when": {"client_mount": "autofs"}, "argv": ["cvmfs_config", "setup"],
      "comment": "what setup establishes: autofs knows /cvmfs (chksetup exits 0 on a fresh host: it counts errors, and that is warnings)",
      "unless": ["grep", "-qsx", "/cvmfs /etc/auto.cvmfs", "/etc/auto.master.d/cvmfs.autofs", "/etc/auto.master"]},
-    {"kind": "command", "id": "cvmfs-chksetup", "argv": ["cvmfs_config", "chksetup"], "run_on": ["cvmfs-setup"],
+    {"kind": "command", "id": "cvmfs-chksetup", "when": {"client_mount": "autofs"}, "argv": ["cvmfs_config", "chksetup"], "run_on": ["cvmfs-setup"],
      "fails": "cvmfs_config chksetup found errors setup cannot fix (its output above; /dev/fuse must be usable by the cvmfs user)"},
     {"kind": "command", "id": "cvmfs-probe", "argv": ["cvmfs_config", "probe", "{{client_repositories.name}}"],
-     "run_on": ["default.local", "cvmfs-client-repository", "cvmfs-client-key", "cvmfs-setup"],
+     "run_on": ["default.local", "cvmfs-client-repository", "cvmfs-client-key", "cvmfs-setup", "cvmfs-mount"],
      "fails": "the client cannot mount the repository: check the server URL, the proxy and the key"}
   ]
 }
@@ -7981,6 +8433,12 @@ EMBEDDED_PROFILES = {
       "type": "package",
       "default": "cvmfs-release",
       "help": "the package the release file installs"
+    },
+    "firewall": {
+      "type": "string",
+      "default": "auto",
+      "choices": ["auto", "off"],
+      "help": "auto: where a host firewall is active (firewalld, ufw), let the role's ports in; off: leave the firewall alone"
     },
     "server_host": {
       "type": "host",
@@ -8281,6 +8739,7 @@ EMBEDDED_PROFILES = {
     {"kind": "packages", "id": "cvmfs-server-packages", "names": ["{{server_packages}}", "{{apache_package}}"]},
     {"kind": "command", "id": "apache-modules", "for_each": "{{apache_modules}}", "as": "module",
      "argv": ["a2enmod", "-q", "{{module}}"], "creates": "/etc/apache2/mods-enabled/{{module}}.load"},
+    {"kind": "firewall", "when": {"firewall": "auto"}, "ports": ["80/tcp"], "label": "CernVM-FS stratum 0 (Apache)"},
     {"kind": "service", "name": "{{apache_service}}", "restart_on": ["apache-modules"],
      "direct": {"start": ["{{apache_ctl}}", "start"], "stop": ["{{apache_ctl}}", "stop"],
                 "reload": ["{{apache_ctl}}", "graceful"], "pidfile": "{{apache_pidfile}}"}},
@@ -8299,6 +8758,10 @@ EMBEDDED_PROFILES = {
      "name": "{{cvmfs_store_root}}/storage", "properties": {"mountpoint": "/srv/cvmfs", "atime": "off"}},
     {"kind": "zfs-dataset", "when": {"cvmfs_store": "zfs-dataset"},
      "name": "{{cvmfs_store_root}}/spool", "properties": {"mountpoint": "/var/spool/cvmfs", "atime": "off"}},
+
+    {"kind": "directory", "path": "/srv/cvmfs", "mode": "0755", "when": {"facts.selinux": "enforcing", "backend": "local"}},
+    {"kind": "selinux-context", "when": {"facts.selinux": "enforcing", "backend": "local"}, "path": "/srv/cvmfs", "type": "httpd_sys_content_t",
+     "comment": "Apache serves the storage; mkfs labels it only once (chcon), which a relabel or a store mounted there loses"},
 
     {"kind": "file", "id": "cvmfs-s3-config", "when": {"backend": "s3"},
      "needs": ["s3_host", "s3_bucket", "s3_access_key", "s3_secret_key"],
@@ -8532,6 +8995,16 @@ EMBEDDED_PROFILES = {
       "replaces_build": "moosefs",
       "release": "{{packages_release}}",
       "version": "{{packages_version}}"
+    },
+    {
+      "kind": "firewall",
+      "when": {
+        "firewall": "auto"
+      },
+      "ports": [
+        "{{gui_port}}/tcp"
+      ],
+      "label": "MooseFS GUI"
     },
     {
       "kind": "service",
@@ -8988,6 +9461,18 @@ EMBEDDED_PROFILES = {
       }
     },
     {
+      "kind": "firewall",
+      "when": {
+        "firewall": "auto"
+      },
+      "ports": [
+        "{{metalogger_port}}/tcp",
+        "{{chunkserver_port}}/tcp",
+        "{{client_port}}/tcp"
+      ],
+      "label": "MooseFS master"
+    },
+    {
       "kind": "service",
       "name": "{{master_service}}",
       "restart_on": [
@@ -9431,6 +9916,12 @@ EMBEDDED_PROFILES = {
       "default": "/usr/sbin/nologin",
       "help": "login shell of the working user"
     },
+    "firewall": {
+      "type": "string",
+      "default": "auto",
+      "choices": ["auto", "off"],
+      "help": "auto: where a host firewall is active (firewalld, ufw), let the role's ports in; off: leave the firewall alone"
+    },
     "master_host": {
       "type": "host",
       "default": "mfsmaster",
@@ -9450,6 +9941,12 @@ EMBEDDED_PROFILES = {
       "type": "port",
       "default": 9421,
       "help": "master port for clients and tools (MATOCL)"
+    },
+    "build_repositories": {
+      "type": "list",
+      "items": "name",
+      "default": [],
+      "help": "repositories the build packages need switched on, by id (the first one configured is used)"
     },
     "moosefs_repository": {
       "type": "bool",
@@ -9567,6 +10064,12 @@ EMBEDDED_PROFILES = {
       "repo_url": "https://repository.moosefs.com/moosefs-4/apt/ubuntu/{{facts.codename}}",
       "repo_suite": "{{facts.codename}}"
     },
+    "rhel-8": {
+      "build_repositories": ["powertools", "PowerTools", "codeready-builder-for-rhel-8-x86_64-rpms", "codeready-builder-for-rhel-8-aarch64-rpms"]
+    },
+    "rhel-9": {
+      "build_repositories": ["crb", "codeready-builder-for-rhel-9-x86_64-rpms", "codeready-builder-for-rhel-9-aarch64-rpms"]
+    },
     "fedora": {
       "build_packages": [
         "gcc",
@@ -9595,6 +10098,7 @@ EMBEDDED_PROFILES = {
       "working_gid": 925
     },
     "lab": {
+      "firewall": "off",
       "config_dir": "{{facts.lab}}/etc/mfs",
       "data_path": "{{facts.lab}}/var/lib/mfs",
       "working_home": "{{localstate_dir}}/mfs"
@@ -9653,6 +10157,21 @@ EMBEDDED_PROFILES = {
       "when": {
         "method": "packages",
         "moosefs_repository": true
+      }
+    },
+    {
+      "kind": "dnf-repo",
+      "names": "{{build_repositories}}",
+      "why": "libpcap-devel is there (PowerTools on EL8, CodeReady Builder on EL9)",
+      "when": {
+        "method": [
+          "source",
+          "git"
+        ],
+        "os": [
+          "rhel-8",
+          "rhel-9"
+        ]
       }
     },
     {
@@ -9824,15 +10343,21 @@ EMBEDDED_PROFILES = {
       ]
     },
     "fedora": {
-      "zfs_packages": [
-        "zfs"
-      ]
+      "zfs_packages": []
     }
   },
   "steps": [
     {
       "kind": "packages",
       "names": "{{zfs_packages}}"
+    },
+    {
+      "kind": "require",
+      "when": {
+        "os": "fedora"
+      },
+      "path": "/usr/sbin/zpool",
+      "fix": "OpenZFS is in none of the RHEL family's or Fedora's repositories, and its kernel module must match the kernel: add its repository and install it as openzfs.github.io/openzfs-docs says (dnf install https://zfsonlinux.org/epel/zfs-release-3-0$(rpm --eval \"%{dist}\").noarch.rpm, then dnf install zfs; on the RHEL family the kABI-tracking kmod needs no EPEL), load it (modprobe zfs), then run again"
     },
     {
       "kind": "zfs-pool",

@@ -19,7 +19,8 @@ SUITES = ("bullseye", "bookworm", "trixie")
 MARKER = ".stackboot-base-complete"
 # Fetched into the root's apt cache (not installed), so a test can install them offline.
 PREFETCH = ["busybox", "moosefs-master", "moosefs-chunkserver", "moosefs-metalogger", "moosefs-client",
-            "moosefs-cli", "moosefs-cgi", "moosefs-cgiserv", "fuse3", "make", "btrfs-progs", "apache2", "cron", "iproute2"]
+            "moosefs-cli", "moosefs-cgi", "moosefs-cgiserv", "fuse3", "make", "btrfs-progs", "apache2", "cron", "iproute2",
+            "ufw", "procps", "firewalld"]
 # A suite's backports, in its sources (apt gives them priority 100: used only when asked for) with
 # these packages fetched from them: trixie-backports has MooseFS 4.58.1 and the C GUI, moosefs-gui.
 BACKPORTS = {"trixie": ["moosefs-gui", "moosefs-master", "moosefs-cli", "moosefs-common"]}

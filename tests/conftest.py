@@ -38,7 +38,9 @@ class FakeTools:
         self.next_uid = 400
         self.modules = set()         # FreeBSD kernel modules loaded
         self.mounted = {}            # mount point -> (device, fstype)
-        self.package_files = {}      # package -> {path: content} its install creates
+        # package -> {path: content} its install creates (Apache's config directory: mkfs looks for it)
+        self.package_files = {"apache2": {"/etc/apache2/apache2.conf": "# Debian's Apache"},
+                              "httpd": {"/etc/httpd/conf/httpd.conf": "# the RHEL family's Apache"}}
         self.versions = {}           # package -> the version an install brings (the candidate queries know only these)
         self.offered = {}            # package -> {version: suite}: the sources' other versions (apt's version table)
         self.pools = set()           # ZFS pools
@@ -409,6 +411,16 @@ class FakeTools:
                     device, fstype = fields[0], fields[2]
         except FileNotFoundError:
             pass
+        if not os.path.isdir(self.path(point)):
+            return 32, "", "mount: %s: mount point does not exist." % point
+        if fstype == "cvmfs":   # mount.cvmfs: the client's settings, key and server must do, as for a probe
+            local = self.cvmfs().settings("/etc/cvmfs/default.local")
+            if not local.get("CVMFS_HTTP_PROXY"):
+                return 1, "", "CVMFS_HTTP_PROXY required"
+            problem = self.cvmfs().probe_one(device, dict(local, **self.cvmfs().settings("/etc/cvmfs/config.d/%s.conf" % device)))
+            if problem:
+                return 32, "", problem
+            device, fstype = "cvmfs2", "fuse"   # as /proc/mounts shows it
         self.mounted[point] = (device, fstype)
         if os.path.exists("/proc/self/mountinfo") and self.root == "/":
             with open("/proc/self/mountinfo", "a") as handle:
@@ -417,7 +429,8 @@ class FakeTools:
 
     def cvmfs(self):
         if getattr(self, "_cvmfs", None) is None:
-            self._cvmfs = fake_cvmfs.Cvmfs(self.root, http_get=self.http_get, fail="", poll_seconds=0)
+            self._cvmfs = fake_cvmfs.Cvmfs(self.root, http_get=self.http_get, fail="", poll_seconds=0,
+                                           running=lambda name: self.web_running(), user="root")
         return self._cvmfs
 
     def tool_cvmfs_server(self, args):
@@ -433,7 +446,8 @@ class FakeTools:
         """The fake web: Apache's aliases (cvmfs.FQRN.conf, the document root) and fake S3 buckets."""
         scheme, _, rest = url.partition("://")
         host, _, path = rest.partition("/")
-        if host.split(":")[0] == "localhost" or host.split(":")[0] == "127.0.0.1":
+        name, _, port = host.partition(":")
+        if name in ("localhost", "127.0.0.1") and port in ("", "80"):   # Apache; another port is an S3 server
             if not self.web_running():
                 raise OSError("connection refused")
             if path.startswith("cvmfs/"):
@@ -453,6 +467,104 @@ class FakeTools:
     def tool_a2enmod(self, args):
         for module in [a for a in args if not a.startswith("-")]:
             self.append("/etc/apache2/mods-enabled/%s.load" % module, "LoadModule %s_module" % module)
+        return 0, "", ""
+
+    # Host firewalls, as ufw 0.36 and firewalld 1.3 behave (FACTS.md): files are the state.
+    def tool_ufw(self, args):
+        path = "/etc/ufw/user.rules"
+        text = open(self.path(path)).read() if os.path.exists(self.path(path)) else ""
+        lines = text.splitlines()
+        delete = args[:1] == ["delete"]
+        args = args[1:] if delete else args
+        if args[:1] != ["allow"] or len(args) < 2 or "/" not in args[1]:
+            return 1, "", "ERROR: Must specify 'tcp' or 'udp' with multiple ports (fake: allow PORT/PROTO only)"
+        port, protocol = args[1].split("/")
+        tuple_line = "### tuple ### allow %s %s 0.0.0.0/0 any 0.0.0.0/0 in" % (protocol, port)
+        comment = args[args.index("comment") + 1] if "comment" in args else ""
+        have = [i for i, line in enumerate(lines) if line.split(" comment=")[0] == tuple_line]
+        if delete:
+            if not have:
+                return 0, "Could not delete non-existent rule\n", ""
+            lines = [line for i, line in enumerate(lines) if i not in have and i - 1 not in have]
+            out = "Rule deleted\n"
+        else:
+            rule = tuple_line + (" comment=" + comment.encode().hex() if comment else "")
+            if have and lines[have[0]] == rule:
+                return 0, "Skipping adding existing rule\n", ""
+            if have:
+                lines[have[0]] = rule
+                out = "Rule updated\n"
+            else:
+                dports = ("-m multiport --dports " if ":" in port else "--dport ") + port
+                lines += [rule, "-A ufw-user-input -p %s %s -j ACCEPT" % (protocol, dports)]
+                out = "Rule added\n"
+        os.makedirs(os.path.dirname(self.path(path)), exist_ok=True)
+        with open(self.path(path), "w") as handle:
+            handle.write("".join(line + "\n" for line in lines))
+        return 0, out, ""
+
+    def firewalld_zone(self, zone, runtime=False):
+        """The zone's ports: the permanent XML file (a copy of the package's once changed), or the daemon's."""
+        if runtime:
+            return self.__dict__.setdefault("firewalld_runtime", {}).setdefault(zone, set())
+        import re
+        for base in ("/etc/firewalld/zones/", "/usr/lib/firewalld/zones/"):
+            if os.path.exists(self.path(base + zone + ".xml")):
+                text = open(self.path(base + zone + ".xml")).read()
+                return set("%s/%s" % pair for pair in re.findall(r'<port port="([^"]+)" protocol="([^"]+)"/>', text))
+        return None
+
+    def firewalld_write(self, zone, ports):
+        base = self.path("/usr/lib/firewalld/zones/%s.xml" % zone)
+        text = open(base).read() if os.path.exists(base) else '<?xml version="1.0" encoding="utf-8"?>\n<zone>\n</zone>\n'
+        import re
+        text = re.sub(r'  <port port="[^"]+" protocol="[^"]+"/>\n', "", text)
+        ports_xml = "".join('  <port port="%s" protocol="%s"/>\n' % tuple(port.split("/")) for port in sorted(ports))
+        os.makedirs(self.path("/etc/firewalld/zones"), exist_ok=True)
+        with open(self.path("/etc/firewalld/zones/%s.xml" % zone), "w") as handle:
+            handle.write(text.replace("</zone>", ports_xml + "</zone>"))
+
+    def firewalld(self, args, runtime):
+        zone = [arg.split("=", 1)[1] for arg in args if arg.startswith("--zone=")] or ["public"]
+        ports = self.firewalld_zone(zone[0], runtime)
+        if ports is None:
+            return 112, "", "INVALID_ZONE: get_zone(): %s" % zone[0]
+        for arg in args:
+            verb, _, port = arg.partition("=")
+            if verb in ("--add-port", "--remove-port"):
+                there = port in ports
+                (ports.add if verb == "--add-port" else ports.discard)(port)
+                if not runtime:
+                    self.firewalld_write(zone[0], ports)
+                warning = "ALREADY_ENABLED" if verb == "--add-port" and there else "NOT_ENABLED" if verb == "--remove-port" and not there else ""
+                return 0, "success\n", "Warning: %s: '%s'\n" % (warning, port) if warning else ""
+            if verb == "--list-all":
+                return 0, "%s (active)\n  services: ssh dhcpv6-client\n  ports: %s\n" % (zone[0], " ".join(sorted(ports))), ""
+        return 2, "", "unexpected %s (fake)" % " ".join(args)
+
+    def tool_firewall_offline_cmd(self, args):
+        return self.firewalld(args, runtime=False)
+
+    def tool_firewall_cmd(self, args):
+        return self.firewalld([arg for arg in args if arg != "--permanent"], runtime="--permanent" not in args)
+
+    # SELinux's file-context rules (file_contexts.local) and labels (the security.selinux attribute)
+    def tool_semanage(self, args):
+        assert args[:4] == ["fcontext", "-a", "-t", args[3]], args
+        self.append("/etc/selinux/targeted/contexts/files/file_contexts.local", "%s    system_u:object_r:%s:s0" % (args[4], args[3]))
+        return 0, "", ""
+
+    def tool_restorecon(self, args):
+        path = self.path(args[-1])
+        if not os.path.exists(path):
+            return 255, "", "restorecon: lstat(%s) failed: No such file or directory" % args[-1]
+        rules = open(self.path("/etc/selinux/targeted/contexts/files/file_contexts.local")).read().splitlines()
+        for line in rules:
+            pattern, context = line.split()
+            if pattern == args[-1].rstrip("/") + "(/.*)?":
+                for top, dirs, files in os.walk(path):
+                    for name in [""] + dirs + files:
+                        os.setxattr(os.path.join(top, name) if name else top, "security.selinux", context.encode())
         return 0, "", ""
 
     def tool_umount(self, args):

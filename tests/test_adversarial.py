@@ -146,7 +146,7 @@ GOOD_PROFILE = {"description": "x", "parameters": {"p": {"type": "string", "defa
                 "steps": [{"kind": "directory", "path": "/srv/{{p}}"}]}
 # (where in the profile, what to put there): every key, given JSON of the wrong kind.
 WRONG_VALUES = [[], {}, 5, "x", None, True, 1.5, "a\nb"]
-PROFILE_KEYS = ["description", "requires", "parameters", "overlays", "steps", "platforms", "platforms_why", "recover",
+PROFILE_KEYS = ["description", "requires", "parameters", "overlays", "steps", "platforms", "platforms_why", "refused_on", "recover",
                 "summary", "status"]
 PARAM_KEYS = ["type", "default", "help", "choices", "pattern", "secret", "items", "min", "max", "allow", "lookup"]
 STEP_KEYS = ["kind", "id", "when", "comment", "for_each", "as", "needs", "data", "path", "owner", "mode", "prune"]

@@ -138,6 +138,15 @@ def test_download_verifies_caches_and_is_idempotent(sandbox, server):
     assert apply([step])[0] == (0, 1) and len(server.requests) == 1
 
 
+def test_download_of_a_small_file_says_so_once(sandbox, server):
+    """A key is one block: its first progress line is already the last (it was printed twice)."""
+    data = os.urandom(700)
+    server.files["/keys/sw.example.org.pub"] = data
+    step = {"kind": "download", "url": server.url + "/keys/sw.example.org.pub", "sha256": hashlib.sha256(data).hexdigest()}
+    out = apply([step])[2]
+    assert [line.strip() for line in out.splitlines() if "downloading" in line] == ["downloading sw.example.org.pub 100% (0 KiB)"]
+
+
 def test_download_with_a_wrong_sha256_installs_nothing(sandbox, server):
     server.files["/x.tgz"] = b"tampered"
     step = {"kind": "download", "url": server.url + "/x.tgz", "sha256": "a" * 64}

@@ -8,6 +8,8 @@ Keys are never touched. Publishing never leaves a transaction open.
 import hashlib
 import json
 import os
+import shutil
+import stat
 
 import pytest
 
@@ -143,13 +145,12 @@ def make_half(tools, state):
 
 HALF_MADE = [
     ("config-without-storage", "config directory /etc/cvmfs/repositories.d/%s but no storage /srv/cvmfs/%s" % (REPO, REPO),
-     "`cvmfs_server rmfs -f %s`" % REPO, True),
+     "`rm -rf /etc/cvmfs/repositories.d/%s`" % REPO, True),   # never rmfs -f: it deletes the keys
     ("partial-keys", "partial key set in /etc/cvmfs/keys: %s.pub, %s.crt (no %s.masterkey, %s.key)" % ((REPO,) * 4), "", False),
     ("stale-spool", "stale spool /var/spool/cvmfs/" + REPO, "`rm -rf /var/spool/cvmfs/%s`" % REPO, True),
     ("stale-fstab", "2 fstab line(s) added by CernVM-FS for " + REPO,
      "`sed -i '/# added by CernVM-FS for sw\\.example\\.org$/d' /etc/fstab`", True),
-    ("published-storage", "storage /srv/cvmfs/%s with a published manifest" % REPO, "`cvmfs_server import -o root %s`" % REPO,
-     False),
+    ("published-storage", "storage /srv/cvmfs/%s with a published manifest" % REPO, "", False),   # and no keys to import with
 ]
 
 
@@ -163,11 +164,13 @@ def test_half_made_repository_is_listed_refused_and_repaired_only_when_safe(host
     assert "error: 1 step(s) refused, nothing was changed" in err
     if not repairable:
         refused, err = refuse(host, "--repair")
-        assert "never touches keys" in refused[0] if state == "partial-keys" else "so --repair leaves it alone" in refused[0]
+        assert "never touches keys" in refused[0] if state == "partial-keys" else \
+            "its keys are gone from /etc/cvmfs/keys (import needs all four), so --repair leaves it alone" in refused[0]
         assert tree("/etc/cvmfs/keys") == keys
         return
     out, runner = install(host, "cvmfs-server", "--set", "repositories=" + REPO, "--set", "cvmfs_release=false", "--repair")
     assert "~ cvmfs-repository %s: repair half-made repository (remove %s" % (REPO, found) in out
+    assert not [argv for argv in runner.changes() if argv[:2] == ["cvmfs_server", "rmfs"]]
     assert read("/etc/fstab").decode().count("added by CernVM-FS for " + REPO) == 2   # mkfs's own, once
     again, runner = install(host, "cvmfs-server")
     assert again.splitlines()[-1].startswith("Install: 0 changed") and runner.changes() == []
@@ -194,16 +197,28 @@ def test_open_transaction_is_refused_until_published_or_aborted(host):
 def test_fake_mkfs_fails_like_the_real_one(host):
     """The failure modes stackboot guards against, reproduced by the fake (and never triggered by stackboot)."""
     fake = host.cvmfs()
-    rc, out, err = fake.server(["mkfs", REPO])
-    assert rc == 1 and out.startswith("Owner of %s [root]: " % REPO)
     rc, out, err = fake.server(["mkfs", "-o", "root", REPO])
-    assert rc == 1 and "Apache must be installed and running" in err
+    assert rc == 1 and "Apache must be installed and running" in err   # no /etc/apache2
+    os.makedirs("/etc/apache2")
+    rc, out, err = fake.server(["mkfs", "-o", "root", REPO])
+    assert rc == 1 and "Apache must be installed and running" in err   # `service apache2 status` fails
     host.units["apache2.service"] = {"enabled": True, "active": True}
-    assert fake.server(["mkfs", "-o", "root", REPO])[0] == 0
+    assert fake.server(["mkfs", REPO])[0] == 0   # no -o, no terminal: whoever runs it owns it
+    conf = read("/etc/cvmfs/repositories.d/%s/server.conf" % REPO).decode().splitlines()
+    assert "CVMFS_USER=root" in conf and "CVMFS_GARBAGE_COLLECTION=false" in conf and 'CVMFS_AUTO_TAG_TIMESPAN=""' in conf
+    assert os.listdir("/cvmfs/" + REPO) == ["new_repository"]
+    assert os.readlink("/etc/apache2/conf-enabled/cvmfs.%s.conf" % REPO) == "../conf-available/cvmfs.%s.conf" % REPO
+    assert os.path.exists("/etc/apache2/conf-enabled/cvmfs.info.conf")
     rc, out, err = fake.server(["mkfs", "-o", "root", REPO])
     assert rc == 1 and "already exists" in err
     assert fake.server(["transaction", REPO])[0] == 0
-    assert fake.server(["transaction", REPO])[0] == 17
+    assert fake.server(["list"])[1] == "%s (stratum0 / local - in transaction)  \n" % REPO
+    assert fake.server(["transaction", "-t", "60", REPO])[0] == 17 and fake.waited == 60
+    rc, out, err = fake.server(["rmfs", "-f", REPO])   # the real one takes the keys with it
+    assert rc == 0 and "Removing Keys and Certificate" in out and os.listdir("/etc/cvmfs/keys") == []
+    os.makedirs("/etc/cvmfs/repositories.d/" + REPO)
+    assert fake.server(["rmfs", "-f", REPO])[:1] == (2,)   # cvmfs#3743's shape: no server.conf
+    assert fake.server(["list"])[0] == 2
 
 
 S3 = ["--set", "backend=s3", "--set", "s3_host=minio.example", "--set", "s3_port=9000", "--set", "s3_https=false",
@@ -274,7 +289,7 @@ def test_publish_syncs_with_deletions_tags_and_closes(host, fs):
     assert code == 0, out + err
     assert runner.changes()[0] == ["cvmfs_server", "transaction", "-t", "300", REPO]
     assert runner.changes()[-1] == ["cvmfs_server", "publish", "-a", "v1", "-m", "first", REPO]
-    assert "~ synced /work/site into /cvmfs/%s: 3 new, 0 changed, 1 removed" % REPO in out
+    assert "~ synced /work/site into /cvmfs/%s: 3 new, 0 changed, 2 removed" % REPO in out   # and mkfs's new_repository
     assert sorted(os.listdir("/var/spool/cvmfs/%s/rdonly" % REPO)) == ["README", "bin"]
     assert published(host, REPO) == ["S2"] and not os.path.exists("/var/spool/cvmfs/%s/in_transaction.lock" % REPO)
     assert "v1 2 first" in read("/var/spool/cvmfs/%s/tags" % REPO).decode()
@@ -308,7 +323,7 @@ def test_publish_failure_aborts_and_leaves_nothing_open(host, fs):
     assert runner.changes()[-1] == ["cvmfs_server", "abort", "-f", REPO]
     assert "- transaction on %s aborted" % REPO in out
     assert not os.path.exists("/var/spool/cvmfs/%s/in_transaction.lock" % REPO)
-    assert os.listdir("/cvmfs/" + REPO) == [] and published(host, REPO) == ["S1"]
+    assert os.listdir("/cvmfs/" + REPO) == ["new_repository"] and published(host, REPO) == ["S1"]
 
 
 def test_publish_interrupted_aborts(host, fs):
@@ -321,7 +336,7 @@ def test_publish_interrupted_aborts(host, fs):
     code, out, err, runner = stackboot(host, "cvmfs", "publish", REPO, "/work/site")
     assert code == 130 and "interrupted" in err
     assert runner.changes()[-1] == ["cvmfs_server", "abort", "-f", REPO]
-    assert not os.path.exists("/var/spool/cvmfs/%s/in_transaction.lock" % REPO) and os.listdir("/cvmfs/" + REPO) == []
+    assert not os.path.exists("/var/spool/cvmfs/%s/in_transaction.lock" % REPO) and os.listdir("/cvmfs/" + REPO) == ["new_repository"]
 
 
 def test_publish_refuses_a_busy_repository(host, fs):
@@ -335,10 +350,14 @@ def test_publish_refuses_a_busy_repository(host, fs):
     # a transaction opened by somebody else between our look and our own open: rc 17, and no abort of theirs
     host.cvmfs().server(["abort", "-f", REPO])
     fs.create_file("/work/site/new", contents="something to publish")
-    host.on(lambda argv: argv[:2] == ["cvmfs_server", "transaction"], lambda argv: (17, "", "already in a transaction"))
-    code, out, err, runner = stackboot(host, "cvmfs", "publish", REPO, "/work/site")
-    assert code == 1 and "already has an open transaction" in err
-    assert ["cvmfs_server", "abort", "-f", REPO] not in runner.changes()
+
+    def race(argv):   # theirs opens first; ours retries for -t seconds, as the real one does, then gets 17
+        host.cvmfs().server(["transaction", REPO])
+        return host.cvmfs().server(argv[1:])
+    host.on(lambda argv: argv[:2] == ["cvmfs_server", "transaction"], race)
+    code, out, err, runner = stackboot(host, "cvmfs", "publish", REPO, "/work/site", "--timeout", "30")
+    assert code == 1 and "%s already has an open transaction (waited 30 s for it); nothing was changed" % REPO in err
+    assert host.cvmfs().waited == 30 and ["cvmfs_server", "abort", "-f", REPO] not in runner.changes()
     code, out, err, runner = stackboot(host, "cvmfs", "publish", "not a name", "/work/site")
     assert code == 64
 
@@ -357,7 +376,7 @@ def test_client_key_from_file_probe_and_bad_key(host, fs):
     out, runner = install(host, "cvmfs-client", "--set", "client_repositories=%s /root/keys/%s.pub" % (REPO, REPO), *CLIENT)
     assert ["cvmfs_config", "setup"] in runner.changes() and ["cvmfs_config", "probe", REPO] in runner.changes()
     assert read("/etc/cvmfs/default.local").decode().splitlines()[1:] == [
-        "CVMFS_REPOSITORIES=" + REPO, 'CVMFS_HTTP_PROXY=DIRECT', "CVMFS_QUOTA_LIMIT=4000"]
+        "CVMFS_REPOSITORIES=" + REPO, 'CVMFS_HTTP_PROXY=DIRECT', "CVMFS_QUOTA_LIMIT=4000", "CVMFS_CACHE_BASE=/var/lib/cvmfs"]
     assert "CVMFS_SERVER_URL=http://localhost/cvmfs/@fqrn@" in read("/etc/cvmfs/config.d/%s.conf" % REPO).decode()
     assert oct(os.stat(pub).st_mode & 0o777) == "0o444"
     again, runner = install(host, "cvmfs-client")
@@ -393,6 +412,33 @@ def test_client_setup_is_judged_by_what_it_establishes(host, fs):
     assert read("/etc/auto.master.d/cvmfs.autofs").decode() == "/cvmfs /etc/auto.cvmfs\n"
     code, out, err, runner = stackboot(host, "install", "cvmfs-client")
     assert code == 0 and runner.changes() == []
+
+
+def test_client_without_autofs_mounts_each_repository_from_fstab(host, fs):
+    """fstab mode, as CernVM-FS documents it: no setup, no autofs map; each repository mounted now
+    (its directory made first: mount.cvmfs wants it) and at boot; a bad key fails at the mount."""
+    key = "-----BEGIN PUBLIC KEY-----\nkey of %s\n-----END PUBLIC KEY-----\n" % REPO
+    fs.create_file("/srv/cvmfs/%s/.cvmfspublished" % REPO,
+                   contents="Cabc\nS4\nN%s\nK%s\n--\n" % (REPO, hashlib.sha256(key.encode()).hexdigest()))
+    fs.create_file("/root/keys/%s.pub" % REPO, contents=key)
+    fs.create_file("/root/keys/wrong/%s.pub" % REPO, contents="another key\n")
+    host.units["apache2.service"] = {"enabled": True, "active": True}
+    base = ["--set", "client_mount=fstab"] + CLIENT
+    code, out, err, runner = stackboot(host, "install", "cvmfs-client", "--set", "client_repositories=%s /root/keys/wrong/%s.pub"
+                                       % (REPO, REPO), *base)
+    assert code == 1 and "failed to verify repository manifest (bad signature)" in err
+    code, out, err, runner = stackboot(host, "install", "cvmfs-client", "--set", "client_repositories=%s /root/keys/%s.pub"
+                                       % (REPO, REPO), *base)
+    assert code == 0, out + err
+    assert "%s /cvmfs/%s cvmfs defaults,_netdev,nodev 0 0" % (REPO, REPO) in read("/etc/fstab").decode().splitlines()
+    assert host.mounted["/cvmfs/" + REPO] == ("cvmfs2", "fuse")
+    assert ["cvmfs_config", "setup"] not in runner.changes() and not os.path.exists("/etc/auto.master.d/cvmfs.autofs")
+    assert runner.changes()[-1] == ["cvmfs_config", "probe", REPO]
+    code, out, err, runner = stackboot(host, "install", "cvmfs-client")
+    assert code == 0 and runner.changes() == [], out
+    code, out, err, runner = stackboot(host, "uninstall", "cvmfs-client")
+    assert code == 0 and ["umount", "/cvmfs/" + REPO] in runner.changes()
+    assert REPO not in read("/etc/fstab").decode()
 
 
 def test_client_files_are_quoted_for_the_shell_that_sources_them(host, fs):
@@ -431,7 +477,7 @@ def test_sync_tree_mirrors_types_links_modes_and_deletions(tmp_path):
     (dest / "stale").write_text("remove me")
     os.symlink("elsewhere", str(dest / "link"))
     host = stackboot.Host("/")
-    assert stackboot.sync_tree(host, str(source), str(dest), dry_run=True) == {"new": 3, "changed": 2, "removed": 1}
+    assert stackboot.sync_tree(host, str(source), str(dest), dry_run=True) == {"new": 3, "changed": 2, "removed": 1, "problems": []}
     with pytest.raises(stackboot.StackbootError, match="refused to remove .*stale while only reading"):   # a dry run is the plan: it only reads
         stackboot.sync_tree(host, str(source), str(dest))
     with host.changes_allowed():
@@ -442,7 +488,146 @@ def test_sync_tree_mirrors_types_links_modes_and_deletions(tmp_path):
     assert os.stat(str(dest / "exe")).st_mode & 0o777 == 0o755
     assert stackboot.sync_tree(host, str(source), str(dest)) == {"new": 0, "changed": 0, "removed": 0}
     os.chmod(str(source / "d"), 0o700)   # a directory's mode is content too
-    assert stackboot.sync_tree(host, str(source), str(dest), dry_run=True) == {"new": 0, "changed": 1, "removed": 0}
+    assert stackboot.sync_tree(host, str(source), str(dest), dry_run=True) == {"new": 0, "changed": 1, "removed": 0, "problems": []}
     with host.changes_allowed():
         stackboot.sync_tree(host, str(source), str(dest))
     assert os.stat(str(dest / "d")).st_mode & 0o777 == 0o700
+
+
+def test_publish_refuses_what_it_could_not_copy_before_opening_a_transaction(host, fs):
+    """A pipe, a socket or a file nobody may read would fail the copy half-way: the plan names them."""
+    install(host, "cvmfs-server", *SERVER)
+    fs.create_file("/work/site/fine", contents="ok")
+    fs.create_file("/work/site/pipe", st_mode=stat.S_IFIFO | 0o644)
+    fs.create_file("/work/site/deep/dir/secret", contents="x")
+    fs.create_file("/work/site/deep/dir/pipe2", st_mode=stat.S_IFIFO | 0o644)
+    code, out, err, runner = stackboot(host, "cvmfs", "publish", REPO, "/work/site")
+    assert code == 1 and runner.changes() == []
+    assert "2 entries of /work/site cannot be published: /work/site/deep/dir/pipe2: a socket, pipe or device; " \
+           "/work/site/pipe: a socket, pipe or device; a repository holds readable files" in err
+    os.unlink("/work/site/pipe")
+    os.unlink("/work/site/deep/dir/pipe2")
+    code, out, err, runner = stackboot(host, "cvmfs", "publish", REPO, "/work/site")
+    assert code == 0, out + err
+
+
+def test_publish_that_cannot_read_a_file_aborts_with_what_to_fix(host, fs, monkeypatch):
+    """A file unreadable only at copy time (it changed after the plan): the transaction is aborted, the error names it."""
+    install(host, "cvmfs-server", *SERVER)
+    fs.create_file("/work/site/file", contents="v1")
+    import stackboot as module
+    real_copy = module.Host.copy_in
+
+    def copy_in(self, src, target):
+        if src.endswith("/file"):
+            raise PermissionError(13, "Permission denied", src)
+        return real_copy(self, src, target)
+    monkeypatch.setattr(module.Host, "copy_in", copy_in)
+    code, out, err, runner = stackboot(host, "cvmfs", "publish", REPO, "/work/site")
+    assert code == 1 and runner.changes()[-1] == ["cvmfs_server", "abort", "-f", REPO]
+    assert "error: cvmfs-publish %s: cannot read /work/site/file: Permission denied; the transaction is aborted, nothing was published" % REPO in err
+    assert "make it readable to the user stackboot runs as" in err and "free space" not in err
+
+
+def test_sync_tree_finds_what_it_could_not_copy(tmp_path):
+    """On the real disk: a socket and a pipe deep in a new directory; root reads every plain file."""
+    import socket
+    import stackboot
+    source, dest = tmp_path / "src", tmp_path / "dest"
+    (source / "new" / "deeper").mkdir(parents=True)
+    (source / "new" / "deeper" / "ok").write_text("fine")
+    os.mkfifo(str(source / "new" / "deeper" / "fifo"))
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(source / "sock"))
+    dest.mkdir()
+    try:
+        counts = stackboot.sync_tree(stackboot.Host("/"), str(source), str(dest), dry_run=True)
+    finally:
+        sock.close()
+    assert sorted(counts["problems"]) == ["%s: a socket, pipe or device" % (source / "new" / "deeper" / "fifo"),
+                                          "%s: a socket, pipe or device" % (source / "sock")]
+
+
+@pytest.fixture
+def bucket(host):
+    """The fake S3 bucket (files under /var/lib/fake-s3 on the fake disk) served over real HTTP on
+    loopback, where stackboot asks it whether a manifest exists."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            try:
+                data = host.http_get("http://s3" + self.path)
+            except OSError:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+    httpd = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield ["--set", "backend=s3", "--set", "s3_host=127.0.0.1", "--set", "s3_port=%d" % httpd.server_address[1],
+           "--set", "s3_https=false", "--set", "s3_bucket=cvmfs", "--set", "s3_access_key=AKIAFAKE", "--set", "s3_secret_key=topsecret99"]
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_s3_repository_with_nothing_in_its_bucket_is_half_made_and_repaired_keeping_its_keys(host, bucket):
+    """The real mkfs that failed uploading the whitelist left keys, server.conf and the spool, and an
+    empty bucket: not a repository, whatever the local files say (it was once taken for one)."""
+    host.cvmfs().fail = "mkfs-upload"
+    code, out, err, runner = stackboot(host, "install", "cvmfs-server", "--set", "repositories=" + REPO, "--set", "cvmfs_release=false",
+                                       *bucket)
+    assert code == 1 and "cannot upload whitelist" in err
+    host.cvmfs().fail = ""
+    keys = tree("/etc/cvmfs/keys")
+    assert len(keys) == 4
+    refused, err = refuse(host, *bucket)
+    assert refused == ["! cvmfs-repository %s: half-made repository %s: config directory /etc/cvmfs/repositories.d/%s; spool "
+                       "/var/spool/cvmfs/%s; no manifest in its bucket (http://127.0.0.1:%s/cvmfs/%s/.cvmfspublished: "
+                       "not found); clean it up with `rm -rf /var/spool/cvmfs/%s`; `rm -rf /etc/cvmfs/repositories.d/%s`; "
+                       "or run install again with --repair if it never published anything"
+                       % (REPO, REPO, REPO, REPO, bucket[5].split("=")[1], REPO, REPO, REPO)]
+    out, runner = install(host, "cvmfs-server", "--set", "repositories=" + REPO, "--set", "cvmfs_release=false", *(bucket + ["--repair"]))
+    assert "~ cvmfs-repository %s: repair half-made repository" % REPO in out
+    assert "(reusing the keys in /etc/cvmfs/keys)" in out and tree("/etc/cvmfs/keys") == keys
+    assert os.path.isfile("/var/lib/fake-s3/cvmfs/%s/.cvmfspublished" % REPO)
+    assert not [argv for argv in runner.changes() if argv[:2] == ["cvmfs_server", "rmfs"]]
+    assert install(host, "cvmfs-server")[0].splitlines()[-1].startswith("Install: 0 changed")
+
+
+def stale_mounts(name):
+    """What a published repository keeps mounted (and in fstab) after its config directory went away."""
+    with open("/proc/self/mountinfo", "a") as table:
+        table.write("60 1 0:60 / /var/spool/cvmfs/%s/rdonly rw - fuse cvmfs2 rw\n" % name)
+        table.write("61 1 0:61 / /cvmfs/%s rw - overlay overlay_%s rw\n" % (name, name))
+
+
+def test_published_repository_that_lost_its_config_gets_it_back_by_import(host, fs):
+    install(host, "cvmfs-server", *SERVER)
+    fs.create_file("/work/site/file", contents="v1")
+    assert stackboot(host, "cvmfs", "publish", REPO, "/work/site")[0] == 0
+    keys = tree("/etc/cvmfs/keys")
+    shutil.rmtree("/etc/cvmfs/repositories.d/" + REPO)
+    stale_mounts(REPO)
+    assert host.cvmfs().server(["import", "-o", "root", REPO])[0] == 1   # as the real one: read-only while mounted
+    refused, err = refuse(host)
+    cleanup = ["umount /cvmfs/%s" % REPO, "umount /var/spool/cvmfs/%s/rdonly" % REPO,
+               "sed -i '/# added by CernVM-FS for sw\\.example\\.org$/d' /etc/fstab", "rm -rf /var/spool/cvmfs/%s" % REPO,
+               "cvmfs_server import -o root %s" % REPO]
+    assert refused[0].endswith("clean it up with %s; or run install again with --repair: it keeps what was published and "
+                               "brings the config back" % "; ".join("`%s`" % command for command in cleanup)), refused
+    out, runner = install(host, "cvmfs-server", "--set", "repositories=" + REPO, "--set", "cvmfs_release=false", "--repair")
+    assert "~ cvmfs-repository %s: restore published repository (" % REPO in out
+    assert [argv for argv in runner.changes() if argv[0] in ("umount", "cvmfs_server")] == [
+        ["umount", "/cvmfs/" + REPO], ["umount", "/var/spool/cvmfs/%s/rdonly" % REPO], ["cvmfs_server", "import", "-o", "root", REPO]]
+    assert tree("/etc/cvmfs/keys") == keys and published(host, REPO) == ["S2"]
+    assert read("/etc/fstab").decode().count("added by CernVM-FS for " + REPO) == 2   # import's own, once
+    conf = read("/etc/cvmfs/repositories.d/%s/server.conf" % REPO).decode().splitlines()
+    assert "CVMFS_GARBAGE_COLLECTION=true" in conf   # the role's settings over import's defaults
+    assert install(host, "cvmfs-server")[0].splitlines()[-1].startswith("Install: 0 changed")

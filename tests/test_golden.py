@@ -19,21 +19,25 @@ HOSTS = os.path.join(TESTS, "fixtures", "hosts")
 GOLDEN = os.path.join(TESTS, "golden")
 FAKE_KEY = "-----BEGIN PGP PUBLIC KEY BLOCK-----\nfake MooseFS key for the golden tests\n-----END PGP PUBLIC KEY BLOCK-----\n"
 ROLE_SETS = [["master"], ["metalogger"], ["chunkserver"], ["client"], ["gui"], ["cli"], ["master", "metalogger", "gui", "cli"]]
-CASES = [(host, roles, method) for host in ("freebsd-13", "freebsd-14", "rocky-9", "ubuntu-22.04") for roles in ROLE_SETS
+CASES = [(host, roles, method) for host in ("freebsd-13", "freebsd-14", "rocky-8", "rocky-9", "ubuntu-22.04") for roles in ROLE_SETS
          for method in ("packages", "source")]
 # Stores (method names the case; the sets below say what it installs).
 CASES += [("freebsd-14", ["zfs-store"], "zfs"), ("freebsd-14", ["zfs-store", "chunkserver"], "zfs")]
 # CernVM-FS (Linux only): a server (one case with its storage and spool on ZFS datasets) and a client.
-CASES += [(host, roles, method) for host in ("rocky-9", "ubuntu-22.04", "ubuntu-24.04")
+CASES += [(host, roles, method) for host in ("rocky-8", "rocky-9", "ubuntu-22.04", "ubuntu-24.04")
           for roles, method in ((["cvmfs-server"], "cvmfs"), (["cvmfs-client"], "cvmfs"))]
-CASES += [("ubuntu-24.04", ["cvmfs-server"], "cvmfs-zfs")]
+# The RHEL family: no btrfs in 8 and 9; ZFS only from OpenZFS's own repository (refused until it is there).
+REFUSALS = [("rocky-8", ["btrfs-store"], "role btrfs-store cannot run on Rocky Linux 8.10 (Green Obsidian) (rhel-8): RHEL 8 removed btrfs"),
+            ("rocky-9", ["btrfs-store"], "role btrfs-store cannot run on Rocky Linux 9.4 (Blue Onyx) (rhel-9): RHEL 9 has no btrfs"),
+            ("rocky-9", ["zfs-store"], "/usr/sbin/zpool is missing: OpenZFS is in none of the RHEL family's or Fedora's repositories")]
+CASES += [("ubuntu-24.04", ["cvmfs-server"], "cvmfs-zfs"), ("rocky-9", ["cvmfs-client"], "cvmfs-fstab")]
 FAKE_RELEASE = b"fake cvmfs-release package for the golden tests\n"
 FAKE_CVMFS_KEY = "-----BEGIN PUBLIC KEY-----\nfake key of sw.example.org\n-----END PUBLIC KEY-----\n"
 STORE_SETS = ["--set", "zfs_pool=tank", "--set", "zfs_datasets=images,volumes"]
 CHUNKS_ON_ZFS = ["--set", "method=packages", "--set", "master_host=10.1.0.1", "--set", "disk_store=zfs-dataset",
                  "--set", "disk_dataset_root=tank/mfs", "--set", "disks=/srv/mfs/hdd1 100GiB,/srv/mfs/hdd2"]
 FIXTURES = {}
-for _host in ("freebsd-13", "freebsd-14", "rocky-9", "ubuntu-22.04", "ubuntu-24.04"):
+for _host in ("freebsd-13", "freebsd-14", "rocky-8", "rocky-9", "ubuntu-22.04", "ubuntu-24.04"):
     with open(os.path.join(HOSTS, _host, "host.json")) as _handle, open(os.path.join(HOSTS, _host, "os-release")) as _release:
         FIXTURES[_host] = (json.load(_handle), _release.read())
 
@@ -43,6 +47,8 @@ def fake_host(fs, host):
     fs.create_file("/etc/os-release", contents=release)
     for binary in spec["binaries"]:
         fs.create_file(binary, st_mode=0o100755)
+    for path, content in spec.get("files", {}).items():   # what a default install has (firewalld, SELinux, repo files)
+        fs.create_file(path, contents=content)
     if spec["systemd_running"]:
         fs.create_dir("/run/systemd/system")
     fs.create_file("/etc/passwd", contents="root:x:0:0:root:/root:/bin/sh\n")
@@ -73,12 +79,13 @@ def cvmfs_host(fs, tools, roles, method):
     tools.file_packages[release] = "cvmfs-release"
     sets = ["--set", "cvmfs_release_sha256=" + hashlib.sha256(FAKE_RELEASE).hexdigest(),
             "--set", "server_host=stratum0.example.org"]
-    if roles == ["cvmfs-client"]:
+    if roles == ["cvmfs-client"]:   # (the fake web serves stratum0.example.org from the fake S3 tree)
         fs.create_file("/root/sw.example.org.pub", contents=FAKE_CVMFS_KEY)
         fs.create_file("/var/lib/fake-s3/cvmfs/sw.example.org/.cvmfspublished",
                        contents="Cabc\nS3\nNsw.example.org\nK%s\n--\n" % hashlib.sha256(FAKE_CVMFS_KEY.encode()).hexdigest())
         return sets + ["--set", "client_repositories=sw.example.org /root/sw.example.org.pub",
-                       "--set", "http_proxy=http://squid.example.org:3128;DIRECT"]
+                       "--set", "http_proxy=http://squid.example.org:3128;DIRECT"] + \
+            (["--set", "client_mount=fstab"] if method == "cvmfs-fstab" else [])
     sets += ["--set", "repositories=sw.example.org,data.example.org"]
     if method == "cvmfs-zfs":
         sets += ["--set", "cvmfs_store=zfs-dataset", "--set", "cvmfs_store_root=tank/cvmfs"]
@@ -125,3 +132,18 @@ def test_golden_plan(fs, host, roles, method):
     assert text == expected, "plan changed: review it, then STACKBOOT_UPDATE_GOLDEN=1 make test"
     if method in ("packages", "zfs") or method.startswith("cvmfs"):
         assert text.rstrip().splitlines()[-1].startswith("# again, with no flags: Install: 0 changed")
+
+
+@pytest.mark.parametrize("host,roles,expected", REFUSALS, ids=["%s-%s" % (case[0], "+".join(case[1])) for case in REFUSALS])
+def test_rhel_family_refuses_what_it_cannot_hold(fs, host, roles, expected):
+    spec, tools = fake_host(fs, host)
+    sets = ["--set", "zfs_pool=tank"] if roles == ["zfs-store"] else []
+    runner = RecordingRunner("/", tools)
+    code, out, err = run_main(["install"] + roles + sets, runner, (spec["system"], spec["machine"]))
+    assert code in (1, 64) and expected in out + err and runner.changes() == [] and "Traceback" not in err
+    fs.create_file("/usr/sbin/zpool", st_mode=0o100755)   # once OpenZFS is installed, zfs-store goes on
+    if roles == ["zfs-store"]:
+        tools.pools.add("tank")
+        tools.datasets["tank"] = {}
+        code, out, err = run_main(["plan"] + roles + sets, RecordingRunner("/", tools), (spec["system"], spec["machine"]))
+        assert code == 0 and "zpool is missing" not in out, out + err

@@ -78,6 +78,10 @@ def profile(version):
                 {"kind": "zfs-dataset", "name": "tank/widget", "properties": {"mountpoint": "/srv/tank-widget", "atime": "off"}},
                 {"kind": "mount", "path": "/mnt/widget", "device": "widgets:/", "fstype": "nfs", "options": ["defaults"]},
                 {"kind": "command", "argv": ["/usr/bin/widget-init"], "creates": "/srv/widget/.initialised"},
+                {"kind": "require", "path": "/usr/share/widget/metadata.mfs.empty", "fix": "install widget-data"},
+                {"kind": "dnf-repo", "names": ["widget-extras"]},
+                {"kind": "selinux-context", "path": "/srv/widget", "type": "widget_data_t"},
+                {"kind": "firewall", "ports": ["9%d00/tcp" % version], "label": "widget"},
                 {"kind": "service", "name": "widget", "restart_on": ["cfg", "build:widget"]},
             ]}
 
@@ -102,6 +106,9 @@ def fake_host(fs):
     fs.create_file("/var/lib/apt/lists/deb_Packages")
     fs.create_file(BUILD, contents=tarball())
     fs.create_file("/usr/share/widget/metadata.mfs.empty", contents="MFSM NEW")
+    fs.create_file("/etc/yum.repos.d/widget.repo", contents="[widget-extras]\nname=extras\nenabled=0\n")
+    fs.create_file("/etc/ufw/ufw.conf", contents="ENABLED=yes\n")
+    fs.create_file("/etc/ufw/user.rules", contents="*filter\nCOMMIT\n")
     tools = FakeTools("/")
     tools.package_files["widget-pkg"] = {"/usr/bin/widget": "widget packaged\n"}
     tools.tool_apt_get(["install", "widget-pkg"])   # the distribution's build of it: the build replaces it

@@ -1,0 +1,220 @@
+"""Firewalls: a role's ports let in where a host firewall is active (ufw, firewalld), planned like
+any change, closed again by uninstall; nothing said where no firewall is active or firewall=off.
+
+Against the stateful fakes in conftest.py (files are their state, as for the real tools). The
+rule parsers meet generated rule sets, compared with a brute-force answer. tests/test_firewall_real.py
+runs real ufw and firewalld.
+"""
+
+import json
+import os
+import random
+
+import pytest
+
+import stackboot
+from conftest import TESTS, FakeTools, RecordingRunner, run_main
+
+UNAME = ("Linux", "x86_64")
+PACKAGES = ["--set", "method=packages"]
+with open(os.path.join(TESTS, "fixtures", "hosts", "debian-12", "host.json")) as _handle:
+    SPEC = json.load(_handle)
+with open(os.path.join(TESTS, "fixtures", "hosts", "debian-12", "os-release")) as _handle:
+    OS_RELEASE = _handle.read()
+ZONE = ('<?xml version="1.0" encoding="utf-8"?>\n<zone>\n  <short>Public</short>\n  <service name="ssh"/>\n'
+        '  <service name="dhcpv6-client"/>\n</zone>\n')
+HTTP = '<?xml version="1.0" encoding="utf-8"?>\n<service>\n  <short>WWW (HTTP)</short>\n  <port protocol="tcp" port="80"/>\n</service>\n'
+
+
+@pytest.fixture
+def host(fs):
+    fs.create_file("/etc/os-release", contents=OS_RELEASE)
+    for binary in SPEC["binaries"]:
+        fs.create_file(binary, st_mode=0o100755)
+    fs.create_dir("/run/systemd/system")
+    fs.create_file("/etc/passwd", contents="root:x:0:0:root:/root:/bin/bash\n")
+    fs.create_file("/etc/group", contents="root:x:0:\n")
+    fs.create_file("/etc/fstab", contents="# fstab\n")
+    fs.create_file("/proc/self/mountinfo", contents="22 1 8:1 / / rw,relatime - ext4 /dev/sda1 rw\n")
+    fs.create_file("/var/lib/apt/lists/deb_Packages")
+    tools = FakeTools("/")
+    tools.package_files["moosefs-master"] = {"/var/lib/mfs/metadata.mfs.empty": "MFSM NEW"}
+    for part in ("master", "metalogger", "chunkserver", "client", "cli", "cgi", "cgiserv"):
+        tools.versions["moosefs-" + part] = "3.0.117-1"   # Debian 12's
+    return tools
+
+
+def stackboot_main(tools, *argv):
+    runner = RecordingRunner("/", tools)
+    code, out, err = run_main(list(argv), runner, UNAME)
+    return code, out, err, runner
+
+
+def ufw(fs, rules=()):
+    fs.create_file("/etc/ufw/ufw.conf", contents="# /etc/ufw/ufw.conf\nENABLED=yes\nLOGLEVEL=low\n")
+    fs.create_file("/usr/sbin/ufw", st_mode=0o100755)
+    fs.create_file("/etc/ufw/user.rules", contents="*filter\n" + "".join(line + "\n" for line in rules) + "COMMIT\n")
+
+
+def firewalld(fs, enabled=True, running=False, zone="public"):
+    fs.create_file("/usr/sbin/firewalld", st_mode=0o100755)
+    fs.create_file("/usr/lib/firewalld/zones/%s.xml" % zone, contents=ZONE)
+    fs.create_file("/usr/lib/firewalld/services/http.xml", contents=HTTP)
+    fs.create_file("/etc/firewalld/firewalld.conf", contents="# firewalld config file\nDefaultZone=%s\n" % zone)
+    if enabled:
+        fs.create_symlink("/etc/systemd/system/multi-user.target.wants/firewalld.service", "/usr/lib/systemd/system/firewalld.service")
+    if running:
+        fs.create_file("/proc/4242/comm", contents="firewalld\n")
+
+
+def changed_lines(out):
+    return [line for line in out.splitlines() if line[:2] in ("+ ", "~ ", "- ", "! ")]
+
+
+def test_no_active_firewall_says_nothing(host, fs):
+    fs.create_file("/etc/ufw/ufw.conf", contents="ENABLED=no\n")   # installed, not enabled: not active
+    code, out, err, runner = stackboot_main(host, "plan", "master", *PACKAGES)
+    assert code == 0 and "firewall" not in out
+
+
+def test_ufw_opens_the_masters_ports_once_and_uninstall_closes_only_its_own(host, fs):
+    ufw(fs, ["### tuple ### allow tcp 22 0.0.0.0/0 any 0.0.0.0/0 in", "-A ufw-user-input -p tcp --dport 22 -j ACCEPT"])
+    code, out, err, runner = stackboot_main(host, "plan", "master", *PACKAGES)
+    assert "+ firewall 9419/tcp,9420/tcp,9421/tcp: let 9419-9421/tcp in (ufw, for MooseFS master)" in out
+    code, out, err, runner = stackboot_main(host, "install", "master", *PACKAGES)
+    assert code == 0, out + err
+    ufw_calls = [argv for argv in runner.changes() if argv[0] == "ufw"]
+    assert ufw_calls == [["ufw", "allow", "9419:9421/tcp", "comment", "stackboot: MooseFS master"]]
+    start = runner.changes().index(["systemctl", "start", "moosefs-master.service"])
+    assert runner.changes().index(ufw_calls[0]) < start   # open before the daemon listens
+    code, out, err, runner = stackboot_main(host, "install", "master")
+    assert code == 0 and out.splitlines()[-1].startswith("Install: 0 changed") and runner.changes() == [], err
+    code, out, err, runner = stackboot_main(host, "uninstall", "master")
+    assert code == 0, out + err
+    assert "- firewall 9419/tcp,9420/tcp,9421/tcp: close 9419-9421/tcp (ufw)" in out
+    assert [argv for argv in runner.changes() if argv[0] == "ufw"] == [["ufw", "delete", "allow", "9419:9421/tcp"]]
+    rules = open("/etc/ufw/user.rules").read()
+    assert "9419:9421" not in rules and "allow tcp 22 " in rules   # the admin's rule stays
+
+
+def test_an_admins_rule_already_letting_the_ports_in_is_enough_and_stays(host, fs):
+    ufw(fs, ["### tuple ### allow any 9000:9500 0.0.0.0/0 any 10.0.0.0/8 in"])
+    assert stackboot_main(host, "install", "chunkserver", *PACKAGES, "--set", "master_host=10.1.0.1")[0] == 0
+    code, out, err, runner = stackboot_main(host, "uninstall", "chunkserver")
+    assert code == 0 and "firewall" not in out and not [argv for argv in runner.changes() if argv[0] == "ufw"]
+    assert "9000:9500" in open("/etc/ufw/user.rules").read()
+
+
+def test_firewall_off_leaves_the_firewall_alone(host, fs):
+    ufw(fs)
+    code, out, err, runner = stackboot_main(host, "install", "master", *PACKAGES, "--set", "firewall=off")
+    assert code == 0 and "firewall" not in out and not [argv for argv in runner.changes() if argv[0] == "ufw"]
+    code, out, err, runner = stackboot_main(host, "plan", "master", "--set", "firewall=sometimes")
+    assert code == 64 and "firewall" in err and "auto, off" in err
+
+
+def test_firewalld_without_its_daemon_is_edited_offline_and_services_count(host, fs):
+    firewalld(fs, zone="internal")
+    code, out, err, runner = stackboot_main(host, "install", "gui", *PACKAGES, "--set", "master_host=10.1.0.1")
+    assert code == 0, out + err
+    assert "+ firewall 9425/tcp: let 9425/tcp in (firewalld zone internal, for MooseFS GUI)" in out
+    assert [argv for argv in runner.changes() if argv[0].startswith("firewall")] == [
+        ["firewall-offline-cmd", "--zone=internal", "--add-port=9425/tcp"]]
+    assert '<port port="9425" protocol="tcp"/>' in open("/etc/firewalld/zones/internal.xml").read()
+    assert stackboot_main(host, "install", "gui")[1].splitlines()[-1].startswith("Install: 0 changed")
+    code, out, err, runner = stackboot_main(host, "uninstall", "gui")
+    assert [argv for argv in runner.changes() if argv[0].startswith("firewall")] == [
+        ["firewall-offline-cmd", "--zone=internal", "--remove-port=9425/tcp"]]
+    assert "9425" not in open("/etc/firewalld/zones/internal.xml").read()
+
+
+def test_firewalld_running_changes_runtime_and_permanent_sets(host, fs):
+    firewalld(fs, enabled=False, running=True)
+    host.firewalld_runtime = {"public": {"9419-9421/tcp"}}   # opened by hand for now, not for good
+    code, out, err, runner = stackboot_main(host, "install", "master", *PACKAGES)
+    assert code == 0, out + err
+    assert ["firewall-cmd", "--zone=public", "--list-all"] in runner.probes()
+    assert [argv for argv in runner.changes() if argv[0].startswith("firewall")] == [
+        ["firewall-cmd", "--permanent", "--zone=public", "--add-port=9419-9421/tcp"],
+        ["firewall-cmd", "--zone=public", "--add-port=9419-9421/tcp"]]
+    assert host.firewalld_zone("public") == {"9419-9421/tcp"} == host.firewalld_zone("public", runtime=True)
+    code, out, err, runner = stackboot_main(host, "install", "master")
+    assert out.splitlines()[-1].startswith("Install: 0 changed"), out
+
+
+def test_a_zone_that_lets_http_in_as_a_service_needs_nothing_for_port_80(host, fs):
+    firewalld(fs)
+    fs.create_file("/etc/firewalld/zones/public.xml", contents=ZONE.replace("</zone>", '  <service name="http"/>\n</zone>'))
+    rule = stackboot.FirewallStep(None, "test", {}, {"ports": ["80/tcp"], "label": "web"})
+    run = stackboot.Run(stackboot.Host("/", RecordingRunner("/", host)), stackboot.detect_facts(stackboot.Host("/"), UNAME),
+                        stackboot.Output(open(os.devnull, "w")))
+    assert rule.check(run) == []
+
+
+def test_a_broken_zone_file_is_an_error_with_its_fix(host, fs):
+    firewalld(fs)
+    fs.create_file("/etc/firewalld/zones/public.xml", contents="<zone><port port=")
+    code, out, err, runner = stackboot_main(host, "plan", "master", *PACKAGES)
+    assert code == 1 and "/etc/firewalld/zones/public.xml is not valid XML" in err and "Traceback" not in err
+
+
+def brute_spans(items):
+    ports = set()
+    for item in items:
+        span, protocol = item.split("/")
+        low, _, high = span.partition("-")
+        ports.update((protocol, port) for port in range(int(low), int(high or low) + 1))
+    return ports
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_generated_port_lists_merge_into_the_same_ports(seed):
+    rng = random.Random(seed)
+    items = []
+    for _ in range(rng.randint(1, 6)):
+        low = rng.randint(1, 65530)
+        high = low + rng.choice([0, 0, 1, 2, 5])
+        items.append("%d%s/%s" % (low, "-%d" % high if high != low else "", rng.choice(["tcp", "udp"])))
+    spans = stackboot.port_spans(items)
+    assert set((protocol, port) for low, high, protocol in spans for port in range(low, high + 1)) == brute_spans(items)
+    for first, second in zip(spans, spans[1:]):   # merged as far as possible, in order
+        assert (first[2], first[1]) < (second[2], second[0]) and not (first[2] == second[2] and first[1] + 1 == second[0])
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_generated_ufw_rule_sets_are_read_as_ufw_reads_them(seed, fs):
+    """Random user.rules (ranges, lists, protocols, directions, denies, comments): the ports left to
+    open are exactly those no allow-in rule for the protocol (or any) covers."""
+    rng = random.Random(seed)
+    lines, allowed = [], set()
+    for _ in range(rng.randint(0, 8)):
+        action, direction = rng.choice(["allow", "allow", "deny", "reject"]), rng.choice(["in", "in", "out"])
+        protocol = rng.choice(["tcp", "udp", "any"])
+        parts = []
+        for _ in range(rng.randint(1, 3)):
+            low = rng.randint(9400, 9440)
+            parts.append((low, low + rng.choice([0, 0, 3])))
+        ports = ",".join("%d:%d" % part if part[0] != part[1] else str(part[0]) for part in parts)
+        comment = " comment=%s" % "someone".encode().hex() if rng.random() < 0.3 else ""
+        lines.append("### tuple ### %s %s %s 0.0.0.0/0 any 0.0.0.0/0 %s%s" % (action, protocol, ports, direction, comment))
+        if action == "allow" and direction == "in":
+            for low, high in parts:
+                allowed.update((protocol, port) for port in range(low, high + 1))
+    fs.create_file("/etc/ufw/user.rules", contents="\n".join(lines) + "\n")
+    run = type("Run", (), {"host": stackboot.Host("/")})()
+    wanted = stackboot.port_spans(["9419-9421/tcp", "9422/tcp", "9425/tcp", "9430/udp"])
+    closed = stackboot.Ufw(run).closed(wanted)
+    expect = [span for span in wanted if any((span[2], port) not in allowed and ("any", port) not in allowed
+                                             for port in range(span[0], span[1] + 1))]
+    assert closed == expect, lines
+
+
+def test_a_changed_port_closes_the_old_one_where_the_rule_says_it_is_ours(host, fs):
+    ufw(fs)
+    sets = PACKAGES + ["--set", "master_host=10.1.0.1"]
+    assert stackboot_main(host, "install", "chunkserver", *sets)[0] == 0
+    code, out, err, runner = stackboot_main(host, "install", "chunkserver", "--set", "chunkserver_listen_port=9522")
+    assert code == 0, out + err
+    assert [argv for argv in runner.changes() if argv[0] == "ufw"] == [
+        ["ufw", "delete", "allow", "9422/tcp"], ["ufw", "allow", "9522/tcp", "comment", "stackboot: MooseFS chunkserver"]]
+    assert "- firewall 9522/tcp: close 9422/tcp (ufw)" in out and "+ firewall 9522/tcp: let 9522/tcp in (ufw, for MooseFS chunkserver)" in out
