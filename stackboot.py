@@ -8736,6 +8736,8 @@ EMBEDDED_PROFILES = {
     }
   },
   "steps": [
+    {"kind": "host-name", "name": "localhost", "address": "127.0.0.1", "unless_resolves": true,
+     "comment": "mkfs signs and checks through http://localhost; a bare root has no /etc/hosts (mkfs: cannot sign repo)"},
     {"kind": "packages", "id": "cvmfs-server-packages", "names": ["{{server_packages}}", "{{apache_package}}"]},
     {"kind": "command", "id": "apache-modules", "for_each": "{{apache_modules}}", "as": "module",
      "argv": ["a2enmod", "-q", "{{module}}"], "creates": "/etc/apache2/mods-enabled/{{module}}.load"},

@@ -28,8 +28,7 @@ def give_fakes(node):
         target = node.path("/usr/bin/" + tool)
         shutil.copyfile(os.path.join(TESTS, "fake_cvmfs.py"), target)
         os.chmod(target, 0o755)
-    with open(node.path("/etc/hosts"), "w") as hosts:   # every real host has one; mkfs polls localhost
-        hosts.write("127.0.0.1 localhost\n")
+    assert not os.path.exists(node.path("/etc/hosts"))   # a debootstrap root has none: the server role adds localhost
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +58,7 @@ def test_stratum0_on_a_btrfs_store_served_by_apache_and_a_pinned_client(lab):
     result = s0.stackboot("install", *server)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
+    assert "+ host-name localhost: localhost -> 127.0.0.1 in /etc/hosts" in out   # mkfs signs through it
     assert "+ cvmfs-repository %s: create repository: `cvmfs_server mkfs -o root -w http://localhost/cvmfs/%s -z %s`" % (
         REPO, REPO, REPO) in out
     assert "+ command a2enmod -q proxy_http: run a2enmod -q proxy_http" in out

@@ -1,13 +1,18 @@
-"""Host firewalls for real: ufw in a node's own network namespace, firewalld's offline tool.
+"""Host firewalls for real: ufw in a node's own network namespace, firewalld offline and running.
 
-Two bare bookworm roots, each in its own network namespace. On the master's node ufw is
+Three bare bookworm roots, each in its own network namespace. On the master's node ufw is
 enabled first, as an administrator would: a chunkserver on the other node cannot reach the
 master (its packets are dropped) until stackboot lets the master's ports in, and then it
 registers. Uninstall closes them again (dropped, not refused). firewalld is driven through
-firewall-offline-cmd, as on a host without its daemon running (a chroot, an image being built).
+firewall-offline-cmd, as on a host without its daemon running (a chroot, an image being built),
+then with its daemon running (and D-Bus, in the node's namespace), as on the RHEL family: the
+port is rejected until stackboot opens it for now and for good.
 """
 
 import os
+import signal
+import subprocess
+import time
 
 import pytest
 
@@ -17,7 +22,8 @@ from conftest import need_bare_root
 pytestmark = [pytest.mark.root, pytest.mark.bareroot]
 CONNECT = ("import socket, sys\ns = socket.socket(); s.settimeout(2)\n"
            "try:\n    s.connect((sys.argv[1], int(sys.argv[2]))); print('open')\n"
-           "except socket.timeout:\n    print('dropped')\nexcept OSError as e:\n    print('refused' if e.errno == 111 else e)\n")
+           "except socket.timeout:\n    print('dropped')\n"
+           "except OSError as e:\n    print({111: 'refused', 113: 'rejected'}.get(e.errno, e))\n")
 
 
 @pytest.fixture(scope="module")
@@ -94,3 +100,38 @@ def test_firewalld_without_its_daemon_is_edited_with_its_offline_tool(lab):
     out = node.stackboot("uninstall", "gui")
     assert out.returncode == 0 and "- firewall 9425/tcp: close 9425/tcp (firewalld zone public)" in out.stdout, out.stdout + out.stderr
     assert node.run(["firewall-offline-cmd", "--query-port=9425/tcp"], check=False).stdout.strip() == "no"
+
+
+def test_firewalld_running_lets_the_master_in_now_and_at_boot(lab):
+    node, cs = lab.nodes["rhel-like"], lab.nodes["cs"]
+    os.makedirs(node.path("/run"), exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", node.path("/run")], check=True)   # the daemons' own /run
+    lab.mounts.append(node.path("/run"))
+    os.makedirs(node.path("/run/dbus"))
+    dbus = int(node.run(["dbus-daemon", "--system", "--fork", "--print-pid"]).stdout.split()[0])
+    daemon = subprocess.Popen(node.enter() + ["firewalld", "--nofork", "--nopid"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"})
+    try:
+        wait_for("firewalld", lambda: node.run(["firewall-cmd", "--state"], check=False).stdout.strip() == "running", timeout=60)
+        install(node, "master", "--set", "method=packages", "--set", "firewall=off")
+        assert reach(cs, node.ip, 9421) == "rejected"   # firewalld's public zone rejects what it does not know
+        plan = node.stackboot("plan", "master", "--set", "firewall=auto")
+        assert "+ firewall 9419/tcp,9420/tcp,9421/tcp: let 9419-9421/tcp in (firewalld zone public, for MooseFS master)" \
+            in plan.stdout, plan.stdout + plan.stderr
+        install(node, "master", "--set", "firewall=auto")
+        assert reach(cs, node.ip, 9421) == "open"   # now (runtime) ...
+        assert node.run(["firewall-cmd", "--permanent", "--query-port=9419-9421/tcp"], check=False).stdout.strip() == "yes"   # ... for good
+        again = node.stackboot("install", "master")
+        assert again.stdout.splitlines()[-1].startswith("Install: 0 changed"), again.stdout + again.stderr
+        out = node.stackboot("uninstall", "master")
+        assert "- firewall 9419/tcp,9420/tcp,9421/tcp: close 9419-9421/tcp (firewalld zone public)" in out.stdout, out.stdout + out.stderr
+        assert node.run(["firewall-cmd", "--query-port=9419-9421/tcp"], check=False).stdout.strip() == "no"
+        assert node.run(["firewall-cmd", "--permanent", "--query-port=9419-9421/tcp"], check=False).stdout.strip() == "no"
+    finally:
+        daemon.send_signal(signal.SIGTERM)   # it removes its rules as it goes
+        try:
+            daemon.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+        os.kill(dbus, signal.SIGTERM)
+        time.sleep(0.5)
