@@ -3975,7 +3975,9 @@ class Ufw:
 
 def host_firewall(run):
     """The firewall that filters incoming connections now or from the next boot, or None:
-    firewalld when running or enabled at boot, ufw when enabled. Read from files, once a run."""
+    firewalld when running or enabled at boot, ufw when enabled. Read from files, once a run.
+    Under --root, ufw is left alone: it has no offline mode, and `ufw allow` in a chroot would
+    change the running system's rules too (the next run on the booted host opens the ports)."""
     if "firewall" in run.probed:
         return run.probed["firewall"]
     host, found = run.host, None
@@ -3983,7 +3985,7 @@ def host_firewall(run):
         running = host.root == "/" and any(process_name(pid) == "firewalld" for pid in os.listdir("/proc") if pid.isdigit())
         if running or host.exists("/etc/systemd/system/multi-user.target.wants/firewalld.service"):
             found = Firewalld(run, running)
-    conf = as_text(host.read("/etc/ufw/ufw.conf") or b"") if found is None else ""
+    conf = as_text(host.read("/etc/ufw/ufw.conf") or b"") if found is None and host.root == "/" else ""
     if any(line.replace(" ", "").lower() == "enabled=yes" for line in conf.splitlines()):
         found = Ufw(run)
     run.probed["firewall"] = found
@@ -7442,7 +7444,8 @@ def build_parser(argv=None):
             sub.add_argument("--force", action="store_true", help="replace files edited by hand (a backup is kept)")
             sub.add_argument("--repair", action="store_true",
                              help="clean up what a failed earlier attempt left half-made, where that is safe "
-                                  "(a CVMFS repository that never published), then make it again")
+                                  "(a CVMFS repository that never published), then make it again; a published one "
+                                  "that lost its config gets it back")
     return parser
 
 

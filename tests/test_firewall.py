@@ -218,3 +218,15 @@ def test_a_changed_port_closes_the_old_one_where_the_rule_says_it_is_ours(host, 
     assert [argv for argv in runner.changes() if argv[0] == "ufw"] == [
         ["ufw", "delete", "allow", "9422/tcp"], ["ufw", "allow", "9522/tcp", "comment", "stackboot: MooseFS chunkserver"]]
     assert "- firewall 9522/tcp: close 9422/tcp (ufw)" in out and "+ firewall 9522/tcp: let 9522/tcp in (ufw, for MooseFS chunkserver)" in out
+
+
+def test_under_root_ufw_is_left_for_the_booted_host(tmp_path):
+    """ufw has no offline mode: in a chroot `ufw allow` would change the running system's rules."""
+    from test_one_plan import fixture_root
+    root, uname = fixture_root(tmp_path, "debian-12")
+    os.makedirs(os.path.join(root, "etc/ufw"))
+    with open(os.path.join(root, "etc/ufw/ufw.conf"), "w") as handle:
+        handle.write("ENABLED=yes\n")
+    runner = RecordingRunner(root, FakeTools(root))
+    code, out, err = run_main(["--root", root, "plan", "master", "--set", "method=packages"], runner, uname)
+    assert code == 0 and "firewall" not in out, out + err
