@@ -222,8 +222,11 @@ def read_bytes(path, limit=None):
 
 
 def process_name(pid):
-    """What a process calls itself (/proc/PID/comm); "?" once it is gone."""
-    return as_text(read_bytes("/proc/%s/comm" % pid) or b"?").strip()
+    """What a process calls itself (/proc/PID/comm); "?" once it is gone (ESRCH while reading, too)."""
+    try:
+        return as_text(read_bytes("/proc/%s/comm" % pid) or b"?").strip()
+    except OSError:
+        return "?"
 
 
 def remove_stale_temps(directory, name):
@@ -1301,10 +1304,19 @@ def detect_facts(host, uname=None):
         "arch": ARCH_NAMES.get(machine, machine),
         "cores": os.cpu_count() or 1,
         "python": "%d.%d.%d" % sys.version_info[:3],
-        "selinux": {b"1": "enforcing", b"0": "permissive"}.get((read_bytes("/sys/fs/selinux/enforce") or b"").strip(), "off"),
+        "selinux": selinux_mode(host),
         "lab": "",   # a lab node's own directory (see `lab`); empty on a real host
         "address": as_text(host.read("/etc/hostname") or b"").strip() or socket_hostname(),   # how others reach it
     }
+
+
+def selinux_mode(host):
+    """enforcing, permissive or off: the running kernel's (/sys/fs/selinux/enforce, as getenforce
+    reads it); under --root the target's own config, for the system that will boot from it."""
+    if host.root == "/":
+        return {b"1": "enforcing", b"0": "permissive"}.get((read_bytes("/sys/fs/selinux/enforce") or b"").strip(), "off")
+    settings = dict(line.strip().partition("=")[::2] for line in as_text(host.read("/etc/selinux/config") or b"").splitlines())
+    return {"enforcing": "enforcing", "permissive": "permissive"}.get(settings.get("SELINUX", "").strip().lower(), "off")
 
 
 FACT_NAMES = ("platform", "distro", "version", "major", "codename", "init", "package_manager", "arch", "cores", "python",
@@ -3866,8 +3878,9 @@ class Firewalld:
     def __init__(self, run, running):
         self.run, self.running = run, running
         conf = as_text(run.host.read("/etc/firewalld/firewalld.conf") or b"")
-        zones = [line.split("=", 1)[1].strip() for line in conf.splitlines() if line.startswith("DefaultZone=")]
-        self.zone = (zones or ["public"])[-1] or "public"
+        pairs = [line.strip().partition("=") for line in conf.splitlines() if not line.lstrip().startswith("#")]
+        zones = [value.strip() for key, _, value in pairs if key.strip() == "DefaultZone" and value.strip()]
+        self.zone = (zones or ["public"])[0]   # as firewalld: spaces around =, the first of duplicates
         self.where = "firewalld zone " + self.zone
 
     def element(self, kind, name):
@@ -3897,8 +3910,8 @@ class Firewalld:
         zone = self.element("zones", self.zone)
         if zone is None:
             return []
-        ports = [self.rule(port.get("port"), port.get("protocol")) for port in zone.iter("port")]
-        return [rule for rule in ports + self.service_rules(service.get("name") for service in zone.iter("service")) if rule]
+        ports = [self.rule(port.get("port"), port.get("protocol")) for port in zone.findall("port")]   # (not a rich rule's)
+        return [rule for rule in ports + self.service_rules(service.get("name") for service in zone.findall("service")) if rule]
 
     def runtime(self):
         if "firewalld" not in self.run.probed:
@@ -3909,7 +3922,14 @@ class Firewalld:
             self.run.probed["firewalld"] = [rule for rule in ports + self.service_rules(fields.get("services", [])) if rule]
         return self.run.probed["firewalld"]
 
-    def closed(self, spans):
+    def missing(self):
+        """Why this firewall cannot be changed as it is, or None."""
+        if self.element("zones", self.zone) is None:
+            return ("firewalld's default zone %s has no zone file in /etc/firewalld/zones or /usr/lib/firewalld/zones: "
+                    "fix DefaultZone in /etc/firewalld/firewalld.conf" % self.zone)
+        return None
+
+    def closed(self, spans, going=()):
         """Spans not let in at boot (permanent) or, with a daemon, now (runtime)."""
         closed = set(let_in(spans, self.permanent())) | set(let_in(spans, self.runtime()) if self.running else ())
         return sorted(closed)
@@ -3921,7 +3941,7 @@ class Firewalld:
     def ours(self, spans, label):
         """What removing closes: exactly the ports this step opens, where the zone has them."""
         zone = self.element("zones", self.zone)
-        have = set((port.get("port"), port.get("protocol")) for port in (zone.iter("port") if zone is not None else ()))
+        have = set((port.get("port"), port.get("protocol")) for port in (zone.findall("port") if zone is not None else ()))
         return [span for span in spans if tuple(span_text(span).split("/")) in have]
 
     def argv(self, verb, span, label):
@@ -3948,19 +3968,23 @@ class Ufw:
         found = []
         for line in as_text(self.run.host.read(self.RULES) or b"").splitlines():
             words = line[len("### tuple ### "):].split() if line.startswith("### tuple ### ") else []
-            if len(words) < 4 or words[0] != "allow" or "in" not in words[3:]:
+            if len(words) < 4 or words[0] not in ("allow", "limit") or "in" not in words[3:]:   # limit: rate-limited, in
                 continue
             comment = "".join(word[8:] for word in words if word.startswith("comment="))
             if label is not None and comment != ("stackboot: " + label).encode().hex():
                 continue
-            for part in words[2].split(","):
+            for part in ("1:65535" if words[2] == "any" else words[2]).split(","):
                 low, _, high = part.partition(":")
                 if low.isdigit() and (high or low).isdigit():
                     found.append((int(low), int(high or low), words[1]))
         return found
 
-    def closed(self, spans):
-        return let_in(spans, self.rules())
+    def missing(self):
+        return None
+
+    def closed(self, spans, going=()):
+        """Spans some port of which no rule lets in, once the rules `going` are deleted."""
+        return let_in(spans, [rule for rule in self.rules() if rule not in going])
 
     def stale(self, spans, label):
         return [rule for rule in self.rules(label) if rule not in spans]
@@ -4011,13 +4035,16 @@ class FirewallStep(Step):
         """[(add or remove, span)]: what is left to open, and to close (an old port; all of ours when removing)."""
         spans, label = port_spans(self.args["ports"]), self.args["label"]
         if self.wanted == "open":
-            return [("remove", span) for span in firewall.stale(spans, label)] + [("add", span) for span in firewall.closed(spans)]
+            stale = firewall.stale(spans, label)
+            return [("remove", span) for span in stale] + [("add", span) for span in firewall.closed(spans, stale)]
         return [("remove", span) for span in firewall.ours(spans, label)]
 
     def check(self, run):
         firewall = host_firewall(run)
         if firewall is None:
             return []
+        if firewall.missing():
+            return [Change("!", firewall.missing())]
         return [Change("+", "let %s in (%s, for %s)" % (span_text(span), firewall.where, self.args["label"]), action="add")
                 if verb == "add" else Change("-", "close %s (%s)" % (span_text(span), firewall.where), action="remove")
                 for verb, span in self.todo(firewall)]
@@ -4617,9 +4644,12 @@ class SelinuxContextStep(Step):
     def pattern(self):
         return "%s(/.*)?" % self.args["path"].rstrip("/")
 
+    def contexts(self, run, path):
+        """The context of each rule for our pattern in that file."""
+        return [line.split()[-1] for line in as_text(run.host.read(path) or b"").splitlines() if line.split()[:1] == [self.pattern()]]
+
     def has_rule(self, run):
-        return any(line.split()[:1] == [self.pattern()] and (":%s:" % self.args["type"]) in line
-                   for path in self.RULES for line in as_text(run.host.read(path) or b"").splitlines())
+        return any((":%s:" % self.args["type"]) in context for path in self.RULES for context in self.contexts(run, path))
 
     def labelled(self, run):
         try:
@@ -4636,7 +4666,8 @@ class SelinuxContextStep(Step):
 
     def apply(self, run, changes):
         if any(change.action == "rule" for change in changes):
-            run.runner.run(["semanage", "fcontext", "-a", "-t", self.args["type"], self.pattern()], change=True)
+            verb = "-m" if self.contexts(run, self.RULES[0]) else "-a"   # -a on a local rule for the path: "already defined"
+            run.runner.run(["semanage", "fcontext", verb, "-t", self.args["type"], self.pattern()], change=True)
         if run.host.exists(self.args["path"]):   # (made since the plan, maybe: a new rule is for what is there too)
             run.runner.run(["restorecon", "-R", self.args["path"]], change=True)
         run.host.forget()
@@ -5425,9 +5456,11 @@ class CvmfsRepositoryStep(Step):
             items.append("an open transaction (%s/%s/%s)" % (self.SPOOL, name, found["transaction"][0]))
         if found["fstab"]:
             items.append("%d fstab line(s) added by CernVM-FS for %s" % (len(found["fstab"]), name))
-        if found.get("published") is False and not self.local():
-            items.append("no manifest in its bucket (%s/.cvmfspublished: not found)" % self.repository_url())
-        return items + ["mounted: %s" % point for point in found["mounts"]]
+        items += ["mounted: %s" % point for point in found["mounts"]]
+        if items and found.get("published") is False and not self.local():   # (a new one's bucket is empty too)
+            items.insert(len(items) - len(found["mounts"]), "no manifest in its bucket (%s/.cvmfspublished: not found)"
+                         % self.repository_url())
+        return items
 
     def restorable(self, found):
         """A published repository whose config is gone: import brings it back from the storage and the keys."""
@@ -5449,13 +5482,16 @@ class CvmfsRepositoryStep(Step):
             if present:
                 steps.append(("rm -rf " + path, ("remove", path)))
         if self.restorable(found):
-            steps.append(("cvmfs_server import -o %s %s" % (self.args["owner"], name), ("import", None)))
+            steps.append((" ".join(self.import_argv()), ("import", None)))
         return steps
 
     def published(self, run, found):
-        """True when clients may have seen a revision; None when that cannot be told from here."""
+        """True when clients may have seen a revision; None when that cannot be told from here
+        (the bucket unreachable, or --offline: never the network)."""
         if self.local():
             return found["manifest"]
+        if run.offline:
+            return None
         import urllib.request
         import urllib.error
         try:
@@ -5465,6 +5501,10 @@ class CvmfsRepositoryStep(Step):
             return False if exc.code == 404 else None
         except (urllib.error.URLError, OSError):
             return None
+
+    def import_argv(self):
+        """The URL too: import's default is localhost's, and the repository was made with this one."""
+        return ["cvmfs_server", "import", "-o", self.args["owner"], "-w", self.url("stratum0"), self.args["name"]]
 
     def mkfs_argv(self):
         argv = ["cvmfs_server", "mkfs", "-o", self.args["owner"], "-w", self.url("stratum0")]
@@ -5485,6 +5525,10 @@ class CvmfsRepositoryStep(Step):
         create = "`%s`" % " ".join(self.mkfs_argv())
         if len(found["keys"]) == len(self.KEY_SUFFIXES):
             create += " (reusing the keys in %s)" % self.KEYS
+        if not self.local() and self.stratum0_published(run, found):   # its local traces are gone, the bucket holds it
+            return [Change("!", "%s is published in its bucket (%s/.cvmfspublished) but has no configuration here: "
+                                "stackboot never makes a repository over a published one; bring its configuration back "
+                                "(cvmfs_server import with the S3 options) or choose another name" % (name, self.repository_url()))]
         leftovers = self.leftovers(found)
         if not leftovers:
             return [Change("+", "create repository: " + create, action="create")]
@@ -5601,8 +5645,7 @@ class CvmfsRepositoryStep(Step):
             elif what == "remove":
                 run.host.remove_tree(path)
             else:
-                result = run.runner.run(["cvmfs_server", "import", "-o", self.args["owner"], self.args["name"]],
-                                        change=True, check=False, timeout=600)
+                result = run.runner.run(self.import_argv(), change=True, check=False, timeout=600)
                 run.host.forget()
                 if result.rc != 0:
                     raise CommandFailed(result, "import could not bring the configuration back; `stackboot plan` "

@@ -550,8 +550,17 @@ class FakeTools:
 
     # SELinux's file-context rules (file_contexts.local) and labels (the security.selinux attribute)
     def tool_semanage(self, args):
-        assert args[:4] == ["fcontext", "-a", "-t", args[3]], args
-        self.append("/etc/selinux/targeted/contexts/files/file_contexts.local", "%s    system_u:object_r:%s:s0" % (args[4], args[3]))
+        """fcontext -a adds a local rule (an existing one for the pattern: "already defined"); -m changes one."""
+        assert args[0] == "fcontext" and args[1] in ("-a", "-m") and args[2] == "-t", args
+        path = self.path("/etc/selinux/targeted/contexts/files/file_contexts.local")
+        lines = open(path).read().splitlines() if os.path.exists(path) else []
+        mine = [line for line in lines if line.split()[:1] == [args[4]]]
+        if (args[1] == "-a") == bool(mine):
+            return 1, "", "ValueError: File context for %s %s" % (args[4], "already defined" if mine else "is not defined")
+        lines = [line for line in lines if line not in mine] + ["%s    system_u:object_r:%s:s0" % (args[4], args[3])]
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as handle:
+            handle.write("".join(line + "\n" for line in lines))
         return 0, "", ""
 
     def tool_restorecon(self, args):

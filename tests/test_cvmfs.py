@@ -619,15 +619,52 @@ def test_published_repository_that_lost_its_config_gets_it_back_by_import(host, 
     refused, err = refuse(host)
     cleanup = ["umount /cvmfs/%s" % REPO, "umount /var/spool/cvmfs/%s/rdonly" % REPO,
                "sed -i '/# added by CernVM-FS for sw\\.example\\.org$/d' /etc/fstab", "rm -rf /var/spool/cvmfs/%s" % REPO,
-               "cvmfs_server import -o root %s" % REPO]
+               "cvmfs_server import -o root -w http://localhost/cvmfs/%s %s" % (REPO, REPO)]   # the URL it was made with
     assert refused[0].endswith("clean it up with %s; or run install again with --repair: it keeps what was published and "
                                "brings the config back" % "; ".join("`%s`" % command for command in cleanup)), refused
     out, runner = install(host, "cvmfs-server", "--set", "repositories=" + REPO, "--set", "cvmfs_release=false", "--repair")
     assert "~ cvmfs-repository %s: restore published repository (" % REPO in out
     assert [argv for argv in runner.changes() if argv[0] in ("umount", "cvmfs_server")] == [
-        ["umount", "/cvmfs/" + REPO], ["umount", "/var/spool/cvmfs/%s/rdonly" % REPO], ["cvmfs_server", "import", "-o", "root", REPO]]
+        ["umount", "/cvmfs/" + REPO], ["umount", "/var/spool/cvmfs/%s/rdonly" % REPO],
+        ["cvmfs_server", "import", "-o", "root", "-w", "http://localhost/cvmfs/" + REPO, REPO]]
     assert tree("/etc/cvmfs/keys") == keys and published(host, REPO) == ["S2"]
     assert read("/etc/fstab").decode().count("added by CernVM-FS for " + REPO) == 2   # import's own, once
     conf = read("/etc/cvmfs/repositories.d/%s/server.conf" % REPO).decode().splitlines()
     assert "CVMFS_GARBAGE_COLLECTION=true" in conf   # the role's settings over import's defaults
     assert install(host, "cvmfs-server")[0].splitlines()[-1].startswith("Install: 0 changed")
+
+
+def test_restore_keeps_the_stratum0_url_it_was_made_with(host, fs):
+    url = ["--set", "stratum0_url=http://127.0.0.1/cvmfs/@fqrn@"]
+    install(host, "cvmfs-server", "--set", "repositories=" + REPO, "--set", "cvmfs_release=false", *url)
+    fs.create_file("/work/site/file", contents="v1")
+    assert stackboot(host, "cvmfs", "publish", REPO, "/work/site")[0] == 0
+    shutil.rmtree("/etc/cvmfs/repositories.d/" + REPO)
+    out, runner = install(host, "cvmfs-server", "--repair")
+    assert ["cvmfs_server", "import", "-o", "root", "-w", "http://127.0.0.1/cvmfs/" + REPO, REPO] in runner.changes()
+    assert install(host, "cvmfs-server")[0].splitlines()[-1].startswith("Install: 0 changed")
+
+
+def test_s3_repository_published_in_its_bucket_is_never_made_again(host, bucket):
+    """Nothing of it left here (a reinstalled host with its keys back), but its bucket holds it: no mkfs over it."""
+    install(host, "cvmfs-server", "--set", "repositories=" + REPO, "--set", "cvmfs_release=false", *bucket)
+    shutil.rmtree("/etc/cvmfs/repositories.d/" + REPO)
+    shutil.rmtree("/var/spool/cvmfs/" + REPO)
+    with open("/etc/fstab") as handle:
+        kept = [line for line in handle if "added by CernVM-FS" not in line]
+    with open("/etc/fstab", "w") as handle:
+        handle.writelines(kept)
+    refused, err = refuse(host, *bucket)
+    assert refused == ["! cvmfs-repository %s: %s is published in its bucket (http://127.0.0.1:%s/cvmfs/%s/.cvmfspublished) but has "
+                       "no configuration here: stackboot never makes a repository over a published one; bring its configuration "
+                       "back (cvmfs_server import with the S3 options) or choose another name"
+                       % (REPO, REPO, bucket[5].split("=")[1], REPO)]
+
+
+def test_offline_never_asks_the_bucket(host, bucket, monkeypatch):
+    install(host, "cvmfs-server", "--set", "repositories=" + REPO, "--set", "cvmfs_release=false", *bucket)
+    import urllib.request
+    asked, real = [], urllib.request.urlopen
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, *a, **k: asked.append(url) or real(url, *a, **k))
+    code, out, err, runner = stackboot(host, "plan", "--offline", "cvmfs-server")
+    assert code == 0 and asked == [], out + err

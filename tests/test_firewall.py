@@ -230,3 +230,65 @@ def test_under_root_ufw_is_left_for_the_booted_host(tmp_path):
     runner = RecordingRunner(root, FakeTools(root))
     code, out, err = run_main(["--root", root, "plan", "master", "--set", "method=packages"], runner, uname)
     assert code == 0 and "firewall" not in out, out + err
+
+
+def host_run(tools):
+    return stackboot.Run(stackboot.Host("/", RecordingRunner("/", tools)), stackboot.detect_facts(stackboot.Host("/"), UNAME),
+                         stackboot.Output(open(os.devnull, "w")))
+
+
+def test_a_changed_port_inside_a_merged_range_keeps_the_others_open(host, fs):
+    """9419-9421 is one rule; a new client_port removes it and lets in 9419-9420 and 9500, in one run."""
+    ufw(fs)
+    assert stackboot_main(host, "install", "master", *PACKAGES)[0] == 0
+    code, out, err, runner = stackboot_main(host, "install", "master", "--set", "client_port=9500")
+    assert code == 0, out + err
+    assert [argv for argv in runner.changes() if argv[0] == "ufw"] == [
+        ["ufw", "delete", "allow", "9419:9421/tcp"], ["ufw", "allow", "9419:9420/tcp", "comment", "stackboot: MooseFS master"],
+        ["ufw", "allow", "9500/tcp", "comment", "stackboot: MooseFS master"]]
+    assert stackboot_main(host, "install", "master")[1].splitlines()[-1].startswith("Install: 0 changed")
+
+
+@pytest.mark.parametrize("line", [
+    "### tuple ### limit tcp 9422 0.0.0.0/0 any 0.0.0.0/0 in",   # rate-limited, but in (an allow would replace it)
+    "### tuple ### allow any any 0.0.0.0/0 any 0.0.0.0/0 in",    # every port
+    "### tuple ### allow tcp any 0.0.0.0/0 any 10.0.0.0/8 in",   # every port, from a network the admin chose
+])
+def test_ufw_rules_that_already_let_the_port_in_are_enough(host, fs, line):
+    ufw(fs, [line])
+    rule = stackboot.FirewallStep(None, "test", {}, {"ports": ["9422/tcp"], "label": "MooseFS chunkserver"})
+    assert rule.check(host_run(host)) == []
+
+
+@pytest.mark.parametrize("conf,zone", [("DefaultZone = internal\n", "internal"),   # firewalld strips around =
+                                       ("DefaultZone=internal\nDefaultZone=public\n", "internal"),   # and keeps the first
+                                       ("# DefaultZone=internal\n", "public")])
+def test_the_default_zone_is_read_as_firewalld_reads_it(host, fs, conf, zone):
+    firewalld(fs, zone="internal")
+    fs.create_file("/usr/lib/firewalld/zones/public.xml", contents=ZONE)
+    os.remove("/etc/firewalld/firewalld.conf")
+    fs.create_file("/etc/firewalld/firewalld.conf", contents=conf)
+    assert stackboot.host_firewall(host_run(host)).zone == zone
+
+
+@pytest.mark.parametrize("rule,ports", [
+    ('<rule family="ipv4"><source address="192.0.2.0/24"/><port port="9425" protocol="tcp"/><reject/></rule>', "9425/tcp"),
+    ('<rule family="ipv4"><source address="192.0.2.0/24"/><service name="http"/><drop/></rule>', "80/tcp"),
+])
+def test_a_rich_rule_is_not_the_zones_port(host, fs, rule, ports):
+    """A rich rule's port (rejected, or only from some sources) neither lets the port in nor is ours to remove."""
+    firewalld(fs)
+    fs.create_file("/etc/firewalld/zones/public.xml", contents=ZONE.replace("</zone>", "  %s\n</zone>" % rule))
+    opening = stackboot.FirewallStep(None, "test", {}, {"ports": [ports], "label": "x"})
+    closing = stackboot.FirewallStep(None, "test", {}, {"ports": [ports], "label": "x"}, goal="absent")
+    assert [change.action for change in opening.check(host_run(host))] == ["add"]
+    assert closing.check(host_run(host)) == []
+
+
+def test_a_default_zone_without_its_file_is_refused_before_anything_changes(host, fs):
+    firewalld(fs)
+    os.remove("/etc/firewalld/firewalld.conf")
+    fs.create_file("/etc/firewalld/firewalld.conf", contents="DefaultZone=gone\n")
+    code, out, err, runner = stackboot_main(host, "install", "gui", *PACKAGES, "--set", "master_host=10.1.0.1")
+    assert code == 1 and runner.changes() == []
+    assert "firewalld's default zone gone has no zone file" in err and "Traceback" not in err

@@ -82,3 +82,30 @@ def test_selinux_label_needs_rule_and_label(fs):
     os.setxattr("/srv/cvmfs", "security.selinux", b"system_u:object_r:httpd_sys_content_t:s0")
     run.host.forget()
     assert step.check(run) == []
+
+
+def test_selinux_under_root_is_the_targets(tmp_path, monkeypatch):
+    """Under --root the target's /etc/selinux/config counts, not the SELinux of the machine building it."""
+    from test_one_plan import fixture_root
+    root, uname = fixture_root(tmp_path, "debian-12")
+    real = stackboot.read_bytes
+    monkeypatch.setattr(stackboot, "read_bytes", lambda path, limit=None: b"1\n" if path == "/sys/fs/selinux/enforce" else real(path, limit))
+    assert stackboot.detect_facts(stackboot.Host(root), uname)["selinux"] == "off"
+    os.makedirs(os.path.join(root, "etc/selinux"))
+    with open(os.path.join(root, "etc/selinux/config"), "w") as handle:
+        handle.write("# a Rocky image\nSELINUX=enforcing\nSELINUXTYPE=targeted\n")
+    assert stackboot.detect_facts(stackboot.Host(root), uname)["selinux"] == "enforcing"
+    assert stackboot.detect_facts(stackboot.Host("/"), uname)["selinux"] == "enforcing"   # the running kernel's
+
+
+def test_a_local_rule_with_another_type_is_modified_not_added(fs):
+    """semanage fcontext -a on a path with a local rule fails ("already defined"): -m changes it."""
+    spec, tools = fake_host(fs, "rocky-9")
+    fs.create_dir("/srv/cvmfs")
+    tools.append("/etc/selinux/targeted/contexts/files/file_contexts.local", "/srv/cvmfs(/.*)?    system_u:object_r:var_t:s0")
+    step = stackboot.SelinuxContextStep(None, "test", {}, {"path": "/srv/cvmfs", "type": "httpd_sys_content_t"})
+    run = host_run(tools)
+    with run.host.changes_allowed():
+        step.apply(run, step.check(run))
+    assert [argv for argv in run.runner.changes() if argv[0] == "semanage"] == [
+        ["semanage", "fcontext", "-m", "-t", "httpd_sys_content_t", "/srv/cvmfs(/.*)?"]]
