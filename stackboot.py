@@ -997,7 +997,13 @@ class Host:
             return
         self.protect("remove", path)
         self.permit("remove tree", path, follows=True)
-        shutil.rmtree(self.path(path))
+
+        def gone(function, name, error):   # removed meanwhile (a FUSE daemon exiting takes its running.* file): done
+            error = error[1] if isinstance(error, tuple) else error
+            if not isinstance(error, FileNotFoundError):
+                raise error
+        # (3.12 renamed the hook and warns about the old name)
+        shutil.rmtree(self.path(path), **{"onexc" if sys.version_info >= (3, 12) else "onerror": gone})
         self.forget()
 
     def rename(self, source, dest):

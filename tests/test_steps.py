@@ -642,3 +642,23 @@ def test_package_versions_on_the_rpm_and_freebsd_side(fakefs):
     assert h.runner.changes() == [["dnf", "install", "-y", "moosefs-master-4.58.1-1.el9"]]
     assert tools.installed["moosefs-master"] == "4.58.1-1.el9"
     assert [stackboot.upstream_version(v) for v in ("1:4.58.1-1~bpo13+1", "4.58.1-1.el9", "4.58.1_1,1", "4.58.1")] == ["4.58.1"] * 4
+
+
+def test_remove_tree_takes_a_file_removed_meanwhile_as_removed(tmp_path, monkeypatch):
+    """A FUSE daemon exiting after its unmount removes its own running.NAME file while stackboot
+    removes the directory (seen with cvmfs2's spool): that file is gone, as wanted, not an error."""
+    import shutil
+    (tmp_path / "spool" / "cache").mkdir(parents=True)
+    (tmp_path / "spool" / "cache" / "running.sw.example.org").write_text("pid")
+    (tmp_path / "spool" / "cache" / "other").write_text("x")
+    real = os.unlink
+
+    def unlink(path, *args, **kwargs):
+        real(path, *args, **kwargs)
+        if str(path).endswith("running.sw.example.org"):   # somebody else got there first
+            raise FileNotFoundError(2, "No such file or directory", path)
+    monkeypatch.setattr(shutil.os, "unlink", unlink)
+    host = stackboot.Host(str(tmp_path))
+    with host.changes_allowed():
+        host.remove_tree("/spool")
+    assert not (tmp_path / "spool").exists()
