@@ -5556,7 +5556,7 @@ class CvmfsRepositoryStep(Step):
         elif not run.repair:
             why = "or run install again with --repair if it never published anything"
         else:
-            published = self.published(run, found)
+            published = self.stratum0_published(run, found)
             if published is False:
                 return [Change("~", "repair half-made repository (remove %s), then %s" % ("; ".join(leftovers), create),
                                action="repair")]

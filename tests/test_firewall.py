@@ -292,3 +292,14 @@ def test_a_default_zone_without_its_file_is_refused_before_anything_changes(host
     code, out, err, runner = stackboot_main(host, "install", "gui", *PACKAGES, "--set", "master_host=10.1.0.1")
     assert code == 1 and runner.changes() == []
     assert "firewalld's default zone gone has no zone file" in err and "Traceback" not in err
+
+
+def test_ports_refuses_everything_but_ports_and_a_protocol():
+    """The adversarial payloads and the near misses: each one a ValueError (a profile's error line), never a rule."""
+    from test_adversarial import INJECTIONS
+    near = ["80", "80/sctp", "0/tcp", "65536/tcp", "9421-9419/tcp", "1-2-3/tcp", "80/TCP", " 80/tcp", "80/tcp ", "-1/tcp", "80-/tcp"]
+    for value in list(INJECTIONS.values()) + near + [80, None, ["80/tcp"], {"port": 80}]:
+        with pytest.raises(ValueError):
+            stackboot.type_ports(value, {})
+    for good in ("1/tcp", "65535/udp", "9419-9421/tcp", "80-80/tcp"):
+        assert stackboot.type_ports(good, {}) == good
