@@ -6,42 +6,29 @@ rule parsers meet generated rule sets, compared with a brute-force answer. tests
 runs real ufw and firewalld.
 """
 
-import json
 import os
 import random
 
 import pytest
 
 import stackboot
-from conftest import TESTS, FakeTools, RecordingRunner, run_main
+from conftest import FakeTools, RecordingRunner, run_main
+from test_cvmfs import host as debian_host  # noqa: F401 (a fixture)
 
 UNAME = ("Linux", "x86_64")
 PACKAGES = ["--set", "method=packages"]
-with open(os.path.join(TESTS, "fixtures", "hosts", "debian-12", "host.json")) as _handle:
-    SPEC = json.load(_handle)
-with open(os.path.join(TESTS, "fixtures", "hosts", "debian-12", "os-release")) as _handle:
-    OS_RELEASE = _handle.read()
 ZONE = ('<?xml version="1.0" encoding="utf-8"?>\n<zone>\n  <short>Public</short>\n  <service name="ssh"/>\n'
         '  <service name="dhcpv6-client"/>\n</zone>\n')
 HTTP = '<?xml version="1.0" encoding="utf-8"?>\n<service>\n  <short>WWW (HTTP)</short>\n  <port protocol="tcp" port="80"/>\n</service>\n'
 
 
 @pytest.fixture
-def host(fs):
-    fs.create_file("/etc/os-release", contents=OS_RELEASE)
-    for binary in SPEC["binaries"]:
-        fs.create_file(binary, st_mode=0o100755)
-    fs.create_dir("/run/systemd/system")
-    fs.create_file("/etc/passwd", contents="root:x:0:0:root:/root:/bin/bash\n")
-    fs.create_file("/etc/group", contents="root:x:0:\n")
-    fs.create_file("/etc/fstab", contents="# fstab\n")
-    fs.create_file("/proc/self/mountinfo", contents="22 1 8:1 / / rw,relatime - ext4 /dev/sda1 rw\n")
-    fs.create_file("/var/lib/apt/lists/deb_Packages")
-    tools = FakeTools("/")
-    tools.package_files["moosefs-master"] = {"/var/lib/mfs/metadata.mfs.empty": "MFSM NEW"}
+def host(debian_host):  # noqa: F811 (pytest passes the fixture imported above)
+    """test_cvmfs's Debian 12 host, with MooseFS's packages as Debian 12 has them."""
+    debian_host.package_files["moosefs-master"] = {"/var/lib/mfs/metadata.mfs.empty": "MFSM NEW"}
     for part in ("master", "metalogger", "chunkserver", "client", "cli", "cgi", "cgiserv"):
-        tools.versions["moosefs-" + part] = "3.0.117-1"   # Debian 12's
-    return tools
+        debian_host.versions["moosefs-" + part] = "3.0.117-1"   # Debian 12's
+    return debian_host
 
 
 def stackboot_main(tools, *argv):
